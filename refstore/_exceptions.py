@@ -1,0 +1,62 @@
+"""The exception tree of refstore.
+
+    RefstoreError
+    ├── InvalidURLError (ValueError)
+    │   └── UnsupportedSchemeError
+    ├── ObjectNotFoundError (FileNotFoundError)
+    ├── ObjectChangedError
+    ├── TooManyObjectsError
+    ├── ManifestError (ValueError)
+    │   └── IntegrityError
+    ├── ArtifactNotFoundError (LookupError)
+    ├── ConflictError
+    └── RunError
+
+Every message names the object, URL or name at fault, and never carries a credential.
+"""
+
+from __future__ import annotations
+
+
+class RefstoreError(Exception):
+    """Root of every error refstore raises."""
+
+
+class InvalidURLError(RefstoreError, ValueError):
+    """A URL or name that cannot be parsed."""
+
+
+class UnsupportedSchemeError(InvalidURLError):
+    """A URL scheme with no backend, or whose backend package is missing."""
+
+
+class ObjectNotFoundError(RefstoreError, FileNotFoundError):
+    """A referenced object or local path does not exist."""
+
+
+class ObjectChangedError(RefstoreError):
+    """The source no longer matches the manifest and the pinned version cannot be fetched."""
+
+
+class TooManyObjectsError(RefstoreError):
+    """A reference would exceed ``max_objects``."""
+
+
+class ManifestError(RefstoreError, ValueError):
+    """A manifest or record that cannot be read."""
+
+
+class IntegrityError(ManifestError):
+    """Bytes, a manifest or a record that fail their digest."""
+
+
+class ArtifactNotFoundError(RefstoreError, LookupError):
+    """No such artifact, version or alias."""
+
+
+class ConflictError(RefstoreError):
+    """A concurrent writer won a race that cannot be retried."""
+
+
+class RunError(RefstoreError):
+    """Run misuse: no current run, unknown run path, a file the run never saved."""

@@ -1,0 +1,147 @@
+"""The per-scheme backend interface and the one typed metadata record at its boundary.
+
+A backend is the only place that knows a scheme: how to build its fsspec filesystem from the environment,
+how its listings and ``info()`` dicts spell size, ETag, checksum and version id, how to read a pinned
+version, and how to write create-only. Everything above it works on :class:`ObjectMeta` only.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import base64
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+from fsspec import AbstractFileSystem
+
+from .._exceptions import ObjectChangedError
+
+#: Called with the number of bytes just transferred; drives progress bars.
+ProgressHook = Callable[[int], None]
+
+CHUNK_SIZE = 4 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    """What one stored object is, whatever the backend.
+
+    ``url`` is the object's URI without any version; ``digest`` is ``"<alg>:<hex>"`` (``etag:``, ``md5:``,
+    ``crc32c:``, ``xxh3_128:``) or ``None`` when the backend gives none; ``version_id`` is the backend's
+    version (S3 VersionId, GCS generation, Azure version id) or ``None``.
+    """
+
+    url: str
+    size: int
+    digest: str | None = None
+    etag: str | None = None
+    version_id: str | None = None
+    last_modified: str | None = None
+
+
+class Backend(abc.ABC):
+    """One scheme's knowledge, over one fsspec filesystem."""
+
+    #: URL schemes served by this backend; the first is the canonical one written into manifests.
+    protocols: ClassVar[tuple[str, ...]]
+    #: The pip package that provides the fsspec implementation (named in install hints).
+    package: ClassVar[str]
+
+    def __init__(self, fs: AbstractFileSystem, protocol: str, url_prefix: str | None = None) -> None:
+        self.fs = fs
+        self.protocol = protocol
+        #: What :meth:`url` puts before an fsspec path (``"s3://"``, or an Azure account's https endpoint).
+        self.url_prefix = url_prefix or f"{self.protocols[0]}://"
+
+    @classmethod
+    @abc.abstractmethod
+    def filesystem(cls, protocol: str, storage_options: Mapping[str, Any]) -> AbstractFileSystem:
+        """Build the fsspec filesystem, adding what the environment implies (endpoints, emulators)."""
+
+    def url(self, path: str) -> str:
+        """The canonical URI of an fsspec path of this filesystem."""
+        return f"{self.url_prefix}{path}"
+
+    def path(self, url: str) -> str:
+        """The fsspec path of a URI of this backend (inverse of :meth:`url`)."""
+        if url.startswith(self.url_prefix):
+            return url[len(self.url_prefix) :]
+        return str(self.fs._strip_protocol(url))
+
+    # -- metadata ---------------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def stat(self, path: str) -> ObjectMeta | None:
+        """The metadata of the single object at ``path``, or ``None`` if there is none."""
+
+    @abc.abstractmethod
+    async def list_prefix(self, path: str, *, max_objects: int) -> list[ObjectMeta]:
+        """Every object strictly below the folder ``path`` (matched at ``/``), folder markers skipped.
+
+        Raises :class:`~refstore.TooManyObjectsError` past ``max_objects``; the list is complete or an
+        error, never truncated.
+        """
+
+    # -- reading pinned bytes ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> None:
+        """Write exactly the pinned bytes of ``pin`` to the local file ``dest``.
+
+        One request in the common case. Raises :class:`~refstore.ObjectChangedError` naming the object
+        when the pinned version is gone or what came back does not match ``pin``.
+        """
+
+    @abc.abstractmethod
+    def open_pinned(self, pin: ObjectMeta) -> IO[bytes]:
+        """A read-only, seekable file of the pinned bytes, streamed (no full download)."""
+
+    # -- registry writes --------------------------------------------------------------------------------
+
+    async def put_create_only(self, path: str, data: bytes) -> None:
+        """Write ``data`` at ``path`` only if nothing is there; else raise :class:`FileExistsError`."""
+        await _maybe_async(self.fs, "pipe_file", path, data, mode="create")
+
+    async def put_atomic(self, path: str, data: bytes) -> None:
+        """Write (or replace) ``path`` so that a reader sees the old or the new bytes, never a mix."""
+        await _maybe_async(self.fs, "pipe_file", path, data)
+
+
+async def _maybe_async(fs: AbstractFileSystem, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fs.<method>`` natively when the filesystem is async, else in a worker thread."""
+    if getattr(fs, "async_impl", False):
+        return await getattr(fs, "_" + method)(*args, **kwargs)
+    return await asyncio.to_thread(getattr(fs, method), *args, **kwargs)
+
+
+call_fs = _maybe_async
+
+
+def changed(pin: ObjectMeta, why: str) -> ObjectChangedError:
+    """The one way to say that a pinned object cannot be had any more."""
+    return ObjectChangedError(f"{pin.url}: {why}")
+
+
+def check_received(pin: ObjectMeta, size: int, etag: str | None = None) -> None:
+    """Raise :class:`ObjectChangedError` when a response does not match the pin."""
+    if size != pin.size:
+        raise changed(pin, f"expected {pin.size} bytes, received {size}")
+    if etag is not None and pin.etag is not None and normalize_etag(etag) != pin.etag:
+        raise changed(pin, f"ETag is {normalize_etag(etag)}, the manifest pinned {pin.etag}")
+
+
+def normalize_etag(etag: str) -> str:
+    """An ETag without quotes or the weak marker: ``W/"abc"`` -> ``abc``."""
+    etag = etag.strip()
+    if etag.startswith("W/"):
+        etag = etag[2:]
+    return etag.strip('"')
+
+
+def b64_to_hex(value: str) -> str:
+    """A base64 checksum (GCS ``md5Hash``, Azure ``Content-MD5``) as lowercase hex."""
+    return base64.b64decode(value).hex()
+
