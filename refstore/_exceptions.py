@@ -2,12 +2,14 @@
 
     RefstoreError
     ├── InvalidURLError (ValueError)
-    │   └── UnsupportedSchemeError
+    │   ├── UnsupportedSchemeError
+    │   └── InvalidNameError
     ├── ObjectNotFoundError (FileNotFoundError)
     ├── ObjectChangedError
     ├── TooManyObjectsError
     ├── ManifestError (ValueError)
-    │   └── IntegrityError
+    │   ├── IntegrityError
+    │   └── UnsafePathError
     ├── ArtifactNotFoundError (LookupError)
     ├── ConflictError
     └── RunError
@@ -30,6 +32,10 @@ class UnsupportedSchemeError(InvalidURLError):
     """A URL scheme with no backend, or whose backend package is missing."""
 
 
+class InvalidNameError(InvalidURLError):
+    """An artifact name, alias or reference that breaks the naming rules."""
+
+
 class ObjectNotFoundError(RefstoreError, FileNotFoundError):
     """A referenced object or local path does not exist."""
 
@@ -48,6 +54,10 @@ class ManifestError(RefstoreError, ValueError):
 
 class IntegrityError(ManifestError):
     """Bytes, a manifest or a record that fail their digest."""
+
+
+class UnsafePathError(ManifestError):
+    """A logical path that could escape a destination folder (``..``, absolute, backslash, NUL)."""
 
 
 class ArtifactNotFoundError(RefstoreError, LookupError):

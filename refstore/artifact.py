@@ -1,0 +1,149 @@
+"""``Artifact``: a draft that collects manifest entries until a registry logs it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ._exceptions import InvalidURLError, ObjectNotFoundError
+from ._sync import run_sync
+from .backends import ObjectMeta
+from .hashing import hash_file, hash_files
+from .locations import Location, resolve
+from .manifest import Manifest, ManifestEntry
+from .names import check_logical_path, check_name, join_logical
+
+DEFAULT_MAX_OBJECTS = 10_000
+
+
+class Artifact:
+    """A draft artifact: references and copies gathered into a manifest, made immutable by ``Registry.log``."""
+
+    def __init__(
+        self,
+        name: str,
+        type: str = "dataset",
+        *,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = check_name(name)
+        self.type = type
+        self.description = description
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._entries: dict[str, ManifestEntry] = {}
+        #: content digest -> local file whose bytes the registry must store at log time
+        self._staged: dict[str, Path] = {}
+
+    def __repr__(self) -> str:
+        return f"Artifact({self.name!r}, type={self.type!r}, {len(self._entries)} entries)"
+
+    @property
+    def manifest(self) -> Manifest:
+        """The entries added so far."""
+        return Manifest(dict(self._entries))
+
+    @property
+    def digest(self) -> str:
+        """The content digest, independent of the order of adds."""
+        return self.manifest.content_digest
+
+    @property
+    def staged_files(self) -> Mapping[str, Path]:
+        """Content digest -> local file, for the copies ``add_file``/``add_dir`` made."""
+        return dict(self._staged)
+
+    # -- references -------------------------------------------------------------------------------------
+
+    def add_reference(
+        self,
+        uri: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        checksum: bool = True,
+        max_objects: int = DEFAULT_MAX_OBJECTS,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> list[ManifestEntry]:
+        """Record the objects at ``uri`` (one object, or every object under a prefix) without copying them.
+
+        With ``checksum=False`` only locations are recorded (no ETag, version or hash): a download then
+        fetches whatever is there at that time, unchecked.
+        """
+        location = resolve(uri, storage_options)
+        objects, is_folder = run_sync(_list_location, location, max_objects)
+        if not objects:
+            what = "no objects under this prefix" if location.is_folder else "no such object or prefix"
+            raise ObjectNotFoundError(f"{location.url}: {what}")
+        entries = [self._entry_for(location, meta, is_folder, name, checksum) for meta in objects]
+        return self._add(entries)
+
+    def _entry_for(
+        self, location: Location, meta: ObjectMeta, is_folder: bool, name: str | None, checksum: bool
+    ) -> ManifestEntry:
+        if is_folder:
+            relative = meta.url[len(location.url) + 1 :]
+            path = join_logical(name, relative)
+        else:
+            path = check_logical_path(name) if name else check_logical_path(posixpath.basename(location.path))
+        if not checksum:
+            unchecked = "ref:" + hashlib.sha256(meta.url.encode()).hexdigest()
+            return ManifestEntry(path=path, ref=meta.url, size=meta.size, digest=unchecked)
+        digest = meta.digest or _hash_by_reading(location, meta)
+        return ManifestEntry(path, meta.url, meta.size, digest, meta.etag, meta.version_id)
+
+    # -- copies -----------------------------------------------------------------------------------------
+
+    def add_file(self, local_path: str | os.PathLike[str], name: str | None = None) -> ManifestEntry:
+        """Copy one local file into the artifact (stored in the registry's blob store at log time)."""
+        path = Path(local_path).expanduser()
+        if not path.is_file():
+            raise ObjectNotFoundError(f"{path}: no such file")
+        logical = check_logical_path(name) if name else check_logical_path(path.name)
+        return self._add([self._copy_entry(path, logical, hash_file(path))])[0]
+
+    def add_dir(self, local_path: str | os.PathLike[str], name: str | None = None) -> list[ManifestEntry]:
+        """Copy every file under a local folder, logical paths relative to it (under ``name``)."""
+        root = Path(local_path).expanduser()
+        if not root.is_dir():
+            raise ObjectNotFoundError(f"{root}: no such directory")
+        files = sorted(p for p in root.rglob("*") if p.is_file())
+        digests = hash_files(files)
+        entries = [
+            self._copy_entry(f, join_logical(name, f.relative_to(root).as_posix()), digests[f]) for f in files
+        ]
+        return self._add(entries)
+
+    def _copy_entry(self, path: Path, logical: str, digest: str) -> ManifestEntry:
+        self._staged[digest] = path.resolve()
+        return ManifestEntry(path=logical, ref=None, size=path.stat().st_size, digest=digest)
+
+    def _add(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
+        for entry in entries:
+            existing = self._entries.get(entry.path)
+            if existing is not None and existing != entry:
+                raise InvalidURLError(f"{self.name}: logical path {entry.path!r} is already in the artifact")
+        self._entries.update((e.path, e) for e in entries)
+        return entries
+
+
+async def _list_location(location: Location, max_objects: int) -> tuple[list[ObjectMeta], bool]:
+    """The objects a URL names, and whether it named a folder."""
+    if not location.is_folder:
+        single = await location.backend.stat(location.path)
+        if single is not None:
+            return [single], False
+    return await location.backend.list_prefix(location.path, max_objects=max_objects), True
+
+
+def _hash_by_reading(location: Location, meta: ObjectMeta) -> str:
+    """A content hash for an object whose backend gives none (an HTTP server without ETags)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="refstore-hash-") as tmp:
+        target = Path(tmp, "object")
+        run_sync(location.backend.fetch, meta, target)
+        return hash_file(target)

@@ -1,0 +1,172 @@
+"""Local disks and NFS mounts: size, mtime and an xxh3_128 content hash, computed in parallel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import os
+import stat as stat_module
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+import xxhash
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
+
+from .._exceptions import TooManyObjectsError
+from ..hashing import ALGORITHM, hash_file, hash_files
+from ._base import CHUNK_SIZE, Backend, ObjectMeta, ProgressHook, changed
+
+
+class LocalBackend(Backend):
+    """Files on a mounted filesystem. There are no versions: a changed file cannot be had back.
+
+    Symbolic links inside a referenced folder are followed when they point to files (the snapshot records
+    the bytes they name); links to folders are not descended into, so a reference never loops.
+    """
+
+    protocols: ClassVar[tuple[str, ...]] = ("file",)
+    package: ClassVar[str] = "fsspec"
+
+    def url(self, path: str) -> str:
+        return f"file://{path}"
+
+    def path(self, url: str) -> str:
+        return url[len("file://") :] if url.startswith("file://") else url
+
+    @classmethod
+    def filesystem(cls, protocol: str, storage_options: Mapping[str, Any]) -> AbstractFileSystem:
+        return LocalFileSystem(**storage_options)
+
+    async def stat(self, path: str) -> ObjectMeta | None:
+        return await asyncio.to_thread(self._stat_sync, path)
+
+    def _stat_sync(self, path: str) -> ObjectMeta | None:
+        try:
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if not stat_module.S_ISREG(info.st_mode):
+            return None
+        return self._meta(path, info, hash_file(path))
+
+    def _meta(self, path: str, info: os.stat_result, digest: str) -> ObjectMeta:
+        modified = datetime.fromtimestamp(info.st_mtime, tz=timezone.utc).isoformat()
+        return ObjectMeta(url=self.url(path), size=info.st_size, digest=digest, last_modified=modified)
+
+    async def list_prefix(self, path: str, *, max_objects: int) -> list[ObjectMeta]:
+        return await asyncio.to_thread(self._list_sync, path, max_objects)
+
+    def _list_sync(self, path: str, max_objects: int) -> list[ObjectMeta]:
+        files = _walk_files(path, max_objects, self.url(path))
+        stats = {f: os.stat(f) for f in files}
+        digests = hash_files(files)
+        return [self._meta(str(f), stats[f], digests[f]) for f in files]
+
+    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> None:
+        await asyncio.to_thread(self._fetch_sync, pin, dest, progress)
+
+    def _fetch_sync(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None) -> None:
+        source = self.path(pin.url)
+        digest = xxhash.xxh3_128()
+        size = 0
+        try:
+            with open(source, "rb") as src, open(dest, "wb") as out:
+                while chunk := src.read(CHUNK_SIZE):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise changed(pin, "the file no longer exists (local files keep no versions)") from exc
+        if size != pin.size or (pin.digest or "").startswith(ALGORITHM) and (
+            f"{ALGORITHM}:{digest.hexdigest()}" != pin.digest
+        ):
+            raise changed(pin, "the file's content changed since the snapshot (local files keep no versions)")
+
+    def open_pinned(self, pin: ObjectMeta) -> IO[bytes]:
+        source = self.path(pin.url)
+        try:
+            if hash_file(source) != pin.digest:
+                raise changed(pin, "the file's content changed since the snapshot")
+            return open(source, "rb")
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise changed(pin, "the file no longer exists") from exc
+
+    async def put_create_only(self, path: str, data: bytes) -> None:
+        await asyncio.to_thread(write_create_only, path, data)
+
+    async def put_atomic(self, path: str, data: bytes) -> None:
+        await asyncio.to_thread(write_atomic, path, data)
+
+    async def upload(self, local: Path, path: str) -> None:
+        await asyncio.to_thread(copy_atomic, local, path)
+
+
+def _walk_files(root: str, max_objects: int, url: str) -> list[Path]:
+    found: list[Path] = []
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        for name in sorted(names):
+            full = Path(folder, name)
+            if full.is_file():
+                found.append(full)
+        if len(found) > max_objects:
+            raise TooManyObjectsError(
+                f"{url}: more than max_objects={max_objects} files ({len(found)} found so far); "
+                "raise max_objects or reference a narrower folder"
+            )
+    return found
+
+
+def _temp_name(path: str) -> str:
+    return f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
+
+
+def write_create_only(path: str, data: bytes) -> None:
+    """Complete bytes appear at ``path`` at once, only if nothing is there (hard link: atomic, O_EXCL)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = _temp_name(path)
+    _write_synced(tmp, data)
+    try:
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Replace ``path`` with ``data`` by rename: readers see the old or the new bytes, never a mix."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = _temp_name(path)
+    _write_synced(tmp, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def copy_atomic(source: Path, path: str) -> None:
+    """Copy ``source`` to ``path`` through a temporary file and a rename."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = _temp_name(path)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_synced(path: str, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+

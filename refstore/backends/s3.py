@@ -1,0 +1,213 @@
+"""Amazon S3 and S3-compatible servers (MinIO, ...), through s3fs.
+
+Metadata comes from listings only (ListObjectVersions, or ListObjectsV2 where versions are not listable),
+never a HEAD per object. Pinned reads are a single GetObject with ``VersionId``, or with ``IfMatch`` on the
+recorded ETag where the object has no version.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+import s3fs
+from fsspec import AbstractFileSystem
+
+from .._exceptions import TooManyObjectsError
+from ._base import CHUNK_SIZE, Backend, ObjectMeta, ProgressHook, changed, check_received, normalize_etag
+
+#: Endpoint variables in the order they win; s3fs/botocore read the last two but not the first.
+ENDPOINT_VARIABLES = ("AWS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+_MD5_ETAG_LENGTH = 32
+
+
+class S3Backend(Backend):
+    """S3 through s3fs; the version id is S3's ``VersionId`` (absent in unversioned buckets)."""
+
+    protocols: ClassVar[tuple[str, ...]] = ("s3", "s3a")
+    package: ClassVar[str] = "s3fs"
+
+    def url(self, path: str) -> str:
+        return f"s3://{path}"
+
+    @classmethod
+    def filesystem(cls, protocol: str, storage_options: Mapping[str, Any]) -> AbstractFileSystem:
+        options = dict(storage_options)
+        client_kwargs = dict(options.pop("client_kwargs", None) or {})
+        endpoint = options.pop("endpoint_url", None) or client_kwargs.get("endpoint_url")
+        endpoint = endpoint or next((os.environ[v] for v in ENDPOINT_VARIABLES if os.environ.get(v)), None)
+        if endpoint:
+            client_kwargs["endpoint_url"] = endpoint
+        region = os.environ.get("AWS_REGION")
+        if region and "region_name" not in client_kwargs and region != "us-east-1":
+            client_kwargs["region_name"] = region
+        return s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True, **options)
+
+    # -- metadata ---------------------------------------------------------------------------------------
+
+    async def stat(self, path: str) -> ObjectMeta | None:
+        bucket, key = _split(path)
+        if not key:
+            return None
+        try:
+            head = await self.fs._call_s3("head_object", Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None
+        if key.endswith("/") and head["ContentLength"] == 0:
+            return None
+        etag = normalize_etag(head["ETag"])
+        return ObjectMeta(
+            url=self.url(path),
+            size=int(head["ContentLength"]),
+            digest=f"etag:{etag}",
+            etag=etag,
+            version_id=_version(head.get("VersionId")),
+            last_modified=head["LastModified"].isoformat() if head.get("LastModified") else None,
+        )
+
+    async def list_prefix(self, path: str, *, max_objects: int) -> list[ObjectMeta]:
+        bucket, key = _split(path)
+        prefix = f"{key}/" if key else ""
+        found: list[ObjectMeta] = []
+        async for item in self._listing(bucket, prefix):
+            if item["Key"].endswith("/") and int(item["Size"]) == 0:
+                continue  # a folder marker
+            found.append(self._meta(bucket, item))
+            if len(found) > max_objects:
+                raise TooManyObjectsError(
+                    f"{self.url(path)}: more than max_objects={max_objects} objects "
+                    f"({len(found)} listed so far); raise max_objects or reference a narrower prefix"
+                )
+        return found
+
+    async def _listing(self, bucket: str, prefix: str) -> AsyncIterator[dict[str, Any]]:
+        """Current objects under ``prefix``: ListObjectVersions, or ListObjectsV2 where that is refused."""
+        try:
+            async for item in self._pages(bucket, prefix, "list_object_versions", "Versions"):
+                if item.get("IsLatest"):
+                    yield item
+        except (PermissionError, OSError) as exc:
+            if isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) not in (
+                errno.ENOSYS,
+                errno.EPERM,
+                errno.EACCES,
+                None,
+            ):
+                raise
+            async for item in self._pages(bucket, prefix, "list_objects_v2", "Contents"):
+                yield item
+
+    async def _pages(
+        self, bucket: str, prefix: str, method: str, contents_key: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        while True:
+            page = await self.fs._call_s3(method, **kwargs)
+            for item in page.get(contents_key, ()):
+                yield item
+            if not page.get("IsTruncated"):
+                return
+            if method == "list_object_versions":
+                kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
+                kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
+            else:
+                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _meta(self, bucket: str, item: Mapping[str, Any]) -> ObjectMeta:
+        etag = normalize_etag(item["ETag"])
+        modified = item.get("LastModified")
+        return ObjectMeta(
+            url=f"s3://{bucket}/{item['Key']}",
+            size=int(item["Size"]),
+            digest=f"etag:{etag}",
+            etag=etag,
+            version_id=_version(item.get("VersionId")),
+            last_modified=modified.isoformat() if modified is not None else None,
+        )
+
+    # -- pinned reads -----------------------------------------------------------------------------------
+
+    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> None:
+        bucket, key = _split(self.path(pin.url))
+        try:
+            response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key, **_pinned(pin))
+        except (FileNotFoundError, PermissionError) as exc:
+            raise changed(pin, _why_gone(pin)) from exc
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EPERM):  # PreconditionFailed, a delete-marker version
+                raise changed(pin, _why_gone(pin)) from exc
+            raise
+        md5 = hashlib.md5() if _is_md5(pin.etag) else None
+        received = 0
+        body = response["Body"]
+        try:
+            with open(dest, "wb") as out:
+                while chunk := await body.read(CHUNK_SIZE):
+                    out.write(chunk)
+                    received += len(chunk)
+                    if md5 is not None:
+                        md5.update(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+        finally:
+            body.close()
+        check_received(pin, received, response.get("ETag"))
+        if md5 is not None and md5.hexdigest() != pin.etag:
+            raise changed(pin, f"the bytes received hash to md5 {md5.hexdigest()}, not the pinned ETag")
+
+    def open_pinned(self, pin: ObjectMeta) -> IO[bytes]:
+        path = self.path(pin.url)
+        try:
+            if pin.version_id is not None:
+                handle: IO[bytes] = self._version_aware_fs().open(path, "rb", version_id=pin.version_id)
+            else:
+                handle = self.fs.open(path, "rb", cache_type="readahead")
+        except (FileNotFoundError, OSError) as exc:
+            raise changed(pin, _why_gone(pin)) from exc
+        details = getattr(handle, "details", {})
+        etag = details.get("ETag")
+        if etag is not None and normalize_etag(etag) != pin.etag or handle.size != pin.size:  # type: ignore[attr-defined]
+            handle.close()
+            raise changed(pin, _why_gone(pin))
+        return handle
+
+
+    def _version_aware_fs(self) -> AbstractFileSystem:
+        """A twin of :attr:`fs` that may open old versions (s3fs refuses ``version_id`` otherwise)."""
+        twin = getattr(self, "_twin", None)
+        if twin is None:
+            options = {**self.fs.storage_options, "version_aware": True, "skip_instance_cache": True}
+            twin = self._twin = s3fs.S3FileSystem(**options)
+        return twin
+
+
+def _split(path: str) -> tuple[str, str]:
+    bucket, _, key = path.partition("/")
+    return bucket, key
+
+
+def _version(value: str | None) -> str | None:
+    """S3 says ``"null"`` in listings and ``None`` in HEADs for objects of unversioned buckets."""
+    return None if value in (None, "", "null") else value
+
+
+def _pinned(pin: ObjectMeta) -> dict[str, str]:
+    if pin.version_id is not None:
+        return {"VersionId": pin.version_id}
+    if pin.etag is not None:
+        return {"IfMatch": f'"{pin.etag}"'}
+    return {}
+
+
+def _is_md5(etag: str | None) -> bool:
+    return etag is not None and len(etag) == _MD5_ETAG_LENGTH and all(c in "0123456789abcdef" for c in etag)
+
+
+def _why_gone(pin: ObjectMeta) -> str:
+    if pin.version_id is not None:
+        return f"pinned version {pin.version_id} no longer exists"
+    return f"the object was overwritten or deleted and its bucket keeps no versions (pinned ETag {pin.etag})"

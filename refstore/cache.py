@@ -1,0 +1,111 @@
+"""The local download cache: verified bytes by content hash, and pins that point at them.
+
+Layout under ``$REFSTORE_CACHE_DIR`` (default ``~/.cache/refstore``)::
+
+    blobs/<aa>/<xxh3_128 hex>     bytes, admitted only after they were checked against their pin
+    pins/<aa>/<sha256 of pin>     the xxh3_128 hex of the bytes a reference pin resolved to
+    tmp/                          downloads in flight (same filesystem, so admission is a rename)
+
+Reads from the cache re-hash the bytes as they are copied out; a corrupted entry is dropped and fetched
+again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+import xxhash
+
+from .hashing import ALGORITHM
+from .manifest import ManifestEntry, canonical_json
+
+_BLOCK = 2**20
+
+
+def default_cache_dir() -> Path:
+    """``$REFSTORE_CACHE_DIR``, else ``~/.cache/refstore``."""
+    configured = os.environ.get("REFSTORE_CACHE_DIR")
+    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "refstore"
+
+
+class CorruptCacheEntry(Exception):
+    """A cached file whose bytes no longer hash to its name (internal: the caller refetches)."""
+
+
+class Cache:
+    """Content-addressed local cache of verified object bytes."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root or default_cache_dir()
+
+    def tmp_path(self) -> Path:
+        folder = self.root / "tmp"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{os.getpid()}-{os.urandom(8).hex()}"
+
+    def lookup(self, entry: ManifestEntry) -> Path | None:
+        """The cached bytes for ``entry``, or ``None``."""
+        content = self._content_hash(entry)
+        if content is None:
+            return None
+        blob = self._blob(content)
+        return blob if blob.is_file() and blob.stat().st_size == entry.size else None
+
+    def admit(self, entry: ManifestEntry, fetched: Path, content: str) -> Path:
+        """Move checked bytes, whose xxh3_128 hex is ``content``, into the cache (consuming ``fetched``)."""
+        blob = self._blob(content)
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(fetched, blob)
+        pin = self._pin_file(entry)
+        if pin is not None:
+            pin.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.tmp_path()
+            tmp.write_text(content)
+            os.replace(tmp, pin)
+        return blob
+
+    def copy_out(self, entry: ManifestEntry, cached: Path, dest: Path) -> None:
+        """Copy cached bytes to ``dest`` while re-hashing them; :class:`CorruptCacheEntry` on mismatch."""
+        digest = xxhash.xxh3_128()
+        with open(cached, "rb") as src, open(dest, "wb") as out:
+            while chunk := src.read(_BLOCK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != cached.name:
+            self.evict(entry, cached)
+            raise CorruptCacheEntry(str(cached))
+
+    def evict(self, entry: ManifestEntry, cached: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            cached.unlink()
+        pin = self._pin_file(entry)
+        if pin is not None:
+            with contextlib.suppress(FileNotFoundError):
+                pin.unlink()
+
+    def _content_hash(self, entry: ManifestEntry) -> str | None:
+        if entry.digest.startswith(f"{ALGORITHM}:"):
+            return entry.digest.split(":", 1)[1]
+        pin = self._pin_file(entry)
+        if pin is None:
+            return None
+        try:
+            return pin.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def _pin_file(self, entry: ManifestEntry) -> Path | None:
+        """Where a reference's pin -> content record lives; ``None`` for entries never cached."""
+        if entry.digest.startswith("ref:"):
+            return None  # unchecked references: whatever is there at download time
+        if entry.digest.startswith(f"{ALGORITHM}:") and entry.ref is None:
+            return None  # copies are named by their content hash already
+        identity = canonical_json([entry.ref, entry.version_id, entry.etag, entry.size, entry.digest])
+        key = hashlib.sha256(identity).hexdigest()
+        return self.root / "pins" / key[:2] / key
+
+    def _blob(self, content_hex: str) -> Path:
+        return self.root / "blobs" / content_hex[:2] / content_hex

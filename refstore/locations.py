@@ -1,0 +1,159 @@
+"""From a URL to a backend, an fsspec path and a canonical URL: the only URL parser in refstore."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ._exceptions import InvalidURLError
+from .backends import BACKENDS, Backend, backend_class
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_AZURE_HTTPS = re.compile(r"^https://(?P<account>[a-z0-9]{3,24})\.blob\.core\.windows\.net/(?P<rest>.*)$")
+_BUCKET_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+
+_lock = threading.Lock()
+_backends: dict[tuple[Any, ...], Backend] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A parsed URL: the backend that serves it and the fsspec path inside it."""
+
+    backend: Backend
+    path: str
+    #: The user wrote a trailing ``/``: the URL names a folder, never a single object.
+    is_folder: bool = False
+
+    @property
+    def url(self) -> str:
+        """The canonical URL (no credentials, no trailing slash)."""
+        return self.backend.url(self.path)
+
+
+def resolve(url: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None) -> Location:
+    """Parse ``url`` (any supported URL, ``file://`` URL or local path, ``~`` expanded) into a Location."""
+    text = os.fspath(url)
+    _reject_malformed(text)
+    options = dict(storage_options or {})
+    azure = _AZURE_HTTPS.match(text)
+    if azure:
+        options.setdefault("account_name", azure["account"])
+        prefix = f"https://{azure['account']}.blob.core.windows.net/"
+        return _location("az", azure["rest"], options, url_prefix=prefix)
+    match = _SCHEME.match(text)
+    if not match:
+        return _local(text, options)
+    scheme = match[1].lower()
+    rest = text[match.end() :]
+    if scheme == "file":
+        return _local(rest, options)
+    if scheme not in BACKENDS:
+        backend_class(scheme)  # raises UnsupportedSchemeError with the list of known schemes
+    if scheme in ("http", "https"):
+        return _http(text, scheme, options)
+    return _bucket(text, scheme, rest, options)
+
+
+def _reject_malformed(text: str) -> None:
+    if not text or not text.strip():
+        raise InvalidURLError("empty URL")
+    if "\x00" in text:
+        raise InvalidURLError(f"{text!r}: a URL cannot contain NUL")
+    if "://" in text and not _SCHEME.match(text):
+        raise InvalidURLError(f"{text}: malformed URL scheme")
+
+
+def _local(path: str, options: dict[str, Any]) -> Location:
+    full = os.path.abspath(os.path.expanduser(path))
+    posix = full.replace(os.sep, "/")
+    return _location("file", posix.rstrip("/") or "/", options, is_folder=path.endswith(("/", os.sep)))
+
+
+def _http(text: str, scheme: str, options: dict[str, Any]) -> Location:
+    parts = urlsplit(text)
+    if not parts.hostname:
+        raise InvalidURLError(f"{_redact(text)}: no host in the URL")
+    if parts.username or parts.password:
+        raise InvalidURLError(
+            f"{_redact(text)}: credentials in the URL are refused; pass them in storage_options"
+        )
+    return _location(scheme, text, options, is_folder=parts.path.endswith("/"))
+
+
+def _bucket(text: str, scheme: str, rest: str, options: dict[str, Any]) -> Location:
+    if "@" in rest.split("/", 1)[0] and scheme not in ("abfs", "abfss"):
+        raise InvalidURLError(f"{_redact(text)}: credentials in the URL are refused")
+    if "?" in rest or "#" in rest:
+        raise InvalidURLError(f"{_redact(text)}: a {scheme}:// URL takes no query or fragment")
+    bucket, _, key = rest.partition("/")
+    if scheme in ("abfs", "abfss") and "@" in bucket:  # abfs://container@account.dfs.core.windows.net/path
+        bucket, _, host = bucket.partition("@")
+        options.setdefault("account_name", host.split(".", 1)[0])
+    if not bucket or scheme in _BUCKET_SCHEMES and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", bucket):
+        raise InvalidURLError(f"{text}: missing or invalid bucket name")
+    if "//" in key:
+        raise InvalidURLError(f"{text}: empty path segment")
+    path = f"{bucket}/{key}".rstrip("/")
+    return _location(scheme, path, options, is_folder=text.endswith("/"))
+
+
+def _location(
+    scheme: str,
+    path: str,
+    options: dict[str, Any],
+    *,
+    is_folder: bool = False,
+    url_prefix: str | None = None,
+) -> Location:
+    return Location(backend_for(scheme, options, url_prefix=url_prefix), path, is_folder)
+
+
+def backend_for(scheme: str, options: Mapping[str, Any], *, url_prefix: str | None = None) -> Backend:
+    """One backend (and so one fsspec filesystem, one connection pool) per scheme and options."""
+    cls = backend_class(scheme)
+    key = (cls, scheme, url_prefix, _freeze(options), _environment())
+    with _lock:
+        backend = _backends.get(key)
+        if backend is None:
+            backend = cls(cls.filesystem(scheme, options), scheme, url_prefix)
+            _backends[key] = backend
+    return backend
+
+
+def _environment() -> tuple[tuple[str, str], ...]:
+    """The variables backends read when they build a filesystem: a change means a new filesystem."""
+    prefixes = ("AWS_", "FSSPEC_", "STORAGE_EMULATOR", "AZURE_", "GOOGLE_")
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(prefixes)))
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def _redact(text: str) -> str:
+    """A URL with any user:password and query string removed, fit for a message."""
+    parts = urlsplit(text)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def clear_backends() -> None:
+    """Forget cached backends (tests, or after changing environment variables)."""
+    with _lock:
+        _backends.clear()

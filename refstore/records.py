@@ -1,0 +1,88 @@
+"""Version and alias records: small canonical JSON documents that carry their own digest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ._exceptions import IntegrityError, ManifestError
+from .manifest import canonical_json
+from .names import check_name
+
+VERSION_FORMAT = "refstore.version/1"
+ALIAS_FORMAT = "refstore.alias/1"
+
+
+def seal(body: dict[str, Any]) -> bytes:
+    """Canonical bytes of ``body`` plus a ``record_digest`` over everything else."""
+    digest = "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()
+    return canonical_json({**body, "record_digest": digest})
+
+
+def unseal(data: bytes, source: str, expected_format: str) -> dict[str, Any]:
+    """The body of a sealed record; :class:`IntegrityError` if it was altered or truncated."""
+    try:
+        body = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise IntegrityError(f"{source}: truncated or not JSON") from None
+    if not isinstance(body, dict) or body.get("format") != expected_format:
+        raise ManifestError(f"{source}: not a {expected_format} record")
+    claimed = body.pop("record_digest", None)
+    actual = "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()
+    if claimed != actual:
+        raise IntegrityError(f"{source}: record does not match its digest (tampered or corrupted)")
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRecord:
+    """What ``artifacts/<name>/versions/<N>.json`` says."""
+
+    name: str
+    version: int
+    type: str
+    manifest_digest: str
+    content_digest: str
+    created_at: str
+    description: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    created_by: str | None = None
+
+    def to_bytes(self) -> bytes:
+        return seal({"format": VERSION_FORMAT, **asdict(self)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str) -> VersionRecord:
+        body = unseal(data, source, VERSION_FORMAT)
+        body.pop("format")
+        try:
+            record = cls(**body)
+        except TypeError as exc:
+            raise ManifestError(f"{source}: malformed version record ({exc})") from None
+        check_name(record.name)
+        if not isinstance(record.version, int) or not record.manifest_digest.startswith("sha256:"):
+            raise ManifestError(f"{source}: malformed version record")
+        return record
+
+
+@dataclass(frozen=True, slots=True)
+class AliasRecord:
+    """What ``artifacts/<name>/aliases/<alias>.json`` says: the version it points to."""
+
+    name: str
+    alias: str
+    version: int
+
+    def to_bytes(self) -> bytes:
+        return seal({"format": ALIAS_FORMAT, **asdict(self)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str) -> AliasRecord:
+        body = unseal(data, source, ALIAS_FORMAT)
+        body.pop("format")
+        try:
+            return cls(**body)
+        except TypeError as exc:
+            raise ManifestError(f"{source}: malformed alias record ({exc})") from None

@@ -1,0 +1,255 @@
+"""``Registry``: artifacts, versions and aliases in a folder on any fsspec URL, with no server.
+
+Layout under the root::
+
+    manifests/<aa>/<hex>.json              immutable, create-only, named by the manifest digest
+    blobs/<aa>/<hex>                        copies made by add_file / add_dir, by xxh3_128 content hash
+    artifacts/<name>/versions/<N>.json      version records, claimed with create-only writes
+    artifacts/<name>/digests/<hex>.json     content digest -> version, so unchanged content is not re-logged
+    artifacts/<name>/aliases/<alias>.json   pointers to versions, replaced atomically
+    artifacts/<name>/lineage/<N>/...        run paths that used a version
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import ArtifactNotFoundError, ConflictError, IntegrityError, ObjectChangedError
+from ._sync import gather_limited, run_sync
+from .artifact import Artifact
+from .hashing import hash_file
+from .manifest import Manifest, ManifestDiff
+from .names import check_alias, check_name, parse_ref, version_number
+from .records import AliasRecord, VersionRecord
+from .store import Store
+
+if TYPE_CHECKING:
+    from .version import ArtifactVersion
+
+_MAX_CLAIM_ATTEMPTS = 1000
+_UPLOAD_CONCURRENCY = 16
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+class Registry:
+    """A registry of artifacts rooted at ``root`` (default ``$REFSTORE_ROOT``, else ``./.refstore``)."""
+
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, *, storage_options: Mapping[str, Any] | None = None
+    ) -> None:
+        self.store = Store(root, storage_options)
+        self._manifests: dict[str, Manifest] = {}
+
+    @property
+    def root(self) -> str:
+        """The registry's root URL."""
+        return self.store.url
+
+    def __repr__(self) -> str:
+        return f"Registry({self.root!r})"
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    def log(
+        self, artifact: Artifact, aliases: Iterable[str] = (), *, created_by: str | None = None
+    ) -> ArtifactVersion:
+        """Make an immutable version of ``artifact``; unchanged content returns the existing version."""
+        aliases = [check_alias(a) for a in aliases]
+        manifest = artifact.manifest
+        self._store_blobs(artifact.staged_files)
+        existing = self._version_with_content(artifact.name, manifest.content_digest)
+        if existing is None:
+            self._store_manifest(manifest)
+            existing = self._claim_version(artifact, manifest, created_by)
+            self._remember_content(existing)
+        for alias in aliases:
+            self._point_alias(existing, alias)
+        return self._version(existing)
+
+    def alias(self, ref: str, alias: str) -> ArtifactVersion:
+        """Add ``alias`` to the version ``ref`` names, or move it there."""
+        check_alias(alias)
+        record = self._resolve(ref)
+        self._point_alias(record, alias)
+        return self._version(record)
+
+    def _store_blobs(self, staged: Mapping[str, Path]) -> None:
+        async def upload(digest: str, local: Path) -> None:
+            relative = f"blobs/{_hex(digest)[:2]}/{_hex(digest)}"
+            if await self.store.exists_async(relative):
+                return
+            if hash_file(local) != digest:
+                raise ObjectChangedError(f"{local}: the file changed after it was added to the artifact")
+            await self.store.backend.upload(local, self.store.full(relative))
+
+        if staged:
+            run_sync(gather_limited, [upload(d, p) for d, p in staged.items()], _UPLOAD_CONCURRENCY)
+
+    def _store_manifest(self, manifest: Manifest) -> None:
+        relative = _manifest_path(manifest.digest)
+        try:
+            self.store.create(relative, manifest.to_bytes())
+        except FileExistsError:
+            pass  # same digest, same bytes: already stored
+        self._manifests[manifest.digest] = manifest
+
+    def _claim_version(self, artifact: Artifact, manifest: Manifest, created_by: str | None) -> VersionRecord:
+        number = self._next_version(artifact.name)
+        for _ in range(_MAX_CLAIM_ATTEMPTS):
+            record = VersionRecord(
+                name=artifact.name,
+                version=number,
+                type=artifact.type,
+                manifest_digest=manifest.digest,
+                content_digest=manifest.content_digest,
+                created_at=datetime.now(timezone.utc).isoformat(),
+                description=artifact.description,
+                metadata=artifact.metadata,
+                created_by=created_by,
+            )
+            try:
+                self.store.create(f"artifacts/{artifact.name}/versions/{number}.json", record.to_bytes())
+                return record
+            except FileExistsError:
+                number = max(number + 1, self._next_version(artifact.name))
+        raise ConflictError(f"{artifact.name}: could not claim a version number after {_MAX_CLAIM_ATTEMPTS} tries")
+
+    def _remember_content(self, record: VersionRecord) -> None:
+        relative = f"artifacts/{record.name}/digests/{_hex(record.content_digest)}.json"
+        try:
+            self.store.create(relative, str(record.version).encode())
+        except FileExistsError:
+            pass  # a concurrent writer logged the same content first; both versions stay valid
+
+    def _version_with_content(self, name: str, content_digest: str) -> VersionRecord | None:
+        try:
+            text = self.store.read(f"artifacts/{name}/digests/{_hex(content_digest)}.json")
+        except FileNotFoundError:
+            return None
+        try:
+            return self._record(name, int(text))
+        except (ValueError, ArtifactNotFoundError):
+            return None  # a stale or damaged index entry: log anew
+
+    def _point_alias(self, record: VersionRecord, alias: str) -> None:
+        pointer = AliasRecord(name=record.name, alias=alias, version=record.version)
+        self.store.replace(f"artifacts/{record.name}/aliases/{alias}.json", pointer.to_bytes())
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    def get(self, ref: str) -> ArtifactVersion:
+        """``"name"``, ``"name:latest"``, ``"name:v3"`` or ``"name:<alias>"``."""
+        return self._version(self._resolve(ref))
+
+    def versions(self, name: str) -> list[ArtifactVersion]:
+        """Every version of ``name``, oldest first."""
+        check_name(name)
+        numbers = self._version_numbers(name)
+        if not numbers:
+            raise ArtifactNotFoundError(f"{name}: no such artifact in {self.root}")
+        return [self._version(self._record(name, n)) for n in numbers]
+
+    def artifacts(self) -> list[str]:
+        """The names of every artifact with at least one version."""
+        return [n for n in self.store.list("artifacts") if self.store.list(f"artifacts/{n}/versions")]
+
+    def diff(self, a: str, b: str) -> ManifestDiff:
+        """What changed from version ``a`` to version ``b``."""
+        return ManifestDiff.between(self.get(a).manifest, self.get(b).manifest)
+
+    def aliases_of(self, name: str, version: int) -> list[str]:
+        """The aliases that point at a version now, ``latest`` included."""
+        found = []
+        for filename in self.store.list(f"artifacts/{name}/aliases"):
+            alias = filename.removesuffix(".json")
+            try:
+                if self._alias(name, alias).version == version:
+                    found.append(alias)
+            except ArtifactNotFoundError:
+                continue
+        numbers = self._version_numbers(name)
+        if numbers and numbers[-1] == version:
+            found.append("latest")
+        return sorted(found)
+
+    def manifest(self, digest: str) -> Manifest:
+        """The stored manifest with that digest, checked against it."""
+        cached = self._manifests.get(digest)
+        if cached is None:
+            relative = _manifest_path(digest)
+            try:
+                data = self.store.read(relative)
+            except FileNotFoundError:
+                raise ArtifactNotFoundError(f"{self.store.url_of(relative)}: manifest is missing") from None
+            cached = Manifest.from_bytes(data, expected_digest=digest, source=self.store.url_of(relative))
+            self._manifests[digest] = cached
+        return cached
+
+    def record_use(self, ref: str, run_path: str) -> ArtifactVersion:
+        """Note that the run ``run_path`` used the version ``ref`` names (lineage)."""
+        record = self._resolve(ref)
+        relative = f"artifacts/{record.name}/lineage/{record.version}/{run_path.replace('/', '~')}"
+        try:
+            self.store.create(relative, run_path.encode())
+        except FileExistsError:
+            pass
+        return self._version(record)
+
+    def users_of(self, name: str, version: int) -> list[str]:
+        """Run paths that used ``name:v<version>``."""
+        return sorted(n.replace("~", "/") for n in self.store.list(f"artifacts/{name}/lineage/{version}"))
+
+    def _resolve(self, ref: str) -> VersionRecord:
+        name, selector = parse_ref(ref)
+        if selector == "latest":
+            numbers = self._version_numbers(name)
+            if not numbers:
+                raise ArtifactNotFoundError(f"{name}: no such artifact in {self.root}")
+            return self._record(name, numbers[-1])
+        number = version_number(selector)
+        if number is None:
+            number = self._alias(name, selector).version
+        return self._record(name, number)
+
+    def _alias(self, name: str, alias: str) -> AliasRecord:
+        relative = f"artifacts/{name}/aliases/{alias}.json"
+        try:
+            data = self.store.read(relative)
+        except FileNotFoundError:
+            raise ArtifactNotFoundError(f"{name}:{alias}: no such version or alias in {self.root}") from None
+        return AliasRecord.from_bytes(data, self.store.url_of(relative))
+
+    def _record(self, name: str, number: int) -> VersionRecord:
+        relative = f"artifacts/{name}/versions/{number}.json"
+        try:
+            data = self.store.read(relative)
+        except FileNotFoundError:
+            raise ArtifactNotFoundError(f"{name}:v{number}: no such version in {self.root}") from None
+        record = VersionRecord.from_bytes(data, self.store.url_of(relative))
+        if (record.name, record.version) != (name, number):
+            raise IntegrityError(f"{self.store.url_of(relative)}: record names {record.name}:v{record.version}")
+        return record
+
+    def _version_numbers(self, name: str) -> list[int]:
+        names = self.store.list(f"artifacts/{name}/versions")
+        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+    def _next_version(self, name: str) -> int:
+        numbers = self._version_numbers(name)
+        return numbers[-1] + 1 if numbers else 0
+
+    def _version(self, record: VersionRecord) -> ArtifactVersion:
+        from .version import ArtifactVersion
+
+        return ArtifactVersion(self, record)
+
+
+def _manifest_path(digest: str) -> str:
+    return f"manifests/{_hex(digest)[:2]}/{_hex(digest)}.json"

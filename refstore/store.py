@@ -1,0 +1,73 @@
+"""The registry's storage: small files under a root URL, with create-only and atomic writes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from ._sync import run_sync
+from .backends._base import call_fs
+from .locations import resolve
+
+DEFAULT_ROOT = "./.refstore"
+
+
+def default_root() -> str:
+    """``$REFSTORE_ROOT``, else ``./.refstore``."""
+    return os.environ.get("REFSTORE_ROOT") or DEFAULT_ROOT
+
+
+class Store:
+    """Relative paths under a registry root on any writable fsspec URL."""
+
+    def __init__(self, root: str | os.PathLike[str] | None, storage_options: Mapping[str, Any] | None) -> None:
+        location = resolve(os.fspath(root) if root is not None else default_root(), storage_options)
+        self.backend = location.backend
+        self.base = location.path.rstrip("/")
+        self.url = location.url
+
+    def full(self, relative: str) -> str:
+        return f"{self.base}/{relative}"
+
+    def url_of(self, relative: str) -> str:
+        return self.backend.url(self.full(relative))
+
+    def read(self, relative: str) -> bytes:
+        """The bytes at ``relative``; :class:`FileNotFoundError` when there are none."""
+        data: bytes = run_sync(call_fs, self.backend.fs, "cat_file", self.full(relative))
+        return data
+
+    def exists(self, relative: str) -> bool:
+        return run_sync(self.exists_async, relative)
+
+    async def exists_async(self, relative: str) -> bool:
+        self.backend.fs.invalidate_cache(self.full(relative))
+        return bool(await call_fs(self.backend.fs, "exists", self.full(relative)))
+
+    def list(self, relative: str) -> list[str]:
+        """Names (not paths) directly inside the folder ``relative``; empty when it does not exist."""
+        self.backend.fs.invalidate_cache(self.full(relative))
+        try:
+            found = run_sync(call_fs, self.backend.fs, "ls", self.full(relative), detail=False)
+        except FileNotFoundError:
+            return []
+        prefix = self.full(relative).rstrip("/") + "/"
+        names = []
+        for item in found:
+            path = str(item).rstrip("/")
+            path = self.backend.path(path) if "://" in path else path
+            if path.startswith(prefix):
+                names.append(path[len(prefix) :])
+        return sorted(n for n in names if n and ".tmp-" not in n)
+
+    def create(self, relative: str, data: bytes) -> None:
+        """Write only if nothing is there; :class:`FileExistsError` otherwise."""
+        run_sync(self.backend.put_create_only, self.full(relative), data)
+
+    def replace(self, relative: str, data: bytes) -> None:
+        """Write or overwrite, atomically for readers."""
+        run_sync(self.backend.put_atomic, self.full(relative), data)
+
+    def delete(self, relative: str) -> None:
+        run_sync(call_fs, self.backend.fs, "rm_file", self.full(relative))

@@ -1,0 +1,158 @@
+"""``ArtifactVersion``: an immutable, logged version and what can be done with it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from ._exceptions import ObjectNotFoundError
+from ._sync import gather_limited, run_sync
+from .backends import ObjectMeta
+from .download import Downloader
+from .manifest import Manifest, ManifestDiff, ManifestEntry
+from .names import check_logical_path
+from .records import VersionRecord
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+_VERIFY_CONCURRENCY = 32
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """Each entry checked against live storage: sorted logical paths."""
+
+    ok: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return not (self.changed or self.missing)
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {"ok": self.ok, "changed": self.changed, "missing": self.missing}
+
+
+class ArtifactVersion:
+    """One immutable version of an artifact, as a registry holds it."""
+
+    def __init__(self, registry: Registry, record: VersionRecord) -> None:
+        self._registry = registry
+        self._record = record
+
+    def __repr__(self) -> str:
+        return f"ArtifactVersion({self.qualified_name!r}, {self.digest[:19]}...)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ArtifactVersion) and (
+            (self.name, self.version, self.digest) == (other.name, other.version, other.digest)
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.version))
+
+    name = property(lambda self: self._record.name)
+    version = property(lambda self: self._record.version)
+    type = property(lambda self: self._record.type)
+    description = property(lambda self: self._record.description)
+    created_at = property(lambda self: self._record.created_at)
+    created_by = property(lambda self: self._record.created_by)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._record.metadata)
+
+    @property
+    def qualified_name(self) -> str:
+        """``name:v<N>``."""
+        return f"{self.name}:v{self.version}"
+
+    @property
+    def digest(self) -> str:
+        """The content digest."""
+        return self._record.content_digest
+
+    @property
+    def manifest_digest(self) -> str:
+        return self._record.manifest_digest
+
+    @property
+    def manifest(self) -> Manifest:
+        """The entries, read from the registry and checked against the manifest digest."""
+        return self._registry.manifest(self._record.manifest_digest)
+
+    @property
+    def aliases(self) -> list[str]:
+        """Aliases pointing at this version now (``latest`` when it is the newest)."""
+        return self._registry.aliases_of(self.name, self.version)
+
+    def used_by(self) -> list[str]:
+        """Run paths (``project/run_id``) that used this version."""
+        return self._registry.users_of(self.name, self.version)
+
+    def diff(self, other: ArtifactVersion) -> ManifestDiff:
+        """What changed from this version to ``other``."""
+        return ManifestDiff.between(self.manifest, other.manifest)
+
+    def download(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        path_prefix: str | None = None,
+        skip_cache: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Fetch exactly the pinned bytes to ``root`` (default ``./artifacts/<name>:v<N>/``)."""
+        target = Path(root) if root is not None else Path("artifacts") / self.qualified_name
+        entries = [e for p, e in self.manifest.items() if path_prefix is None or p.startswith(path_prefix)]
+        downloader = Downloader(self._registry.store, skip_cache=skip_cache, storage_options=storage_options)
+        return downloader.download(entries, target, description=self.qualified_name)
+
+    def open(
+        self, logical_path: str, mode: str = "rb", *, storage_options: Mapping[str, Any] | None = None
+    ) -> IO[bytes]:
+        """A read-only stream of the pinned bytes of one entry, without a full download."""
+        if mode != "rb":
+            raise ValueError(f"{self.qualified_name}/{logical_path}: versions are read-only, open with 'rb'")
+        entry = self._entry(logical_path)
+        backend, pin = Downloader(self._registry.store, storage_options=storage_options).source(entry)
+        return backend.open_pinned(pin)
+
+    def verify(self, *, storage_options: Mapping[str, Any] | None = None) -> VerifyReport:
+        """Check every entry against live storage from metadata alone (no body downloads)."""
+        downloader = Downloader(self._registry.store, storage_options=storage_options)
+        entries = list(self.manifest.values())
+
+        async def check(entry: ManifestEntry) -> str:
+            backend, pin = downloader.source(entry)
+            current = await backend.stat(backend.path(pin.url))
+            return _drift(pin, current)
+
+        states = run_sync(gather_limited, [check(e) for e in entries], _VERIFY_CONCURRENCY)
+        report = VerifyReport()
+        for entry, state in sorted(zip(entries, states, strict=True), key=lambda pair: pair[0].path):
+            getattr(report, state).append(entry.path)
+        return report
+
+    def _entry(self, logical_path: str) -> ManifestEntry:
+        check_logical_path(logical_path)
+        try:
+            return self.manifest[logical_path]
+        except KeyError:
+            raise ObjectNotFoundError(f"{self.qualified_name}: no entry {logical_path!r}") from None
+
+
+def _drift(pin: ObjectMeta, current: ObjectMeta | None) -> str:
+    if current is None:
+        return "missing"
+    if pin.digest is not None and pin.digest.startswith("ref:"):
+        return "ok"
+    same = current.size == pin.size and (pin.etag is None or current.etag == pin.etag)
+    if pin.digest and current.digest and not pin.digest.startswith("etag:"):
+        same = same and current.digest == pin.digest
+    return "ok" if same else "changed"
+
