@@ -1,0 +1,5 @@
+"""``python -m refstore`` is the ``refstore`` command."""
+
+from .cli import run
+
+run()
