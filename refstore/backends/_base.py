@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import base64
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import IO, Any, ClassVar
 
 from fsspec import AbstractFileSystem
 
-from .._exceptions import ObjectChangedError
+from .._exceptions import ObjectChangedError, RefstoreError
 
 #: Called with the number of bytes just transferred; drives progress bars.
 ProgressHook = Callable[[int], None]
@@ -50,11 +51,33 @@ class Backend(abc.ABC):
     #: The pip package that provides the fsspec implementation (named in install hints).
     package: ClassVar[str]
 
-    def __init__(self, fs: AbstractFileSystem, protocol: str, url_prefix: str | None = None) -> None:
-        self.fs = fs
+    def __init__(
+        self,
+        fs: AbstractFileSystem | Callable[[], AbstractFileSystem],
+        protocol: str,
+        url_prefix: str | None = None,
+    ) -> None:
+        self._fs = fs if isinstance(fs, AbstractFileSystem) else None
+        self._make_fs = None if isinstance(fs, AbstractFileSystem) else fs
+        self._lock = threading.Lock()
         self.protocol = protocol
         #: What :meth:`url` puts before an fsspec path (``"s3://"``, or an Azure account's https endpoint).
         self.url_prefix = url_prefix or f"{self.protocols[0]}://"
+
+    @property
+    def fs(self) -> AbstractFileSystem:
+        """The fsspec filesystem, built on first use (so parsing a URL never connects anywhere)."""
+        if self._fs is None:
+            with self._lock:
+                if self._fs is None:
+                    assert self._make_fs is not None
+                    try:
+                        self._fs = self._make_fs()
+                    except (ValueError, TypeError, OSError) as exc:
+                        raise RefstoreError(
+                            f"{self.url_prefix}: cannot set up the {self.package} filesystem: {exc}"
+                        ) from exc
+        return self._fs
 
     @classmethod
     @abc.abstractmethod
