@@ -21,7 +21,7 @@ DEFAULT_MAX_OBJECTS = 10_000
 
 
 class Artifact:
-    """A draft artifact: references and copies gathered into a manifest, made immutable by ``Registry.log``."""
+    """A draft: references and copies gathered into a manifest, made immutable by ``Registry.log``."""
 
     def __init__(
         self,

@@ -191,7 +191,11 @@ def diff_command(ctx: click.Context, ref_a: str, ref_b: str, as_json: bool) -> N
 def alias_command(ctx: click.Context, ref: str, alias: str, as_json: bool) -> None:
     """Point ALIAS at the version REF names."""
     version = _registry(ctx).alias(ref, alias)
-    _emit(_version_json(version, with_counts=False), as_json, f"{version.name}:{alias} -> {version.qualified_name}")
+    _emit(
+        _version_json(version, with_counts=False),
+        as_json,
+        f"{version.name}:{alias} -> {version.qualified_name}",
+    )
 
 
 @main.command("verify")
@@ -235,7 +239,10 @@ def _version_json(version: Any, *, with_counts: bool = True) -> dict[str, Any]:
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in [headers, *rows]]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for row in [headers, *rows]
+    ]
     return "\n".join(lines)
 
 

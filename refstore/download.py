@@ -107,7 +107,9 @@ def _checked_content(entry: ManifestEntry, fetched: Path) -> str:
     """The xxh3_128 hex of fetched bytes, checked against the entry when it pins that hash."""
     digest = hash_file(fetched)
     if entry.digest.startswith(f"{ALGORITHM}:") and digest != entry.digest:
-        raise ObjectChangedError(f"{entry.ref or entry.path}: content hashes to {digest}, pinned {entry.digest}")
+        raise ObjectChangedError(
+            f"{entry.ref or entry.path}: content hashes to {digest}, pinned {entry.digest}"
+        )
     return digest.split(":", 1)[1]
 
 

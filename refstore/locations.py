@@ -95,7 +95,7 @@ def _bucket(text: str, scheme: str, rest: str, options: dict[str, Any]) -> Locat
     if scheme in ("abfs", "abfss") and "@" in bucket:  # abfs://container@account.dfs.core.windows.net/path
         bucket, _, host = bucket.partition("@")
         options.setdefault("account_name", host.split(".", 1)[0])
-    if not bucket or scheme in _BUCKET_SCHEMES and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", bucket):
+    if not bucket or (scheme in _BUCKET_SCHEMES and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", bucket)):
         raise InvalidURLError(f"{text}: missing or invalid bucket name")
     if "//" in key:
         raise InvalidURLError(f"{text}: empty path segment")

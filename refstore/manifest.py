@@ -125,11 +125,16 @@ class Manifest(Mapping[str, ManifestEntry]):
     @property
     def content_digest(self) -> str:
         """The content digest: paths, sizes and content digests only."""
-        body = {"format": _CONTENT_FORMAT, "entries": {p: [e.size, e.digest] for p, e in self._entries.items()}}
+        body = {
+            "format": _CONTENT_FORMAT,
+            "entries": {p: [e.size, e.digest] for p, e in self._entries.items()},
+        }
         return "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()
 
     @classmethod
-    def from_bytes(cls, data: bytes, *, expected_digest: str | None = None, source: str = "manifest") -> Manifest:
+    def from_bytes(
+        cls, data: bytes, *, expected_digest: str | None = None, source: str = "manifest"
+    ) -> Manifest:
         """Parse canonical bytes; :class:`IntegrityError` if they do not hash to ``expected_digest``."""
         if expected_digest is not None:
             actual = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -138,8 +143,14 @@ class Manifest(Mapping[str, ManifestEntry]):
         try:
             body = json.loads(data)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(f"{source}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
-        if not isinstance(body, dict) or body.get("format") != FORMAT or not isinstance(body.get("entries"), dict):
+            raise ManifestError(
+                f"{source}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
+            ) from None
+        if (
+            not isinstance(body, dict)
+            or body.get("format") != FORMAT
+            or not isinstance(body.get("entries"), dict)
+        ):
             raise ManifestError(f"{source}: not a {FORMAT} manifest")
         return cls({p: ManifestEntry.from_json(p, e) for p, e in body["entries"].items()})
 

@@ -12,6 +12,7 @@ Layout under the root::
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -94,10 +95,8 @@ class Registry:
 
     def _store_manifest(self, manifest: Manifest) -> None:
         relative = _manifest_path(manifest.digest)
-        try:
+        with contextlib.suppress(FileExistsError):  # already there: same bytes, or a concurrent twin
             self.store.create(relative, manifest.to_bytes())
-        except FileExistsError:
-            pass  # same digest, same bytes: already stored
         self._manifests[manifest.digest] = manifest
 
     def _claim_version(self, artifact: Artifact, manifest: Manifest, created_by: str | None) -> VersionRecord:
@@ -119,14 +118,14 @@ class Registry:
                 return record
             except FileExistsError:
                 number = max(number + 1, self._next_version(artifact.name))
-        raise ConflictError(f"{artifact.name}: could not claim a version number after {_MAX_CLAIM_ATTEMPTS} tries")
+        raise ConflictError(
+            f"{artifact.name}: could not claim a version number after {_MAX_CLAIM_ATTEMPTS} tries"
+        )
 
     def _remember_content(self, record: VersionRecord) -> None:
         relative = f"artifacts/{record.name}/digests/{_hex(record.content_digest)}.json"
-        try:
+        with contextlib.suppress(FileExistsError):  # already there: same bytes, or a concurrent twin
             self.store.create(relative, str(record.version).encode())
-        except FileExistsError:
-            pass  # a concurrent writer logged the same content first; both versions stay valid
 
     def _version_with_content(self, name: str, content_digest: str) -> VersionRecord | None:
         try:
@@ -196,10 +195,8 @@ class Registry:
         """Note that the run ``run_path`` used the version ``ref`` names (lineage)."""
         record = self._resolve(ref)
         relative = f"artifacts/{record.name}/lineage/{record.version}/{run_path.replace('/', '~')}"
-        try:
+        with contextlib.suppress(FileExistsError):  # already there: same bytes, or a concurrent twin
             self.store.create(relative, run_path.encode())
-        except FileExistsError:
-            pass
         return self._version(record)
 
     def users_of(self, name: str, version: int) -> list[str]:
@@ -234,7 +231,9 @@ class Registry:
             raise ArtifactNotFoundError(f"{name}:v{number}: no such version in {self.root}") from None
         record = VersionRecord.from_bytes(data, self.store.url_of(relative))
         if (record.name, record.version) != (name, number):
-            raise IntegrityError(f"{self.store.url_of(relative)}: record names {record.name}:v{record.version}")
+            raise IntegrityError(
+                f"{self.store.url_of(relative)}: record names {record.name}:v{record.version}"
+            )
         return record
 
     def _version_numbers(self, name: str) -> list[int]:

@@ -21,7 +21,9 @@ def default_root() -> str:
 class Store:
     """Relative paths under a registry root on any writable fsspec URL."""
 
-    def __init__(self, root: str | os.PathLike[str] | None, storage_options: Mapping[str, Any] | None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str] | None, storage_options: Mapping[str, Any] | None
+    ) -> None:
         location = resolve(os.fspath(root) if root is not None else default_root(), storage_options)
         self.backend = location.backend
         self.base = location.path.rstrip("/")

@@ -155,4 +155,3 @@ def _drift(pin: ObjectMeta, current: ObjectMeta | None) -> str:
     if pin.digest and current.digest and not pin.digest.startswith("etag:"):
         same = same and current.digest == pin.digest
     return "ok" if same else "changed"
-

@@ -72,4 +72,3 @@ def make_source(kind: str, request: Any, tmp_path: Path) -> Source:
     root = tmp_path / "source"
     root.mkdir()
     return Source("local", str(root), False, True, None, str(root), str(tmp_path / "local-registry"))
-

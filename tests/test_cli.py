@@ -76,9 +76,13 @@ def test_errors_are_one_line_without_traceback(runner: CliRunner, args: list[str
 
 def test_python_dash_m_and_console_script(tmp_path: Path) -> None:
     for command in ([sys.executable, "-m", "refstore"], [str(Path(sys.executable).parent / "refstore")]):
-        result = subprocess.run([*command, "--version"], capture_output=True, text=True, cwd=tmp_path, check=False)
+        result = subprocess.run(
+            [*command, "--version"], capture_output=True, text=True, cwd=tmp_path, check=False
+        )
         assert result.returncode == 0 and "refstore" in result.stdout
-        failed = subprocess.run([*command, "get", "x:v9"], capture_output=True, text=True, cwd=tmp_path, check=False)
+        failed = subprocess.run(
+            [*command, "get", "x:v9"], capture_output=True, text=True, cwd=tmp_path, check=False
+        )
         assert failed.returncode == 1 and "Traceback" not in failed.stderr and "x:v9" in failed.stderr
 
 

@@ -87,7 +87,7 @@ def test_single_object_reference(source: Source, tmp_path: Path) -> None:
 
 def test_missing_object_raises_object_not_found(source: Source) -> None:
     source.put("present.txt", b"x")
-    with pytest.raises(refstore.ObjectNotFoundError, match="absent.txt"):
+    with pytest.raises(refstore.ObjectNotFoundError, match=r"absent\.txt"):
         refstore.Artifact("x").add_reference(source.url("absent.txt"))
 
 
@@ -118,7 +118,7 @@ def test_deleted_object(source: Source, tmp_path: Path) -> None:
     if source.keeps_versions:
         assert (version.download(tmp_path / "out") / "gone.txt").read_bytes() == b"soon deleted"
     else:
-        with pytest.raises(refstore.ObjectChangedError, match="gone.txt"):
+        with pytest.raises(refstore.ObjectChangedError, match=r"gone\.txt"):
             version.download(tmp_path / "out")
 
 
@@ -138,7 +138,7 @@ def test_open_supports_seek_and_ranges(source: Source) -> None:
 def test_max_objects_is_an_error_never_a_truncation(listable: Source) -> None:
     for i in range(5):
         listable.put(f"many/{i}.txt", b"x")
-    with pytest.raises(refstore.TooManyObjectsError, match="max_objects=3"):
+    with pytest.raises(refstore.TooManyObjectsError, match=r"max_objects=3"):
         refstore.Artifact("many").add_reference(listable.url("many"), max_objects=3)
     assert len(refstore.Artifact("many").add_reference(listable.url("many"), max_objects=5)) == 5
 

@@ -8,10 +8,7 @@ import sys
 
 
 def test_import_loads_no_cloud_clients() -> None:
-    code = (
-        "import json, sys, refstore; "
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
-    )
+    code = "import json, sys, refstore; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     loaded = set(json.loads(out))
     assert not loaded & {"boto3", "botocore", "aiobotocore", "s3fs", "gcsfs", "adlfs", "google", "azure"}

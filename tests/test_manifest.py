@@ -60,7 +60,12 @@ def test_manifest_from_elsewhere_with_escaping_path_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"[]", b'{"format":"other","entries":{}}', b'{"format":"refstore.manifest/1","entries":{"a":{}}}'],
+    [
+        b"not json",
+        b"[]",
+        b'{"format":"other","entries":{}}',
+        b'{"format":"refstore.manifest/1","entries":{"a":{}}}',
+    ],
 )
 def test_malformed_manifests_raise_manifest_error(body: bytes) -> None:
     with pytest.raises(refstore.ManifestError):

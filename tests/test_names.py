@@ -39,7 +39,8 @@ def test_safe_logical_paths(path: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a\\b", "a\x00b", "C:/x", "a/", "x" * 1025]
+    "path",
+    ["", "/etc/passwd", "../x", "a/../../x", "a/./b", "a//b", "a\\b", "a\x00b", "C:/x", "a/", "x" * 1025],
 )
 def test_unsafe_logical_paths_raise(path: str) -> None:
     with pytest.raises(refstore.UnsafePathError):

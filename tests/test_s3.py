@@ -49,7 +49,9 @@ def test_cold_download_is_one_get_per_object_and_warm_sends_none(
     assert (target / "f00007.txt").read_bytes() == b"object 7"
 
 
-def test_only_aws_s3_endpoint_url_configured(s3_server: Any, s3_fs: Any, s3_bucket: str, tmp_path: Path) -> None:
+def test_only_aws_s3_endpoint_url_configured(
+    s3_server: Any, s3_fs: Any, s3_bucket: str, tmp_path: Path
+) -> None:
     """Reference, log into a registry inside the bucket and download, from fresh processes."""
     s3_fs.pipe({f"{s3_bucket}/in/a.txt": b"A", f"{s3_bucket}/in/b/c.txt": b"C"})
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FSSPEC_"))}
@@ -79,7 +81,12 @@ def test_only_aws_s3_endpoint_url_configured(s3_server: Any, s3_fs: Any, s3_buck
 
 def _run(code: str, env: dict[str, str], cwd: Path) -> str:
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=cwd, capture_output=True, text=True, check=False
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout

@@ -181,4 +181,3 @@ def normalize_etag(etag: str) -> str:
 def b64_to_hex(value: str) -> str:
     """A base64 checksum (GCS ``md5Hash``, Azure ``Content-MD5``) as lowercase hex."""
     return base64.b64decode(value).hex()
-

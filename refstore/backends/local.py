@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import os
+import shutil
 import stat as stat_module
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -85,8 +85,10 @@ class LocalBackend(Backend):
             raise changed(pin, "the file no longer exists (local files keep no versions)") from exc
         if is_unchecked(pin):
             return
-        if size != pin.size or (pin.digest or "").startswith(ALGORITHM) and (
-            f"{ALGORITHM}:{digest.hexdigest()}" != pin.digest
+        if (
+            size != pin.size
+            or ((pin.digest or "").startswith(ALGORITHM)
+            and (f"{ALGORITHM}:{digest.hexdigest()}" != pin.digest))
         ):
             raise changed(pin, "the file's content changed since the snapshot (local files keep no versions)")
 
@@ -170,5 +172,3 @@ def _write_synced(path: str, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-
-

@@ -170,11 +170,10 @@ class S3Backend(Backend):
             raise changed(pin, _why_gone(pin)) from exc
         details = getattr(handle, "details", {})
         etag = details.get("ETag")
-        if etag is not None and normalize_etag(etag) != pin.etag or handle.size != pin.size:  # type: ignore[attr-defined]
+        if (etag is not None and normalize_etag(etag) != pin.etag) or handle.size != pin.size:  # type: ignore[attr-defined]
             handle.close()
             raise changed(pin, _why_gone(pin))
         return handle
-
 
     def _version_aware_fs(self) -> AbstractFileSystem:
         """A twin of :attr:`fs` that may open old versions (s3fs refuses ``version_id`` otherwise)."""
