@@ -136,6 +136,8 @@ async def _list_location(location: Location, max_objects: int) -> tuple[list[Obj
         single = await location.backend.stat(location.path)
         if single is not None:
             return [single], False
+        if not location.backend.can_list:
+            return [], False
     return await location.backend.list_prefix(location.path, max_objects=max_objects), True
 
 

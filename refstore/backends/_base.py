@@ -50,6 +50,8 @@ class Backend(abc.ABC):
     protocols: ClassVar[tuple[str, ...]]
     #: The pip package that provides the fsspec implementation (named in install hints).
     package: ClassVar[str]
+    #: Whether prefixes can be listed (HTTP cannot: only single objects are referenced there).
+    can_list: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -86,8 +86,10 @@ class S3Backend(Backend):
 
     async def _listing(self, bucket: str, prefix: str) -> AsyncIterator[dict[str, Any]]:
         """Current objects under ``prefix``: ListObjectVersions, or ListObjectsV2 where that is refused."""
+        listed = 0
         try:
             async for item in self._pages(bucket, prefix, "list_object_versions", "Versions"):
+                listed += 1
                 if item.get("IsLatest"):
                     yield item
         except (PermissionError, OSError) as exc:
@@ -98,6 +100,12 @@ class S3Backend(Backend):
                 None,
             ):
                 raise
+            async for item in self._pages(bucket, prefix, "list_objects_v2", "Contents"):
+                yield item
+            return
+        if listed == 0:
+            # Some S3-compatible servers answer ?versions with a plain listing that has no "Versions":
+            # an empty answer is double-checked with ListObjectsV2 rather than trusted.
             async for item in self._pages(bucket, prefix, "list_objects_v2", "Contents"):
                 yield item
 
