@@ -85,10 +85,8 @@ class LocalBackend(Backend):
             raise changed(pin, "the file no longer exists (local files keep no versions)") from exc
         if is_unchecked(pin):
             return
-        if (
-            size != pin.size
-            or ((pin.digest or "").startswith(ALGORITHM)
-            and (f"{ALGORITHM}:{digest.hexdigest()}" != pin.digest))
+        if size != pin.size or (
+            (pin.digest or "").startswith(ALGORITHM) and (f"{ALGORITHM}:{digest.hexdigest()}" != pin.digest)
         ):
             raise changed(pin, "the file's content changed since the snapshot (local files keep no versions)")
 
