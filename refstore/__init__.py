@@ -13,6 +13,7 @@ from ._exceptions import (
     ObjectNotFoundError,
     RefstoreError,
     RunError,
+    StorageUnavailableError,
     TooManyObjectsError,
     UnsafePathError,
     UnsupportedSchemeError,
@@ -22,6 +23,7 @@ from .artifact import Artifact
 from .backends import ObjectMeta
 from .manifest import Manifest, ManifestDiff, ManifestEntry
 from .registry import Registry
+from .runs import Run, finish, init, restore, save
 from .version import ArtifactVersion, VerifyReport
 
 __all__ = [
@@ -41,10 +43,25 @@ __all__ = [
     "ObjectNotFoundError",
     "RefstoreError",
     "Registry",
+    "Run",
     "RunError",
+    "StorageUnavailableError",
     "TooManyObjectsError",
     "UnsafePathError",
     "UnsupportedSchemeError",
     "VerifyReport",
     "__version__",
+    "finish",
+    "init",
+    "restore",
+    "save",
 ]
+
+
+def __getattr__(name: str) -> Run | None:
+    """``refstore.run``: the current run, or ``None`` (looked up on each access, so never stale)."""
+    if name == "run":
+        from .runs import current_run
+
+        return current_run()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,7 @@
     │   └── UnsafePathError
     ├── ArtifactNotFoundError (LookupError)
     ├── ConflictError
+    ├── StorageUnavailableError (ConnectionError)
     └── RunError
 
 Every message names the object, URL or name at fault, and never carries a credential.
@@ -66,6 +67,10 @@ class ArtifactNotFoundError(RefstoreError, LookupError):
 
 class ConflictError(RefstoreError):
     """A concurrent writer won a race that cannot be retried."""
+
+
+class StorageUnavailableError(RefstoreError, ConnectionError):
+    """Storage kept failing (resets, timeouts, 5xx answers, cut-off bodies) after bounded retries."""
 
 
 class RunError(RefstoreError):

@@ -10,15 +10,16 @@ from __future__ import annotations
 import abc
 import asyncio
 import base64
+import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
 from fsspec import AbstractFileSystem
 
-from .._exceptions import ObjectChangedError, RefstoreError
+from .._exceptions import ObjectChangedError, RefstoreError, StorageUnavailableError
 
 #: Called with the number of bytes just transferred; drives progress bars.
 ProgressHook = Callable[[int], None]
@@ -52,6 +53,9 @@ class Backend(abc.ABC):
     package: ClassVar[str]
     #: Whether prefixes can be listed (HTTP cannot: only single objects are referenced there).
     can_list: ClassVar[bool] = True
+    #: Whether a listing carries each object's metadata without reading its bytes, so that one listing is
+    #: cheaper than a stat per object (local files are hashed to be listed, HTTP cannot list).
+    lists_metadata: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -147,6 +151,62 @@ async def _maybe_async(fs: AbstractFileSystem, method: str, *args: Any, **kwargs
 
 
 call_fs = _maybe_async
+
+
+#: Whole-object fetches tried at most this often when a body breaks off or arrives damaged.
+FETCH_ATTEMPTS = 4
+#: First pause between those attempts, in seconds; doubled each time, with jitter.
+FETCH_BACKOFF = 0.25
+
+
+class BrokenTransfer(Exception):
+    """Internal: a response body broke off (reset, timeout, cut short); the object is fetched again."""
+
+
+class DamagedTransfer(Exception):
+    """Internal: a complete body did not match its pin (size, checksum); the object is fetched again."""
+
+
+async def fetch_with_retries(
+    fetch_once: Callable[[ProgressHook | None], Awaitable[None]],
+    pin: ObjectMeta,
+    progress: ProgressHook | None,
+) -> None:
+    """Run a whole-object fetch up to :data:`FETCH_ATTEMPTS` times, with exponential backoff and jitter.
+
+    A body that keeps breaking off ends in :class:`~refstore.StorageUnavailableError`, one that keeps
+    arriving damaged in :class:`~refstore.ObjectChangedError`; damaged bytes are never accepted.
+    """
+    for attempt in range(1, FETCH_ATTEMPTS + 1):
+        counted = _CountingHook(progress)
+        try:
+            await fetch_once(counted)
+            return
+        except (BrokenTransfer, DamagedTransfer) as exc:
+            counted.rewind()
+            if attempt < FETCH_ATTEMPTS:
+                await asyncio.sleep(FETCH_BACKOFF * 2 ** (attempt - 1) * (0.5 + random.random()))
+                continue
+            error = StorageUnavailableError if isinstance(exc, BrokenTransfer) else ObjectChangedError
+            raise error(f"{pin.url}: {exc} (gave up after {FETCH_ATTEMPTS} attempts)") from exc
+
+
+class _CountingHook:
+    """A progress hook that can take back what one failed attempt reported."""
+
+    def __init__(self, progress: ProgressHook | None) -> None:
+        self.progress = progress
+        self.reported = 0
+
+    def __call__(self, n: int) -> None:
+        self.reported += n
+        if self.progress is not None:
+            self.progress(n)
+
+    def rewind(self) -> None:
+        if self.progress is not None and self.reported:
+            self.progress(-self.reported)
+        self.reported = 0
 
 
 def changed(pin: ObjectMeta, why: str) -> ObjectChangedError:

@@ -7,6 +7,7 @@ recorded ETag where the object has no version.
 
 from __future__ import annotations
 
+import copy
 import errno
 import hashlib
 import os
@@ -14,15 +15,49 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+import aiohttp
+import botocore.exceptions
+import botocore.parsers
 import s3fs
 from fsspec import AbstractFileSystem
 
-from .._exceptions import TooManyObjectsError
-from ._base import CHUNK_SIZE, Backend, ObjectMeta, ProgressHook, changed, check_received, normalize_etag
+from .._exceptions import ObjectChangedError, StorageUnavailableError, TooManyObjectsError
+from ._base import (
+    CHUNK_SIZE,
+    Backend,
+    BrokenTransfer,
+    DamagedTransfer,
+    ObjectMeta,
+    ProgressHook,
+    changed,
+    check_received,
+    fetch_with_retries,
+    normalize_etag,
+)
 
 #: Endpoint variables in the order they win; s3fs/botocore read the last two but not the first.
 ENDPOINT_VARIABLES = ("AWS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 _MD5_ETAG_LENGTH = 32
+#: Bounded waits and retries: botocore's "standard" mode retries resets, timeouts and 5xx answers with
+#: backoff. Each key can be overridden with ``storage_options={"config_kwargs": {...}}``.
+DEFAULT_CONFIG: Mapping[str, Any] = {
+    "connect_timeout": 5,
+    "read_timeout": 20,
+    "retries": {"mode": "standard", "total_max_attempts": 4},
+}
+#: s3fs retries a whole call again on top of botocore's retries: once more is enough.
+S3FS_RETRIES = 2
+#: What a broken connection, a timeout or a cut-off body raises from s3fs / aiobotocore / aiohttp.
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError,
+    TimeoutError,
+    ConnectionError,
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.parsers.ResponseParserError,
+)
+_SERVER_ERRNOS = (errno.EIO, errno.EBUSY, errno.ETIMEDOUT, getattr(errno, "EREMOTEIO", errno.EIO))
 
 
 class S3Backend(Backend):
@@ -45,7 +80,24 @@ class S3Backend(Backend):
         region = os.environ.get("AWS_REGION")
         if region and "region_name" not in client_kwargs and region != "us-east-1":
             client_kwargs["region_name"] = region
-        return s3fs.S3FileSystem(client_kwargs=client_kwargs, skip_instance_cache=True, **options)
+        config = copy.deepcopy({**DEFAULT_CONFIG, **dict(options.pop("config_kwargs", None) or {})})
+        fs = s3fs.S3FileSystem(
+            client_kwargs=client_kwargs, config_kwargs=config, skip_instance_cache=True, **options
+        )
+        fs.retries = S3FS_RETRIES
+        return fs
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        """One S3 call, retried by botocore and s3fs; a network or server failure that outlasts the
+        retries becomes :class:`~refstore.StorageUnavailableError` naming ``url``."""
+        try:
+            return await self.fs._call_s3(method, **kwargs)
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise StorageUnavailableError(
+                    f"{url}: S3 did not answer after retries ({_reason(exc)})"
+                ) from exc
+            raise
 
     # -- metadata ---------------------------------------------------------------------------------------
 
@@ -54,7 +106,7 @@ class S3Backend(Backend):
         if not key:
             return None
         try:
-            head = await self.fs._call_s3("head_object", Bucket=bucket, Key=key)
+            head = await self._call("head_object", self.url(path), Bucket=bucket, Key=key)
         except FileNotFoundError:
             return None
         if key.endswith("/") and head["ContentLength"] == 0:
@@ -92,13 +144,8 @@ class S3Backend(Backend):
                 listed += 1
                 if item.get("IsLatest"):
                     yield item
-        except (PermissionError, OSError) as exc:
-            if isinstance(exc, FileNotFoundError) or getattr(exc, "errno", None) not in (
-                errno.ENOSYS,
-                errno.EPERM,
-                errno.EACCES,
-                None,
-            ):
+        except OSError as exc:
+            if not _versions_refused(exc):
                 raise
             async for item in self._pages(bucket, prefix, "list_objects_v2", "Contents"):
                 yield item
@@ -114,7 +161,7 @@ class S3Backend(Backend):
     ) -> AsyncIterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
         while True:
-            page = await self.fs._call_s3(method, **kwargs)
+            page = await self._call(method, self.url(f"{bucket}/{prefix}"), **kwargs)
             for item in page.get(contents_key, ()):
                 yield item
             if not page.get("IsTruncated"):
@@ -140,15 +187,11 @@ class S3Backend(Backend):
     # -- pinned reads -----------------------------------------------------------------------------------
 
     async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> None:
-        bucket, key = _split(self.path(pin.url))
-        try:
-            response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key, **_pinned(pin))
-        except (FileNotFoundError, PermissionError) as exc:
-            raise changed(pin, _why_gone(pin)) from exc
-        except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.EPERM):  # PreconditionFailed, a delete-marker version
-                raise changed(pin, _why_gone(pin)) from exc
-            raise
+        """One GET of the pinned version; a body that breaks off or arrives damaged is fetched again."""
+        await fetch_with_retries(lambda hook: self._fetch_once(pin, dest, hook), pin, progress)
+
+    async def _fetch_once(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None) -> None:
+        response = await self._get_pinned(pin)
         md5 = hashlib.md5() if _is_md5(pin.etag) else None
         received = 0
         body = response["Body"]
@@ -161,11 +204,27 @@ class S3Backend(Backend):
                         md5.update(chunk)
                     if progress is not None:
                         progress(len(chunk))
+        except _NETWORK_ERRORS as exc:
+            raise BrokenTransfer(f"the body broke off after {received} bytes ({_reason(exc)})") from exc
         finally:
             body.close()
-        check_received(pin, received, response.get("ETag"))
+        try:
+            check_received(pin, received, response.get("ETag"))
+        except ObjectChangedError as exc:
+            raise DamagedTransfer(str(exc).removeprefix(f"{pin.url}: ")) from None
         if md5 is not None and md5.hexdigest() != pin.etag:
-            raise changed(pin, f"the bytes received hash to md5 {md5.hexdigest()}, not the pinned ETag")
+            raise DamagedTransfer(f"the bytes received hash to md5 {md5.hexdigest()}, not the pinned ETag")
+
+    async def _get_pinned(self, pin: ObjectMeta) -> Any:
+        bucket, key = _split(self.path(pin.url))
+        try:
+            return await self._call("get_object", pin.url, Bucket=bucket, Key=key, **_pinned(pin))
+        except (FileNotFoundError, PermissionError) as exc:
+            raise changed(pin, _why_gone(pin)) from exc
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EPERM):  # PreconditionFailed, a delete-marker version
+                raise changed(pin, _why_gone(pin)) from exc
+            raise
 
     def open_pinned(self, pin: ObjectMeta) -> IO[bytes]:
         path = self.path(pin.url)
@@ -190,6 +249,26 @@ class S3Backend(Backend):
             options = {**self.fs.storage_options, "version_aware": True, "skip_instance_cache": True}
             twin = self._twin = s3fs.S3FileSystem(**options)
         return twin
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """A broken connection, a timeout or a server error (5xx) that outlasted the retries."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, FileExistsError)):
+        return False
+    return isinstance(exc, _NETWORK_ERRORS) or (isinstance(exc, OSError) and exc.errno in _SERVER_ERRNOS)
+
+
+def _versions_refused(exc: OSError) -> bool:
+    """ListObjectVersions denied or not implemented (list current objects instead), not a failure."""
+    if isinstance(exc, (FileNotFoundError, TimeoutError, ConnectionError)):
+        return False
+    return isinstance(exc, PermissionError) or exc.errno in (errno.ENOSYS, errno.EPERM, errno.EACCES, None)
+
+
+def _reason(exc: BaseException) -> str:
+    """A short description of a failure, for a message."""
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _split(path: str) -> tuple[str, str]:
