@@ -4,7 +4,8 @@ Layout under ``$REFSTORE_CACHE_DIR`` (default ``~/.cache/refstore``)::
 
     blobs/<aa>/<xxh3_128 hex>     bytes, admitted only after they were checked against their pin
     pins/<aa>/<sha256 of pin>     the xxh3_128 hex of the bytes a reference pin resolved to
-    tmp/                          downloads in flight (same filesystem, so admission is a rename)
+    tmp/                          downloads in flight (same filesystem, so admission is a rename); what
+                                  crashed processes left there is removed at the start of each download
 
 Reads from the cache re-hash the bytes as they are copied out; a corrupted entry is dropped and fetched
 again.
@@ -15,14 +16,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import xxhash
 
 from .hashing import ALGORITHM
 from .manifest import ManifestEntry, canonical_json
+from .scratch import remove_stale, scratch_name
 
 _BLOCK = 2**20
+_CONTENT_HEX = re.compile(r"[0-9a-f]{32}")
 
 
 def default_cache_dir() -> Path:
@@ -41,10 +45,18 @@ class Cache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_cache_dir()
 
-    def tmp_path(self) -> Path:
+    def tmp_dir(self) -> Path:
+        """The folder for files in flight, created if needed."""
         folder = self.root / "tmp"
         folder.mkdir(parents=True, exist_ok=True)
-        return folder / f"{os.getpid()}-{os.urandom(8).hex()}"
+        return folder
+
+    def tmp_path(self) -> Path:
+        return self.tmp_dir() / scratch_name()
+
+    def remove_stale_tmp(self) -> None:
+        """Delete what crashed processes of this machine left in ``tmp/`` (never admitted, never read)."""
+        remove_stale(self.root / "tmp")
 
     def lookup(self, entry: ManifestEntry) -> Path | None:
         """The cached bytes for ``entry``, or ``None``."""
@@ -88,14 +100,14 @@ class Cache:
 
     def _content_hash(self, entry: ManifestEntry) -> str | None:
         if entry.digest.startswith(f"{ALGORITHM}:"):
-            return entry.digest.split(":", 1)[1]
-        pin = self._pin_file(entry)
-        if pin is None:
-            return None
-        try:
-            return pin.read_text().strip() or None
-        except FileNotFoundError:
-            return None
+            content = entry.digest.split(":", 1)[1]
+        else:
+            pin = self._pin_file(entry)
+            try:
+                content = pin.read_text().strip() if pin is not None else ""
+            except (FileNotFoundError, UnicodeDecodeError):
+                return None
+        return content if _CONTENT_HEX.fullmatch(content) else None  # never a path out of the cache
 
     def _pin_file(self, entry: ManifestEntry) -> Path | None:
         """Where a reference's pin -> content record lives; ``None`` for entries never cached."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from .locations import resolve
 from .manifest import ManifestEntry
 from .names import check_logical_path
 from .progress import progress_bar
+from .scratch import Staging
 from .store import Store
 
 CONCURRENCY = 32
@@ -42,6 +43,9 @@ class Downloader:
     def download(self, entries: list[ManifestEntry], root: Path, *, description: str) -> Path:
         root = root.expanduser().absolute()
         targets = [(entry, safe_destination(root, entry.path)) for entry in entries]
+        check_no_clashes(entry.path for entry in entries)
+        self.cache.remove_stale_tmp()
+        self._staging = Staging(self.cache.tmp_dir())
         with progress_bar(sum(e.size for e in entries), description) as bar:
             run_sync(
                 gather_limited,
@@ -52,7 +56,7 @@ class Downloader:
 
     async def _one(self, entry: ManifestEntry, dest: Path, progress: Any) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = dest.with_name(f".{dest.name}.refstore-{os.getpid()}-{os.urandom(4).hex()}")
+        staging = self._staging.path_for(dest)
         try:
             await self._produce(entry, staging, progress)
             os.replace(staging, dest)
@@ -111,6 +115,17 @@ def _checked_content(entry: ManifestEntry, fetched: Path) -> str:
             f"{entry.ref or entry.path}: content hashes to {digest}, pinned {entry.digest}"
         )
     return digest.split(":", 1)[1]
+
+
+def check_no_clashes(paths: Iterable[str]) -> None:
+    """Refuse a manifest where one logical path is a folder of another (``a`` and ``a/b``)."""
+    files = set(paths)
+    for path in files:
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder in files:
+                raise UnsafePathError(f"logical path {path!r}: {folder!r} is both a file and a folder")
 
 
 def safe_destination(root: Path, logical_path: str) -> Path:
