@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from .names import check_logical_path
 FORMAT = "refstore.manifest/1"
 _CONTENT_FORMAT = "refstore.content/1"
 _FIELDS = ("ref", "size", "digest", "etag", "version_id")
+#: An xxh3_128 digest names files in the blob store and the cache: exactly 32 hex digits, nothing else.
+_CONTENT_DIGEST = re.compile(r"(?!xxh3_128:).+:.*|xxh3_128:[0-9a-f]{32}", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +68,10 @@ class ManifestEntry:
             )
         except (KeyError, TypeError) as exc:
             raise ManifestError(f"manifest entry {path!r}: missing or malformed field {exc}") from None
-        if entry.size < 0 or ":" not in entry.digest:
+        if entry.size < 0 or not _CONTENT_DIGEST.fullmatch(entry.digest):
             raise ManifestError(f"manifest entry {path!r}: bad size or digest")
+        if entry.ref is None and not entry.digest.startswith("xxh3_128:"):
+            raise ManifestError(f"manifest entry {path!r}: a stored copy must carry its xxh3_128 digest")
         return entry
 
 

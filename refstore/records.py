@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._exceptions import IntegrityError, ManifestError
+from ._exceptions import IntegrityError, InvalidNameError, ManifestError
 from .manifest import canonical_json
 from .names import check_name
 
 VERSION_FORMAT = "refstore.version/1"
 ALIAS_FORMAT = "refstore.alias/1"
+_SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def seal(body: dict[str, Any]) -> bytes:
@@ -61,8 +63,15 @@ class VersionRecord:
             record = cls(**body)
         except TypeError as exc:
             raise ManifestError(f"{source}: malformed version record ({exc})") from None
-        check_name(record.name)
-        if not isinstance(record.version, int) or not record.manifest_digest.startswith("sha256:"):
+        well_formed = (
+            _valid_name(record.name)
+            and _valid_number(record.version)
+            and all(isinstance(v, str) for v in (record.type, record.created_at))
+            and all(_SHA256.fullmatch(str(d)) for d in (record.manifest_digest, record.content_digest))
+            and isinstance(record.metadata, dict)
+            and all(v is None or isinstance(v, str) for v in (record.description, record.created_by))
+        )
+        if not well_formed:
             raise ManifestError(f"{source}: malformed version record")
         return record
 
@@ -83,6 +92,21 @@ class AliasRecord:
         body = unseal(data, source, ALIAS_FORMAT)
         body.pop("format")
         try:
-            return cls(**body)
+            record = cls(**body)
         except TypeError as exc:
             raise ManifestError(f"{source}: malformed alias record ({exc})") from None
+        if not (_valid_name(record.name) and _valid_name(record.alias) and _valid_number(record.version)):
+            raise ManifestError(f"{source}: malformed alias record")
+        return record
+
+
+def _valid_name(value: Any) -> bool:
+    try:
+        check_name(value)
+    except InvalidNameError:
+        return False
+    return True
+
+
+def _valid_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -131,11 +131,23 @@ class Registry:
         try:
             text = self.store.read(f"artifacts/{name}/digests/{_hex(content_digest)}.json")
         except FileNotFoundError:
-            return None
+            return self._unindexed_latest(name, content_digest)
         try:
             return self._record(name, int(text))
         except (ValueError, ArtifactNotFoundError):
             return None  # a stale or damaged index entry: log anew
+
+    def _unindexed_latest(self, name: str, content_digest: str) -> VersionRecord | None:
+        """The newest version if it holds this content but was never indexed (its writer was killed
+        between claiming it and indexing it): logging the same content again reuses it."""
+        numbers = self._version_numbers(name)
+        if not numbers:
+            return None
+        record = self._record(name, numbers[-1])
+        if record.content_digest != content_digest:
+            return None
+        self._remember_content(record)
+        return record
 
     def _point_alias(self, record: VersionRecord, alias: str) -> None:
         pointer = AliasRecord(name=record.name, alias=alias, version=record.version)
@@ -221,7 +233,10 @@ class Registry:
             data = self.store.read(relative)
         except FileNotFoundError:
             raise ArtifactNotFoundError(f"{name}:{alias}: no such version or alias in {self.root}") from None
-        return AliasRecord.from_bytes(data, self.store.url_of(relative))
+        record = AliasRecord.from_bytes(data, self.store.url_of(relative))
+        if (record.name, record.alias) != (name, alias):
+            raise IntegrityError(f"{self.store.url_of(relative)}: record names {record.name}:{record.alias}")
+        return record
 
     def _record(self, name: str, number: int) -> VersionRecord:
         relative = f"artifacts/{name}/versions/{number}.json"
@@ -238,7 +253,8 @@ class Registry:
 
     def _version_numbers(self, name: str) -> list[int]:
         names = self.store.list(f"artifacts/{name}/versions")
-        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+        stems = (n.removesuffix(".json") for n in names if n.endswith(".json"))
+        return sorted(int(s) for s in stems if s.isascii() and s.isdigit() and str(int(s)) == s)
 
     def _next_version(self, name: str) -> int:
         numbers = self._version_numbers(name)

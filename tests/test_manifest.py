@@ -14,7 +14,7 @@ def _entries() -> list[ManifestEntry]:
     return [
         ManifestEntry("b/x.bin", "s3://bkt/p/b/x.bin", 10, "etag:abc", "abc", "v1"),
         ManifestEntry("a.txt", "s3://bkt/p/a.txt", 3, "etag:def", "def", None),
-        ManifestEntry("c.txt", None, 5, "xxh3_128:00ff"),
+        ManifestEntry("c.txt", None, 5, "xxh3_128:" + "00ff" * 8),
     ]
 
 
