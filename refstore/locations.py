@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from ._exceptions import InvalidURLError
 from .backends import BACKENDS, Backend, backend_class
@@ -16,6 +16,13 @@ from .backends import BACKENDS, Backend, backend_class
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _AZURE_HTTPS = re.compile(r"^https://(?P<account>[a-z0-9]{3,24})\.blob\.core\.windows\.net/(?P<rest>.*)$")
 _BUCKET_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
+#: Query parameters that carry credentials (pre-signed S3/GCS URLs, Azure SAS tokens, API keys):
+#: refused, so that they never reach a manifest; pass credentials in storage_options instead.
+_SECRET_QUERY_KEY = re.compile(
+    r"sig|key|auth|googleaccessid|awsaccesskeyid"
+    r"|.*(signature|token|secret|password|passwd|credential|api[_-]?key|access[_-]?key).*",
+    re.IGNORECASE,
+)
 
 _lock = threading.Lock()
 _backends: dict[tuple[Any, ...], Backend] = {}
@@ -43,6 +50,11 @@ def resolve(url: str | os.PathLike[str], storage_options: Mapping[str, Any] | No
     options = dict(storage_options or {})
     azure = _AZURE_HTTPS.match(text)
     if azure:
+        if "?" in azure["rest"] or "#" in azure["rest"]:
+            raise InvalidURLError(
+                f"{_redact(text)}: a query (such as a SAS token) is refused in an Azure URL; "
+                "pass credentials in storage_options (sas_token=...) or AZURE_STORAGE_SAS_TOKEN"
+            )
         options.setdefault("account_name", azure["account"])
         prefix = f"https://{azure['account']}.blob.core.windows.net/"
         return _location("az", azure["rest"], options, url_prefix=prefix)
@@ -64,9 +76,9 @@ def _reject_malformed(text: str) -> None:
     if not text or not text.strip():
         raise InvalidURLError("empty URL")
     if "\x00" in text:
-        raise InvalidURLError(f"{text!r}: a URL cannot contain NUL")
+        raise InvalidURLError(f"{_redact(text)!r}: a URL cannot contain NUL")
     if "://" in text and not _SCHEME.match(text):
-        raise InvalidURLError(f"{text}: malformed URL scheme")
+        raise InvalidURLError(f"{_redact(text)}: malformed URL scheme")
 
 
 def _local(path: str, options: dict[str, Any]) -> Location:
@@ -76,12 +88,21 @@ def _local(path: str, options: dict[str, Any]) -> Location:
 
 
 def _http(text: str, scheme: str, options: dict[str, Any]) -> Location:
-    parts = urlsplit(text)
-    if not parts.hostname:
+    try:
+        parts = urlsplit(text)
+        hostname, _ = parts.hostname, parts.port
+    except ValueError:
+        raise InvalidURLError(f"{_redact(text)}: cannot be parsed as a URL") from None
+    if not hostname:
         raise InvalidURLError(f"{_redact(text)}: no host in the URL")
     if parts.username or parts.password:
         raise InvalidURLError(
             f"{_redact(text)}: credentials in the URL are refused; pass them in storage_options"
+        )
+    if any(_SECRET_QUERY_KEY.fullmatch(key) for key, _ in parse_qsl(parts.query, keep_blank_values=True)):
+        raise InvalidURLError(
+            f"{_redact(text)}: a signed URL or a credential in the query string is refused (it would be "
+            "recorded in the manifest); pass credentials in storage_options, e.g. headers={...}"
         )
     return _location(scheme, text, options, is_folder=parts.path.endswith("/"))
 
@@ -96,9 +117,9 @@ def _bucket(text: str, scheme: str, rest: str, options: dict[str, Any]) -> Locat
         bucket, _, host = bucket.partition("@")
         options.setdefault("account_name", host.split(".", 1)[0])
     if not bucket or (scheme in _BUCKET_SCHEMES and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", bucket)):
-        raise InvalidURLError(f"{text}: missing or invalid bucket name")
+        raise InvalidURLError(f"{_redact(text)}: missing or invalid bucket name")
     if "//" in key:
-        raise InvalidURLError(f"{text}: empty path segment")
+        raise InvalidURLError(f"{_redact(text)}: empty path segment")
     path = f"{bucket}/{key}".rstrip("/")
     return _location(scheme, path, options, is_folder=text.endswith("/"))
 
@@ -145,12 +166,11 @@ def _freeze(value: Any) -> Any:
 
 
 def _redact(text: str) -> str:
-    """A URL with any user:password and query string removed, fit for a message."""
-    parts = urlsplit(text)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return f"{parts.scheme}://{netloc}{parts.path}"
+    """A URL without user:password, query string or fragment, fit for a message (never raises)."""
+    scheme, sep, rest = text.partition("://")
+    rest = rest.split("?", 1)[0].split("#", 1)[0]
+    host, slash, path = rest.partition("/")
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else text
 
 
 def clear_backends() -> None:
