@@ -10,6 +10,9 @@ MAX_NAME_LENGTH = 128
 MAX_PATH_LENGTH = 1024
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _VERSION = re.compile(r"v(\d+)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE = re.compile(r"[A-Za-z]:")
+_BAD_SEGMENTS = frozenset(("", ".", ".."))
 RESERVED_ALIASES = ("latest",)
 
 
@@ -57,11 +60,11 @@ def check_logical_path(path: str) -> str:
         raise UnsafePathError(f"logical path {path!r}: must be a non-empty string")
     if len(path) > MAX_PATH_LENGTH:
         raise UnsafePathError(f"logical path {path[:60]!r}...: longer than {MAX_PATH_LENGTH} characters")
-    if path.startswith("/") or "\\" in path or re.match(r"^[A-Za-z]:", path):
+    if path.startswith("/") or "\\" in path or _DRIVE.match(path):
         raise UnsafePathError(f"logical path {path!r}: must be relative, with '/' separators")
-    if any(ord(c) < 32 or c == "\x7f" for c in path):
+    if _CONTROL.search(path):
         raise UnsafePathError(f"logical path {path!r}: contains a control character")
-    if any(part in ("", ".", "..") for part in path.split("/")):
+    if not _BAD_SEGMENTS.isdisjoint(path.split("/")):
         raise UnsafePathError(f"logical path {path!r}: empty, '.' or '..' segment")
     return path
 

@@ -1,0 +1,257 @@
+"""Cases 1 and 3: references to versioned S3 prefixes, and cold/warm downloads of pinned objects.
+
+Data: one versioned bucket on moto with one prefix per size N (``p<N>/sub-<k>/obj-<i>.bin``, distinct
+random bytes each, so the content-addressed cache cannot deduplicate them). Requests are counted from
+moto's access log, on the server side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import shutil
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from _common import CaseResult, Row, Target, close_s3fs, fmt_ratio, raw_s3fs, run_peer, timed
+from servers import S3Server
+
+BUCKET = "bench"
+OBJECT_SIZE = 16 * 1024
+CONCURRENCY = 32
+
+
+def populate(server: S3Server, sizes: list[int]) -> None:
+    """Create the versioned bucket and one prefix of N objects per size (once per run)."""
+    fs = raw_s3fs(server.endpoint_url)
+    if not fs.exists(BUCKET):
+        fs.mkdir(BUCKET)
+        fs.call_s3("put_bucket_versioning", Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+
+    async def put_all(n: int) -> None:
+        fs = raw_s3fs(server.endpoint_url, asynchronous=True)
+        await fs.set_session()
+        semaphore = asyncio.Semaphore(64)
+
+        async def put(i: int) -> None:
+            async with semaphore:
+                await fs._pipe_file(f"{BUCKET}/{key(n, i)}", os.urandom(OBJECT_SIZE))
+
+        await asyncio.gather(*(put(i) for i in range(n)))
+        await close_s3fs(fs)
+
+    for n in sizes:
+        asyncio.run(put_all(n))
+
+
+def key(n: int, i: int) -> str:
+    return f"p{n}/sub-{i // 1000:03d}/obj-{i:06d}.bin"
+
+
+# -- case 1: references ---------------------------------------------------------------------------------
+
+
+def reference_case(server: S3Server, sizes: list[int], repeat: int, peers: Path | None) -> CaseResult:
+    result = CaseResult("Reference to a versioned S3 prefix")
+    for n in sizes:
+        workload = f"{n:,} objects"
+        ours = result.row(workload, "refstore")
+        raw = result.row(workload, "raw s3fs: one ListObjectVersions pass")
+        wandb = result.row(workload, "wandb 0.31 add_reference") if peers else None
+        for _ in range(repeat):
+            _measure(server, ours, lambda n=n: _refstore_reference(n))
+            _measure(server, raw, lambda n=n: _raw_listing(server, n))
+            if wandb is not None and peers is not None:
+                _measure_peer(server, wandb, peers, f"s3://{BUCKET}/p{n}", n)
+        result.targets += _reference_targets(n, ours, raw, wandb)
+    return result
+
+
+def _measure(server: S3Server, row: Row, func: Any) -> None:
+    mark = server.mark()
+    seconds, _ = timed(func)
+    row.seconds.append(seconds)
+    row.requests.append(len(server.requests_since(mark)))
+
+
+def _measure_peer(server: S3Server, row: Row, peers: Path, uri: str, n: int) -> None:
+    mark = server.mark()
+    answer = run_peer(peers, "wandb_reference.py", uri, str(n + 10))
+    assert answer["entries"] == n, answer
+    row.seconds.append(float(answer["seconds"]))
+    row.requests.append(len(server.requests_since(mark)))
+
+
+def _refstore_reference(n: int) -> None:
+    import refstore
+    from refstore.locations import clear_backends
+
+    clear_backends()  # a fresh client each time, as the peers pay for theirs
+    entries = refstore.Artifact("bench").add_reference(f"s3://{BUCKET}/p{n}", max_objects=n + 10)
+    assert len(entries) == n and all(e.version_id for e in entries)
+
+
+def _raw_listing(server: S3Server, n: int) -> None:
+    async def listing() -> int:
+        fs = raw_s3fs(server.endpoint_url, asynchronous=True)
+        await fs.set_session()
+        kwargs: dict[str, Any] = {"Bucket": BUCKET, "Prefix": f"p{n}/"}
+        count = 0
+        while True:
+            page = await fs._call_s3("list_object_versions", **kwargs)
+            count += len(page.get("Versions", ()))
+            if not page.get("IsTruncated"):
+                await close_s3fs(fs)
+                return count
+            kwargs["KeyMarker"] = page["NextKeyMarker"]
+            kwargs["VersionIdMarker"] = page["NextVersionIdMarker"]
+
+    assert asyncio.run(listing()) == n
+
+
+def _reference_targets(n: int, ours: Row, raw: Row, wandb: Row | None) -> list[Target]:
+    limit = math.ceil(n / 1000) + 3
+    ratio = ours.median / raw.median
+    targets = [
+        Target(
+            f"S3 reference, {n:,} objects: requests",
+            f"≤ ⌈N/1000⌉ + 3 = {limit}",
+            f"{ours.median_requests}",
+            (ours.median_requests or 0) <= limit,
+        ),
+        Target(
+            f"S3 reference, {n:,} objects: time vs one raw ListObjectVersions pass",
+            "≤ 1.3x",
+            fmt_ratio(ratio),
+            ratio <= 1.3,
+        ),
+    ]
+    if wandb is not None and n >= 5000:
+        speedup = wandb.median / ours.median
+        targets.append(
+            Target(
+                f"S3 reference, {n:,} objects: faster than wandb", "≥ 5x", fmt_ratio(speedup), speedup >= 5
+            )
+        )
+    return targets
+
+
+# -- case 3: downloads ----------------------------------------------------------------------------------
+
+
+def download_case(
+    server: S3Server, sizes: list[int], warm_size: int, warm_source: int, repeat: int
+) -> CaseResult:
+    """Cold and warm downloads of each prefix in ``sizes``; warm-only of ``warm_size`` entries of the
+    ``warm_source`` prefix."""
+    result = CaseResult("Download of pinned S3 objects")
+    work = Path(tempfile.mkdtemp(prefix="refstore-bench-dl-"))
+    try:
+        for n in sizes:
+            version = _logged_version(work, f"s3://{BUCKET}/p{n}", n)
+            _download_rows(server, result, work, version, n, repeat)
+        _warm_only(server, result, work, warm_size, warm_source, repeat)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _logged_version(work: Path, uri: str, n: int) -> Any:
+    import refstore
+
+    registry = refstore.Registry(str(work / "registry"))
+    artifact = refstore.Artifact(f"bench-{n}")
+    artifact.add_reference(uri, max_objects=max(n, 20_000) + 10)
+    return registry.log(artifact)
+
+
+def _download_rows(
+    server: S3Server, result: CaseResult, work: Path, version: Any, n: int, repeat: int
+) -> None:
+    workload = f"{n:,} objects x {OBJECT_SIZE // 1024} KiB"
+    nbytes = n * OBJECT_SIZE
+    cold = result.row(workload, "refstore cold (empty cache)", nbytes=nbytes)
+    raw = result.row(workload, "raw s3fs: concurrent pinned GetObject", nbytes=nbytes)
+    warm = result.row(workload, "refstore warm (everything cached)", nbytes=nbytes)
+    entries = list(version.manifest.values())
+    for i in range(repeat):
+        cache = work / f"cache-{n}-{i}"
+        os.environ["REFSTORE_CACHE_DIR"] = str(cache)
+        cold_dest, raw_dest, warm_dest = (work / f"{kind}-{n}-{i}" for kind in ("cold", "raw", "warm"))
+        _measure(server, cold, partial(version.download, cold_dest))
+        _measure(server, raw, partial(_raw_download, server, entries, raw_dest))
+        _measure(server, warm, partial(version.download, warm_dest))
+        for folder in (cold_dest, raw_dest, warm_dest, cache):
+            shutil.rmtree(folder, ignore_errors=True)
+    ratio = cold.median / raw.median
+    result.targets += [
+        Target(
+            f"cold download, {n:,} objects: requests",
+            "1 per object",
+            f"{cold.median_requests} for {n:,}",
+            cold.median_requests == n,
+        ),
+        Target(f"cold download, {n:,} objects: time vs raw s3fs", "≤ 1.2x", fmt_ratio(ratio), ratio <= 1.2),
+        Target(
+            f"warm download, {n:,} objects: requests",
+            "0",
+            str(warm.median_requests),
+            warm.median_requests == 0,
+        ),
+    ]
+
+
+def _warm_only(server: S3Server, result: CaseResult, work: Path, n: int, source_n: int, repeat: int) -> None:
+    """Warm re-downloads of ``n`` entries: the first ``n`` objects of the ``source_n`` prefix."""
+    version = _logged_version(work, f"s3://{BUCKET}/p{source_n}", source_n)
+    prefixes = {f"sub-{k:03d}" for k in range(math.ceil(n / 1000))}
+    os.environ["REFSTORE_CACHE_DIR"] = str(work / "cache-warm")
+    entries = [e for p, e in version.manifest.items() if p.split("/", 1)[0] in prefixes][:n]
+    from refstore.download import Downloader
+
+    def download(dest: Path) -> None:
+        Downloader(version._registry.store).download(entries, dest, description="warm")
+
+    download(work / "warm-fill")
+    warm = result.row(f"{len(entries):,} entries", "refstore warm (everything cached)")
+    for i in range(repeat):
+        _measure(server, warm, lambda i=i: download(work / f"warm-{i}"))
+        shutil.rmtree(work / f"warm-{i}", ignore_errors=True)
+    result.targets.append(
+        Target(
+            f"warm download, {len(entries):,} entries",
+            "0 requests, < 2 s",
+            f"{warm.median_requests} requests, {warm.median:.2f} s",
+            warm.median_requests == 0 and warm.median < 2.0,
+        )
+    )
+
+
+def _raw_download(server: S3Server, entries: list[Any], dest: Path) -> None:
+    """The minimum by hand: one GetObject per pinned version, 32 at a time, bytes to disk.
+
+    (s3fs's own ``cat_file`` sends a HEAD before each GET; ``get`` does too.)
+    """
+
+    async def fetch_all() -> None:
+        fs = raw_s3fs(server.endpoint_url, asynchronous=True)
+        await fs.set_session()
+        semaphore = asyncio.Semaphore(CONCURRENCY)
+
+        async def fetch(entry: Any) -> None:
+            bucket, key = entry.ref[len("s3://") :].split("/", 1)
+            async with semaphore:
+                response = await fs._call_s3("get_object", Bucket=bucket, Key=key, VersionId=entry.version_id)
+                async with response["Body"] as body:
+                    data = await body.read()
+            target = dest / entry.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+
+        await asyncio.gather(*(fetch(e) for e in entries))
+        await close_s3fs(fs)
+
+    asyncio.run(fetch_all())

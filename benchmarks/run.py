@@ -1,0 +1,218 @@
+"""Run every benchmark case side by side with the peers and write ``benchmarks/RESULTS.md``.
+
+    python benchmarks/run.py            # the full run (about 30 minutes on 2 cores), writes RESULTS.md
+    python benchmarks/run.py --quick    # small N, a minute or so; writes to --out (default: RESULTS-quick.md)
+
+wandb runs in its own venv (``benchmarks/.venv-peers``, created on first use) as a subprocess, so it
+never changes the packages of the interpreter that runs refstore. ``--no-peers`` leaves it out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("REFSTORE_PROGRESS", "0")
+
+from _common import (
+    BENCH_DIR,
+    CaseResult,
+    fmt_ratio,
+    fmt_seconds,
+    machine,
+    moto_server,
+    peer_version,
+    peers_python,
+    versions,
+)
+
+CASES = ("s3", "local", "download", "manifest", "import")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    s3: tuple[int, ...]
+    download: tuple[int, ...]
+    warm: int
+    big_files: int  # 1 MiB files
+    small_files: int
+    manifest: int
+    repeat: int
+    import_repeat: int
+
+
+FULL = Sizes((1000, 5000, 20000), (1000, 5000), 10_000, 2048, 100_000, 1_000_000, 3, 15)
+QUICK = Sizes((300, 1200), (300,), 1000, 8, 500, 20_000, 1, 3)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    repeat = args.repeat or sizes.repeat
+    cases = args.cases.split(",") if args.cases else list(CASES)
+    unknown = set(cases) - set(CASES)
+    if unknown:
+        raise SystemExit(f"unknown cases: {', '.join(sorted(unknown))} (known: {', '.join(CASES)})")
+    out = Path(args.out) if args.out else BENCH_DIR / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
+    peers = None if args.no_peers else peers_python()
+    data = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="refstore-bench-data-"))
+    started = time.monotonic()
+    results: list[CaseResult] = []
+    try:
+        results = _run(cases, sizes, repeat, peers, data)
+    finally:
+        if not args.keep_data:
+            shutil.rmtree(data, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    out.write_text(_report(results, sizes, repeat, peers, args, elapsed))
+    print(f"wrote {out} ({elapsed:.0f} s)")
+    missed = [t.name for r in results for t in r.targets if not t.met]
+    print("targets missed: " + ("; ".join(missed) if missed else "none"))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small N: a smoke run")
+    parser.add_argument("--cases", help=f"comma-separated subset of {','.join(CASES)}")
+    parser.add_argument("--repeat", type=int, help="repeats per measurement (default 3, quick 1)")
+    parser.add_argument("--no-peers", action="store_true", help="leave wandb out (no venv is created)")
+    parser.add_argument("--out", help="where to write the table (default benchmarks/RESULTS.md)")
+    parser.add_argument("--data", help="folder for generated data (default: a temporary folder)")
+    parser.add_argument("--keep-data", action="store_true", help="keep the generated data afterwards")
+    return parser
+
+
+def _run(cases: list[str], sizes: Sizes, repeat: int, peers: Path | None, data: Path) -> list[CaseResult]:
+    results: list[CaseResult] = []
+    if "s3" in cases or "download" in cases:
+        import case_s3
+
+        with moto_server(data / "servers") as server:
+            prefixes = sorted(set(sizes.s3) | set(sizes.download))
+            _log(f"S3: writing {', '.join(map(str, prefixes))} objects to moto")
+            case_s3.populate(server, prefixes)
+            if "s3" in cases:
+                _log("case 1: S3 references")
+                results.append(case_s3.reference_case(server, list(sizes.s3), repeat, peers))
+            if "download" in cases:
+                _log("case 3: downloads")
+                source = min(s for s in prefixes if s >= sizes.warm)
+                results.append(
+                    case_s3.download_case(server, list(sizes.download), sizes.warm, source, repeat)
+                )
+    if "local" in cases:
+        import case_local
+
+        _log("case 2: local references (writing the trees)")
+        big = data / "big-files"
+        small = data / "small-files"
+        big_bytes = case_local.make_tree(big, sizes.big_files, case_local.MIB)
+        small_bytes = case_local.make_tree(small, sizes.small_files, None)
+        trees = [
+            (
+                f"{sizes.big_files:,} files x 1 MiB ({big_bytes / 2**30:.2f} GiB)",
+                big,
+                sizes.big_files,
+                big_bytes,
+            ),
+            (f"{sizes.small_files:,} small files (0.5-4 KiB)", small, sizes.small_files, small_bytes),
+        ]
+        results.append(case_local.local_case(trees, repeat, peers))
+    if "manifest" in cases:
+        import case_manifest
+
+        _log("case 4: manifest")
+        results.append(case_manifest.manifest_case(sizes.manifest, repeat))
+    if "import" in cases:
+        import case_import
+
+        _log("case 5: start-up")
+        results.append(case_import.import_case(sizes.import_repeat))
+    return results
+
+
+def _log(message: str) -> None:
+    print(f"[{datetime.datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+# -- the report -----------------------------------------------------------------------------------------
+
+
+def _report(
+    results: list[CaseResult],
+    sizes: Sizes,
+    repeat: int,
+    peers: Path | None,
+    args: argparse.Namespace,
+    elapsed: float,
+) -> str:
+    box = machine()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    packages = versions(["refstore", "fsspec", "s3fs", "aiobotocore", "moto", "xxhash"])
+    packages["wandb (peers venv)"] = peer_version(peers, "wandb")
+    command = "python benchmarks/run.py" + (" --quick" if args.quick else "")
+    lines = [
+        "# refstore benchmarks",
+        "",
+        f"Produced by `{command}` — do not edit by hand. Medians of {repeat} repeat(s), peers run side by "
+        "side on the same data in the same run (interleaved), requests counted on the server (moto's access "
+        "log). The machine is shared and noisy: read the ratios, not the absolute times.",
+        "",
+        f"- date: {now:%Y-%m-%d %H:%M UTC}; the run took {elapsed / 60:.1f} min",
+        f"- machine: {box['nproc']} CPUs ({box['cpu']}), {box['memory']} memory, {box['os']}, "
+        f"Python {box['python']}",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in packages.items()),
+        "",
+        "## Targets",
+        "",
+        "| target | wanted | measured | met |",
+        "|---|---|---|---|",
+    ]
+    for result in results:
+        for t in result.targets:
+            lines.append(f"| {t.name} | {t.target} | {t.measured} | {'yes' if t.met else '**no**'} |")
+    for result in results:
+        lines += ["", f"## {result.title}", "", *_table(result)]
+        for note in result.notes:
+            lines += ["", note]
+    return "\n".join(lines) + "\n"
+
+
+def _table(result: CaseResult) -> list[str]:
+    lines = [
+        f"| workload | tool | median | repeats | requests | throughput | x {result.base_tool or '-'} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    reference: dict[str, float] = {}
+    for row in result.rows:
+        if result.base_tool and row.tool.startswith(result.base_tool) and row.workload not in reference:
+            reference[row.workload] = row.median
+    for row in result.rows:
+        base = reference.get(row.workload)
+        ratio = fmt_ratio(row.median / base) if base else "-"
+        throughput = _throughput(row.nbytes / row.median) if row.nbytes and row.seconds else "-"
+        repeats = " / ".join(fmt_seconds(s) for s in row.seconds)
+        requests = "-" if row.median_requests is None else f"{row.median_requests:,}"
+        lines.append(
+            f"| {row.workload} | {row.tool} | {fmt_seconds(row.median)} | {repeats} | {requests} | "
+            f"{throughput} | {ratio} |"
+        )
+    return lines
+
+
+def _throughput(rate: float) -> str:
+    return f"{rate / 1e9:.2f} GB/s" if rate >= 1e9 else f"{rate / 1e6:.1f} MB/s"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
