@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._exceptions import (
     ArtifactNotFoundError,
     ConflictError,
@@ -23,8 +25,12 @@ from .artifact import Artifact
 from .backends import ObjectMeta
 from .manifest import Manifest, ManifestDiff, ManifestEntry
 from .registry import Registry
-from .runs import Run, finish, init, restore, save
 from .version import ArtifactVersion, VerifyReport
+
+if TYPE_CHECKING:
+    from .runs import Run, finish, init, restore, save
+
+_RUNS_API = ("Run", "finish", "init", "restore", "save")
 
 __all__ = [
     "Artifact",
@@ -58,10 +64,14 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Run | None:
-    """``refstore.run``: the current run, or ``None`` (looked up on each access, so never stale)."""
-    if name == "run":
-        from .runs import current_run
+def __getattr__(name: str) -> Any:
+    """``refstore.run`` (the current run or ``None``, looked up on each access) and the runs API, loaded
+    on first use so that ``import refstore`` stays light."""
+    if name not in ("run", *_RUNS_API):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from . import runs
 
-        return current_run()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name == "run":
+        return runs.current_run()
+    globals()[name] = value = getattr(runs, name)
+    return value

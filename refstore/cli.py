@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from . import render
 from ._exceptions import RefstoreError
 from ._version import __version__
 
@@ -48,6 +49,8 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+_human = render.human_size  # kept for the run commands (refstore.runs.commands)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,7 +97,7 @@ def log_command(
         else:
             artifact.add_reference(source, folder, checksum=not no_checksum, max_objects=max_objects)
     version = _registry(ctx).log(artifact, aliases=aliases)
-    _emit(_version_json(version), as_json, f"{version.qualified_name} {version.digest}")
+    _emit({"version": render.version_json(version)}, as_json, f"{version.qualified_name} {version.digest}")
 
 
 def _source_name(source: str) -> str:
@@ -118,40 +121,55 @@ def _add_copy(artifact: Any, source: str, folder: str | None) -> None:
 def ls_command(ctx: click.Context, name: str | None, as_json: bool) -> None:
     """List artifacts, or the versions of NAME."""
     registry = _registry(ctx)
-    if name is None:
-        names = registry.artifacts()
-        rows = [[n] for n in names]
-        _emit({"artifacts": names}, as_json, _table(["ARTIFACT"], rows) if rows else "(no artifacts)")
+    if name is not None:
+        versions = [render.version_json(v) for v in registry.versions(name)]
+        rows = [
+            [v["qualified_name"], v["type"], v["created_at"][:19], *_counts(v), ",".join(v["aliases"])]
+            for v in versions
+        ]
+        headers = ["VERSION", "TYPE", "CREATED", "ENTRIES", "SIZE", "ALIASES"]
+        _emit({"versions": versions}, as_json, render.table(headers, rows))
         return
+    artifacts = [_artifact_json(registry, n) for n in registry.artifacts()]
+    rows = [
+        [
+            a["name"],
+            a["latest"]["type"],
+            str(a["versions"]),
+            a["latest"]["qualified_name"],
+            *_counts(a["latest"]),
+            a["latest"]["created_at"][:19],
+        ]
+        for a in artifacts
+    ]
+    headers = ["ARTIFACT", "TYPE", "VERSIONS", "LATEST", "ENTRIES", "SIZE", "UPDATED"]
+    _emit({"artifacts": artifacts}, as_json, render.table(headers, rows) if rows else "(no artifacts)")
+
+
+def _artifact_json(registry: Any, name: str) -> dict[str, Any]:
     versions = registry.versions(name)
-    data = [_version_json(v, with_counts=False) for v in versions]
-    rows = [[v["qualified_name"], v["type"], v["created_at"][:19], ",".join(v["aliases"])] for v in data]
-    _emit({"versions": data}, as_json, _table(["VERSION", "TYPE", "CREATED", "ALIASES"], rows))
+    return {"name": name, "versions": len(versions), "latest": render.version_json(versions[-1])}
+
+
+def _counts(version: dict[str, Any]) -> list[str]:
+    return [str(version["entry_count"]), render.human_size(version["size"])]
 
 
 @main.command("show")
 @click.argument("ref")
+@click.option(
+    "--all", "show_all", is_flag=True, help=f"List every entry (default: the first {render.TREE_LIMIT})."
+)
 @json_option
 @click.pass_context
-def show_command(ctx: click.Context, ref: str, as_json: bool) -> None:
-    """Show a version: summary and entries."""
+def show_command(ctx: click.Context, ref: str, show_all: bool, as_json: bool) -> None:
+    """Show a version: summary (entries, size, schemes, aliases, lineage) and a tree of its entries."""
     version = _registry(ctx).get(ref)
-    data = _version_json(version)
-    data["entries"] = [
-        {"path": e.path, **e.to_json()} for e in (version.manifest[p] for p in version.manifest)
-    ]
-    lines = [
-        f"{version.qualified_name}  ({version.type})",
-        f"  digest     {version.digest}",
-        f"  created    {version.created_at}" + (f" by {version.created_by}" if version.created_by else ""),
-        f"  aliases    {', '.join(data['aliases']) or '-'}",
-        f"  entries    {data['entry_count']}   size {_human(data['size'])}",
-        f"  schemes    {', '.join(data['schemes']) or '-'}",
-    ]
-    if data["used_by"]:
-        lines.append(f"  used by    {', '.join(data['used_by'])}")
-    lines += [f"  {e['path']}  {_human(e['size'])}  {e.get('ref') or '(copy)'}" for e in data["entries"]]
-    _emit(data, as_json, "\n".join(lines))
+    data = render.version_json(version)
+    entries = list(version.manifest.values())
+    tree = render.tree(entries, limit=None if show_all else render.TREE_LIMIT)
+    text = "\n".join([*render.summary(data), "", f"{version.qualified_name}/", *tree])
+    _emit({"version": data, "entries": [render.entry_json(e) for e in entries]}, as_json, text)
 
 
 @main.command("get")
@@ -167,7 +185,7 @@ def get_command(
     """Download the pinned bytes of REF to DEST (default ./artifacts/NAME:vN)."""
     version = _registry(ctx).get(ref)
     path = version.download(dest, path_prefix=prefix, skip_cache=skip_cache)
-    _emit({"version": version.qualified_name, "path": str(path)}, as_json, str(path))
+    _emit({"version": render.version_json(version), "path": str(path)}, as_json, str(path))
 
 
 @main.command("diff")
@@ -177,10 +195,13 @@ def get_command(
 @click.pass_context
 def diff_command(ctx: click.Context, ref_a: str, ref_b: str, as_json: bool) -> None:
     """What changed from REF_A to REF_B."""
-    diff = _registry(ctx).diff(ref_a, ref_b)
+    registry = _registry(ctx)
+    old, new = registry.get(ref_a), registry.get(ref_b)
+    diff = old.diff(new)
     lines = [f"+ {p}" for p in diff.added] + [f"- {p}" for p in diff.removed]
     lines += [f"M {p}" for p in diff.modified]
-    _emit(diff.to_json(), as_json, "\n".join(lines) or "(no differences)")
+    data = {"from": render.version_json(old), "to": render.version_json(new), **diff.to_json()}
+    _emit(data, as_json, "\n".join(lines) or "(no differences)")
 
 
 @main.command("alias")
@@ -191,11 +212,8 @@ def diff_command(ctx: click.Context, ref_a: str, ref_b: str, as_json: bool) -> N
 def alias_command(ctx: click.Context, ref: str, alias: str, as_json: bool) -> None:
     """Point ALIAS at the version REF names."""
     version = _registry(ctx).alias(ref, alias)
-    _emit(
-        _version_json(version, with_counts=False),
-        as_json,
-        f"{version.name}:{alias} -> {version.qualified_name}",
-    )
+    text = f"{version.name}:{alias} -> {version.qualified_name}"
+    _emit({"version": render.version_json(version), "alias": alias}, as_json, text)
 
 
 @main.command("verify")
@@ -209,50 +227,11 @@ def verify_command(ctx: click.Context, ref: str, as_json: bool) -> None:
     lines = [f"changed  {p}" for p in report.changed] + [f"missing  {p}" for p in report.missing]
     summary = f"{version.qualified_name}: {len(report.ok)} ok, {len(report.changed)} changed, "
     summary += f"{len(report.missing)} missing"
-    _emit({"version": version.qualified_name, **report.to_json()}, as_json, "\n".join([*lines, summary]))
+    _emit(
+        {"version": render.version_json(version), **report.to_json()}, as_json, "\n".join([*lines, summary])
+    )
     if not report:
         ctx.exit(1)
-
-
-def _version_json(version: Any, *, with_counts: bool = True) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "name": version.name,
-        "version": version.version,
-        "qualified_name": version.qualified_name,
-        "type": version.type,
-        "description": version.description,
-        "metadata": version.metadata,
-        "digest": version.digest,
-        "manifest_digest": version.manifest_digest,
-        "created_at": version.created_at,
-        "created_by": version.created_by,
-        "aliases": version.aliases,
-    }
-    if with_counts:
-        manifest = version.manifest
-        data["entry_count"] = len(manifest)
-        data["size"] = manifest.total_size
-        data["schemes"] = sorted({(e.ref or "copy").split("://", 1)[0] for e in manifest.values()})
-        data["used_by"] = version.used_by()
-    return data
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
-    lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
-        for row in [headers, *rows]
-    ]
-    return "\n".join(lines)
-
-
-def _human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
 
 
 def run() -> None:

@@ -1,0 +1,121 @@
+"""Code state: the git commit, branch and remote a run started from, and its uncommitted changes.
+
+``capture`` records them at ``init`` (the patch is ``git diff HEAD --binary``: tracked files only);
+``restore_code`` puts them back: a branch at the commit, with the patch applied on top.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from .._exceptions import RunError
+
+PATCH_NAME = "diff.patch"
+_GIT_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class CodeState:
+    """Where the code of a run came from; ``patch`` tells whether ``diff.patch`` was saved with the run."""
+
+    commit: str
+    branch: str | None = None
+    remote: str | None = None
+    patch: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commit": self.commit, "branch": self.branch, "remote": self.remote, "patch": self.patch}
+
+    @classmethod
+    def from_json(cls, data: Any) -> CodeState:
+        if not isinstance(data, dict) or not isinstance(data.get("commit"), str):
+            raise RunError(f"malformed code state {data!r}")
+        return cls(data["commit"], data.get("branch"), data.get("remote"), bool(data.get("patch")))
+
+
+def capture(cwd: Path) -> tuple[CodeState, bytes] | None:
+    """The code state of the git repository around ``cwd`` and its diff, or ``None`` outside one."""
+    commit = _git_text(["rev-parse", "--verify", "-q", "HEAD"], cwd)
+    if not commit:
+        return None  # not a repository, no commit yet, or no git at all
+    branch = _git_text(["symbolic-ref", "--short", "-q", "HEAD"], cwd) or None
+    remote = _remote_url(cwd)
+    diff = _git(["diff", "HEAD", "--binary"], cwd)
+    patch = diff.stdout if diff.returncode == 0 else b""
+    return CodeState(commit, branch, remote, bool(patch)), patch
+
+
+def _remote_url(cwd: Path) -> str | None:
+    names = (_git_text(["remote"], cwd) or "").split()
+    if not names:
+        return None
+    name = "origin" if "origin" in names else names[0]
+    url = _git_text(["remote", "get-url", name], cwd)
+    return redact_url(url) if url else None
+
+
+def redact_url(url: str) -> str:
+    """A remote URL without user or password (``https://user:token@host/r`` -> ``https://host/r``)."""
+    if "://" not in url:
+        return re.sub(r"^[^@/]*:[^@/]*@", "", url)  # scp-like "user:pw@host:path"; "git@host:path" kept
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return url
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def restore_code(state: CodeState, run_path: str, patch: Path | None, cwd: Path) -> str:
+    """Create branch ``refstore/<run_path>`` at the run's commit in ``cwd``'s repository, apply ``patch``.
+
+    Refuses (:class:`RunError`, repository untouched) outside a repository, when the commit is missing,
+    when tracked files have uncommitted changes, or when the branch exists. Returns the branch name.
+    """
+    branch = f"refstore/{run_path}"
+    _check_repository(state, branch, cwd)
+    _git_checked(["checkout", "-q", "-b", branch, state.commit], cwd, f"cannot create branch {branch}")
+    if patch is not None:
+        _git_checked(
+            ["apply", "--binary", "--whitespace=nowarn", str(patch)],
+            cwd,
+            f"branch {branch} was created at {state.commit[:12]}, but {PATCH_NAME} does not apply",
+        )
+    return branch
+
+
+def _check_repository(state: CodeState, branch: str, cwd: Path) -> None:
+    if not _git_text(["rev-parse", "--show-toplevel"], cwd):
+        raise RunError(f"{cwd}: not inside a git repository")
+    if _git(["cat-file", "-e", f"{state.commit}^{{commit}}"], cwd).returncode != 0:
+        where = f" (fetch it from {state.remote})" if state.remote else ""
+        raise RunError(f"commit {state.commit} is not in the repository at {cwd}{where}")
+    if _git_text(["status", "--porcelain", "--untracked-files=no"], cwd):
+        raise RunError(f"{cwd}: tracked files have uncommitted changes; commit or stash them first")
+    if _git(["rev-parse", "--verify", "-q", f"refs/heads/{branch}"], cwd).returncode == 0:
+        raise RunError(f"branch {branch} already exists in {cwd}")
+
+
+def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=_GIT_TIMEOUT, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return subprocess.CompletedProcess(args, 127, b"", str(exc).encode())
+
+
+def _git_text(args: list[str], cwd: Path) -> str | None:
+    result = _git(args, cwd)
+    return result.stdout.decode(errors="replace").strip() if result.returncode == 0 else None
+
+
+def _git_checked(args: list[str], cwd: Path, what: str) -> None:
+    result = _git(args, cwd)
+    if result.returncode != 0:
+        message = " ".join(result.stderr.decode(errors="replace").split())
+        raise RunError(f"{what}: {message}")

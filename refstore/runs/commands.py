@@ -1,0 +1,125 @@
+"""The run commands of the ``refstore`` command line: ``restore`` and ``sync``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from .._exceptions import RunError
+from ..registry import Registry
+from .clean import RunDirStatus, SyncResult, delete, survey, sync_pending
+from .local import run_area
+from .restore import restore, restore_code
+
+_json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+_dir_option = click.option(
+    "--dir", "dir_", default=None, help="Where run directories live (default $REFSTORE_DIR, else .)."
+)
+
+
+def _echo(data: Any, as_json: bool, lines: Sequence[str]) -> None:
+    from ..cli import _emit  # the main command line module imports this one
+
+    _emit(data, as_json, "\n".join(lines))
+
+
+def _human(size: int) -> str:
+    from ..cli import _human
+
+    return str(_human(size))
+
+
+@click.command("restore")
+@click.argument("run_path")
+@click.argument("files", nargs=-1)
+@click.option("--dest", default=".", show_default=True, help="Folder to restore FILES into.")
+@click.option("--replace", is_flag=True, help="Overwrite local files that already exist.")
+@_json_option
+@click.pass_context
+def restore_command(
+    ctx: click.Context, run_path: str, files: Sequence[str], dest: str, replace: bool, as_json: bool
+) -> None:
+    """Restore FILES of the run RUN_PATH (project/run_id); without FILES, its code.
+
+    Restoring the code creates branch refstore/RUN_PATH at the run's commit in the current git
+    repository and applies the run's diff.patch.
+    """
+    registry = Registry(ctx.obj["root"])
+    if not files:
+        branch = restore_code(run_path, registry=registry)
+        _echo({"branch": branch}, as_json, [f"on branch {branch}"])
+        return
+    paths = []
+    for name in files:
+        with restore(name, run_path, replace=replace, root=dest, registry=registry) as handle:
+            paths.append(handle.name)
+    _echo({"files": paths}, as_json, paths)
+
+
+@click.command("sync")
+@click.option("--clean", is_flag=True, help="Delete local run directories whose files are all synced.")
+@click.option("--yes", "-y", is_flag=True, help="Delete without asking.")
+@_dir_option
+@_json_option
+@click.pass_context
+def sync_command(ctx: click.Context, clean: bool, yes: bool, dir_: str | None, as_json: bool) -> None:
+    """Upload what local run directories have not synced; with --clean, delete the fully synced ones."""
+    area = run_area(dir_)
+    if clean:
+        _clean(survey(area, ctx.obj["root"]), yes, as_json)
+        return
+    results = sync_pending(area, ctx.obj["root"])
+    _echo([_result_json(r) for r in results], as_json, [_result_line(r) for r in results] or ["no runs"])
+    failed = [f for r in results for f in r.failures]
+    if failed:
+        raise RunError(f"{len(failed)} file(s) not synced, local copies kept: " + "; ".join(map(str, failed)))
+
+
+def _result_line(result: SyncResult) -> str:
+    if result.running:
+        return f"{result.run_path}: still running, skipped ({result.dir})"
+    line = f"{result.run_path}: {len(result.uploaded)} file(s) uploaded"
+    return line + (f", {len(result.failures)} failed" if result.failures else "")
+
+
+def _result_json(result: SyncResult) -> dict[str, Any]:
+    return {
+        "run_path": result.run_path,
+        "dir": str(result.dir),
+        "running": result.running,
+        "uploaded": list(result.uploaded),
+        "failed": [{"path": f.path, "error": f.error} for f in result.failures],
+    }
+
+
+def _clean(statuses: list[RunDirStatus], yes: bool, as_json: bool) -> None:
+    doomed = [s for s in statuses if s.clean]
+    kept = [s for s in statuses if not s.clean]
+    lines = [f"kept {s.dir.name} ({s.run_path}): {_why_kept(s)}" for s in kept]
+    total = sum(s.size for s in doomed)
+    if doomed and not yes:
+        for line in lines:
+            click.echo(line, err=True)
+        lines = []
+        question = f"Delete {len(doomed)} synced run director{'y' if len(doomed) == 1 else 'ies'}"
+        if not click.confirm(f"{question} ({_human(total)})?", err=True):
+            doomed, total = [], 0
+    for status in doomed:
+        delete(status)
+        lines.append(f"deleted {status.dir.name} ({status.run_path}): {_human(status.size)}")
+    lines.append(f"freed {_human(total)} in {len(doomed)} run director{'y' if len(doomed) == 1 else 'ies'}")
+    data = {
+        "deleted": [str(s.dir) for s in doomed],
+        "kept": [{"dir": str(s.dir), "reason": _why_kept(s)} for s in kept],
+        "freed": total,
+    }
+    _echo(data, as_json, lines)
+
+
+def _why_kept(status: RunDirStatus) -> str:
+    if status.running:
+        return "still running"
+    shown = ", ".join(status.unsynced[:5]) + (", ..." if len(status.unsynced) > 5 else "")
+    return f"{len(status.unsynced)} file(s) not synced: {shown}"

@@ -1,0 +1,115 @@
+"""A run's files in the registry: every synced state, its bytes content-addressed within the run.
+
+Layout under ``runs/<project>/<id>/``::
+
+    blobs/<hex>                       the bytes of a state, by xxh3_128 (uploaded first, atomically)
+    files/<quoted path>/<N>.json      state N of a file (a create-only claim, written after its bytes)
+
+``<quoted path>`` is the run-relative path with every ``/`` percent-encoded, so one listing names every
+file. A reader only ever sees states whose bytes are complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+from .._exceptions import ConflictError, IntegrityError, RunError
+from .._sync import run_sync
+from ..backends._base import call_fs
+from ..hashing import hash_file
+from ..store import Store
+from .records import FileState
+
+_MAX_CLAIM_ATTEMPTS = 1000
+
+
+def encode_path(relpath: str) -> str:
+    """One folder name for a run-relative path (``.tmp-`` escaped: the store hides such names)."""
+    return quote(relpath, safe="").replace(".tmp-", "%2Etmp-")
+
+
+def decode_path(name: str) -> str:
+    return unquote(name)
+
+
+class RunFiles:
+    """The synced files of the run ``project/run_id`` in a registry's store."""
+
+    def __init__(self, store: Store, run_path: str) -> None:
+        self.store = store
+        self.run_path = run_path
+        self.base = f"runs/{run_path}"
+
+    def push(self, relpath: str, staged: Path, digest: str, size: int, policy: str) -> FileState:
+        """Upload the bytes of ``staged`` (unless the run has them) and claim the file's next state."""
+        blob = self._blob(digest)
+        if not self.store.exists(blob):
+            run_sync(self.store.backend.upload, staged, self.store.full(blob))
+        return self._claim(relpath, digest, size, policy)
+
+    def _claim(self, relpath: str, digest: str, size: int, policy: str) -> FileState:
+        number = self._next_state(relpath)
+        for _ in range(_MAX_CLAIM_ATTEMPTS):
+            synced_at = datetime.now(timezone.utc).isoformat()
+            record = FileState(relpath, number, digest, size, policy, synced_at)
+            try:
+                self.store.create(self._state(relpath, number), record.to_bytes())
+                return record
+            except FileExistsError:  # a concurrent process of the same (resumed) run took it
+                number = max(number + 1, self._next_state(relpath))
+        raise ConflictError(f"{self.run_path}/{relpath}: could not claim a state after many tries")
+
+    def names(self) -> list[str]:
+        """Run-relative paths of every file with at least one synced state."""
+        return sorted(decode_path(n) for n in self.store.list(f"{self.base}/files"))
+
+    def states(self, relpath: str) -> list[int]:
+        """The state numbers synced for ``relpath``, oldest first."""
+        names = self.store.list(f"{self.base}/files/{encode_path(relpath)}")
+        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+    def has(self, relpath: str, state: int) -> bool:
+        return self.store.exists(self._state(relpath, state))
+
+    def newest(self, relpath: str) -> FileState | None:
+        """The newest synced state of ``relpath``, checked; ``None`` when it has none."""
+        numbers = self.states(relpath)
+        return self.state(relpath, numbers[-1]) if numbers else None
+
+    def state(self, relpath: str, number: int) -> FileState:
+        relative = self._state(relpath, number)
+        record = FileState.from_bytes(self.store.read(relative), self.store.url_of(relative))
+        if (record.path, record.state) != (relpath, number):
+            raise IntegrityError(f"{self.store.url_of(relative)}: record names {record.path} {record.state}")
+        return record
+
+    def download(self, state: FileState, dest: Path) -> None:
+        """Write the bytes of ``state`` to ``dest`` by atomic rename, checked against their digest."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = dest.with_name(f".{dest.name}.refstore-{os.getpid()}-{os.urandom(4).hex()}")
+        blob = self._blob(state.digest)
+        try:
+            try:
+                run_sync(call_fs, self.store.backend.fs, "get_file", self.store.full(blob), str(staging))
+            except FileNotFoundError:
+                raise RunError(f"{self.store.url_of(blob)}: the bytes of {state.path} are missing") from None
+            if hash_file(staging) != state.digest:
+                raise IntegrityError(f"{self.store.url_of(blob)}: bytes do not match {state.digest}")
+            os.replace(staging, dest)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                staging.unlink()
+
+    def _next_state(self, relpath: str) -> int:
+        numbers = self.states(relpath)
+        return numbers[-1] + 1 if numbers else 0
+
+    def _state(self, relpath: str, number: int) -> str:
+        return f"{self.base}/files/{encode_path(relpath)}/{number}.json"
+
+    def _blob(self, digest: str) -> str:
+        return f"{self.base}/blobs/{digest.split(':', 1)[1]}"

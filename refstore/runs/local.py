@@ -1,0 +1,133 @@
+"""Run directories on this machine and the state each keeps in ``<run dir>/.refstore-run/`` (never synced).
+
+The run area is ``<dir or $REFSTORE_DIR or .>/refstore``; each run directory in it is
+``run-YYYYmmdd_HHMMSS-<id>``. ``state.json`` remembers the run (project, id, registry URL, process), the
+patterns saved for the directory, the policy of each tracked file and what was synced of each file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from .._exceptions import RunError
+from ..backends.local import write_atomic
+
+AREA_NAME = "refstore"
+INTERNAL_DIR = ".refstore-run"
+_STATE_NAME = "state.json"
+
+
+def run_area(dir: str | os.PathLike[str] | None = None) -> Path:
+    """``<dir or $REFSTORE_DIR or .>/refstore``, absolute."""
+    base = dir if dir is not None else os.environ.get("REFSTORE_DIR") or "."
+    return Path(base).expanduser().absolute() / AREA_NAME
+
+
+def new_run_dir(area: Path, run_id: str) -> Path:
+    return area / f"run-{datetime.now():%Y%m%d_%H%M%S}-{run_id}"
+
+
+def find_run_dir(area: Path, run_id: str) -> Path | None:
+    """The newest run directory of ``run_id`` in ``area``, if any."""
+    found = sorted(p for p in area.glob(f"run-*-{run_id}") if (p / INTERNAL_DIR).is_dir())
+    return found[-1] if found else None
+
+
+def run_dirs(area: Path) -> list[Path]:
+    """Every run directory in ``area``, oldest first."""
+    return sorted(p for p in area.glob("run-*") if (p / INTERNAL_DIR / _STATE_NAME).is_file())
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """What a cheap ``stat`` says of a file: a change here means the bytes may have changed."""
+
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> Signature | None:
+        try:
+            info = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return cls(info.st_size, info.st_mtime_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedFile:
+    """The last state of a file that reached the registry."""
+
+    digest: str
+    size: int
+    mtime_ns: int
+    state: int
+
+    @property
+    def signature(self) -> Signature:
+        return Signature(self.size, self.mtime_ns)
+
+
+@dataclass
+class LocalState:
+    """What a run directory knows about its run (mutable; saved atomically)."""
+
+    project: str
+    id: str
+    name: str
+    root: str
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    status: str = "running"
+    patterns: list[tuple[str, str]] = field(default_factory=list)
+    tracked: dict[str, str] = field(default_factory=dict)
+    synced: dict[str, SyncedFile] = field(default_factory=dict)
+
+    @property
+    def run_path(self) -> str:
+        return f"{self.project}/{self.id}"
+
+    def save(self, run_dir: Path) -> None:
+        data = json.dumps(asdict(self), sort_keys=True, indent=1).encode()
+        write_atomic(str(run_dir / INTERNAL_DIR / _STATE_NAME), data)
+
+    @classmethod
+    def load(cls, run_dir: Path) -> LocalState:
+        path = run_dir / INTERNAL_DIR / _STATE_NAME
+        try:
+            body: dict[str, Any] = json.loads(path.read_bytes())
+            body["patterns"] = [(g, p) for g, p in body.get("patterns", [])]
+            body["synced"] = {k: SyncedFile(**v) for k, v in body.get("synced", {}).items()}
+            return cls(**body)
+        except (OSError, ValueError, TypeError) as exc:
+            raise RunError(f"{path}: cannot read the run directory's state ({exc})") from None
+
+    def is_running(self) -> bool:
+        """True while the process that runs this run is alive on this machine (this process included)."""
+        if self.status != "running" or self.host != socket.gethostname():
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+def files_in(run_dir: Path) -> list[str]:
+    """Run-relative POSIX paths of every file (or link to one) in ``run_dir``, its own state left out."""
+    found = []
+    for folder, dirs, names in os.walk(run_dir):
+        if Path(folder) == run_dir and INTERNAL_DIR in dirs:
+            dirs.remove(INTERNAL_DIR)
+        dirs.sort()
+        relative = Path(folder).relative_to(run_dir).as_posix()
+        found += [name if relative == "." else f"{relative}/{name}" for name in sorted(names)]
+    return found

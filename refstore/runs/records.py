@@ -1,0 +1,78 @@
+"""Run records in the registry: the run itself and each synced state of each file, sealed like versions."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .._exceptions import ManifestError
+from ..names import check_logical_path
+from ..records import seal, unseal
+from .code_state import CodeState
+
+RUN_FORMAT = "refstore.run/1"
+FILE_STATE_FORMAT = "refstore.runfile/1"
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """What ``runs/<project>/<id>/run.json`` says."""
+
+    project: str
+    id: str
+    name: str
+    created_at: str
+    state: str = "running"
+    finished_at: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    code: CodeState | None = None
+
+    @property
+    def path(self) -> str:
+        return f"{self.project}/{self.id}"
+
+    def to_bytes(self) -> bytes:
+        body = asdict(self)
+        body["code"] = self.code.to_json() if self.code else None
+        return seal({"format": RUN_FORMAT, **body})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str) -> RunRecord:
+        body = unseal(data, source, RUN_FORMAT)
+        body.pop("format")
+        code = body.pop("code", None)
+        try:
+            return cls(**body, code=CodeState.from_json(code) if code else None)
+        except TypeError as exc:
+            raise ManifestError(f"{source}: malformed run record ({exc})") from None
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """One synced state of a run file: ``runs/<project>/<id>/files/<quoted path>/<state>.json``.
+
+    The bytes are in ``runs/<project>/<id>/blobs/<hex of digest>``, uploaded before this record is written.
+    """
+
+    path: str
+    state: int
+    digest: str
+    size: int
+    policy: str
+    synced_at: str
+
+    def to_bytes(self) -> bytes:
+        return seal({"format": FILE_STATE_FORMAT, **asdict(self)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str) -> FileState:
+        body = unseal(data, source, FILE_STATE_FORMAT)
+        body.pop("format")
+        try:
+            record = cls(**body)
+        except TypeError as exc:
+            raise ManifestError(f"{source}: malformed file state ({exc})") from None
+        check_logical_path(record.path)
+        if not isinstance(record.state, int) or ":" not in record.digest:
+            raise ManifestError(f"{source}: malformed file state")
+        return record

@@ -1,0 +1,338 @@
+"""``init`` starts (or resumes) a run; a :class:`Run` saves files, records lineage and finishes.
+
+A run is ``runs/<project>/<id>/`` in a registry (record, synced files, code state) and a local run
+directory. The newest unfinished run is the current one (``refstore.run``); every run still open when the
+interpreter exits is finished then.
+"""
+
+from __future__ import annotations
+
+import atexit
+import glob
+import json
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .._exceptions import RunError
+from ..artifact import Artifact
+from ..names import check_name
+from ..registry import Registry
+from ..version import ArtifactVersion
+from . import code_state
+from .files import RunFiles
+from .globs import is_ignored, run_relative
+from .local import INTERNAL_DIR, LocalState, find_run_dir, new_run_dir, run_area
+from .naming import new_run_id, readable_name
+from .records import RunRecord
+from .settings import ignore_globs
+from .sync import Syncer, check_policy
+
+DEFAULT_SYNC_INTERVAL = 1.0
+
+_active: list[Run] = []
+_active_lock = threading.Lock()
+_exit_hook_installed = False
+
+
+class Run:
+    """One run: a local run directory whose files are synced to ``runs/<project>/<id>/`` in a registry."""
+
+    def __init__(self, record: RunRecord, registry: Registry, run_dir: Path, syncer: Syncer) -> None:
+        self._record = record
+        self.registry = registry
+        self.dir = run_dir
+        self._syncer = syncer
+        self._finished = False
+        self._finish_lock = threading.Lock()
+
+    id = property(lambda self: self._record.id)
+    name = property(lambda self: self._record.name)
+    project = property(lambda self: self._record.project)
+
+    @property
+    def path(self) -> str:
+        """``project/id``: what ``restore`` and lineage call this run."""
+        return self._record.path
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._record.config)
+
+    @property
+    def code(self) -> code_state.CodeState | None:
+        """The git state the run started from, if it started inside a repository."""
+        return self._record.code
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def __repr__(self) -> str:
+        return f"Run({self.path!r}, name={self.name!r}, dir={str(self.dir)!r})"
+
+    def __enter__(self) -> Run:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.finish()
+
+    def save(
+        self, glob_str: str | os.PathLike[str], base_path: str | None = None, policy: str = "live"
+    ) -> list[str]:
+        """Link the files matching ``glob_str`` now into the run directory and sync them by ``policy``.
+
+        Returns their paths relative to the run directory. The pattern is remembered: a file written into
+        the run directory later that matches it is synced with the same policy.
+        """
+        self._check_open()
+        check_policy(policy)
+        pattern = os.path.abspath(os.fspath(glob_str))
+        saved = [self._link(source, base_path) for source in sorted(glob.glob(pattern, recursive=True))]
+        relpaths = [p for p in saved if p is not None]
+        self._syncer.save(relpaths, run_relative(pattern, base_path, str(self.dir)), policy)
+        return relpaths
+
+    def _link(self, source: str, base_path: str | None) -> str | None:
+        relpath = run_relative(source, base_path, str(self.dir))
+        if not os.path.isfile(source) or relpath.split("/")[0] == INTERNAL_DIR:
+            return None
+        if is_ignored(relpath, self._syncer.ignore):
+            return None
+        link_into(Path(source), self.dir / relpath)
+        return relpath
+
+    def use_artifact(self, ref: str | ArtifactVersion) -> ArtifactVersion:
+        """The version ``ref`` names, recorded as an input of this run (``v.used_by()``)."""
+        self._check_open()
+        name = ref.qualified_name if isinstance(ref, ArtifactVersion) else ref
+        return self.registry.record_use(name, self.path)
+
+    def log_artifact(self, artifact: Artifact, aliases: Iterable[str] = ()) -> ArtifactVersion:
+        """Log ``artifact`` as an output of this run (``v.created_by`` is the run's path)."""
+        self._check_open()
+        return self.registry.log(artifact, aliases, created_by=self.path)
+
+    def finish(self) -> None:
+        """Upload what is pending, wait for it, and mark the run finished (a second call does nothing).
+
+        Raises :class:`RunError` naming every file that could not be uploaded; their local copies stay.
+        """
+        with self._finish_lock:
+            if self._finished:
+                return
+            self._finished = True
+        _forget(self)
+        problems = [str(f) for f in self._syncer.close()]
+        self._syncer.state.status = "finished"
+        self._syncer.state.save(self.dir)
+        try:
+            self._record = replace(self._record, state="finished", finished_at=_now())
+            self.registry.store.replace(record_path(self.path), self._record.to_bytes())
+        except Exception as exc:
+            problems.append(f"the run record ({exc})")
+        if problems:
+            raise RunError(
+                f"run {self.path}: not synced to {self.registry.root}, the local copies stay in {self.dir}: "
+                + "; ".join(problems)
+            )
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise RunError(f"run {self.path} is finished")
+
+
+def link_into(source: Path, dest: Path) -> None:
+    """Make ``dest`` a symbolic link to ``source`` (a copy where links are not allowed), atomically."""
+    if os.path.abspath(source) == os.path.abspath(dest):
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    temporary = dest.with_name(f".{dest.name}.refstore-link-{os.urandom(4).hex()}")
+    try:
+        os.symlink(os.path.abspath(source), temporary)
+    except OSError:
+        shutil.copy2(source, temporary)
+    os.replace(temporary, dest)
+
+
+def record_path(run_path: str) -> str:
+    return f"runs/{run_path}/run.json"
+
+
+def init(
+    project: str = "default",
+    *,
+    dir: str | os.PathLike[str] | None = None,
+    id: str | None = None,
+    name: str | None = None,
+    resume: bool = False,
+    registry: Registry | str | os.PathLike[str] | None = None,
+    config: Mapping[str, Any] | None = None,
+    sync_interval: float = DEFAULT_SYNC_INTERVAL,
+) -> Run:
+    """Start run ``id`` (default: a new 8-character id) of ``project``, or continue it with ``resume=True``.
+
+    Its directory is ``<dir or $REFSTORE_DIR or .>/refstore/run-YYYYmmdd_HHMMSS-<id>``; its record goes to
+    ``registry`` (a :class:`Registry` or URL; default ``$REFSTORE_ROOT``, else ``./.refstore``). With
+    ``resume=True`` an existing run continues (in its local directory when this machine has it) and a
+    missing one is started. Inside a git repository the commit, branch, remote and ``diff.patch`` of
+    uncommitted changes are recorded. ``sync_interval`` is how often live files are checked, in seconds.
+    """
+    check_name(project, "project")
+    run_id = check_name(id, "run id") if id is not None else new_run_id()
+    reg = registry if isinstance(registry, Registry) else Registry(registry)
+    area = run_area(dir)
+    ignore = ignore_globs(area)
+    captured = code_state.capture(Path.cwd())
+    record, resumed = _claim_record(reg, project, run_id, name, _checked_config(config), captured, ignore)
+    if resumed and not resume:
+        raise RunError(f"run {record.path} already exists in {reg.root}; pass resume=True to continue it")
+    if resumed:
+        record = _resume_record(reg, record, name, config)
+    run_dir = (find_run_dir(area, run_id) if resumed else None) or new_run_dir(area, run_id)
+    syncer = Syncer(
+        run_dir, _local_state(run_dir, record, reg), RunFiles(reg.store, record.path), ignore, sync_interval
+    )
+    syncer.state.save(run_dir)
+    syncer.start()
+    run = Run(record, reg, run_dir, syncer)
+    if captured is not None and record.code is not None and record.code.patch and not resumed:
+        (run_dir / code_state.PATCH_NAME).write_bytes(captured[1])
+        syncer.save([code_state.PATCH_NAME], None, "now")
+    _remember(run)
+    return run
+
+
+def _claim_record(
+    reg: Registry,
+    project: str,
+    run_id: str,
+    name: str | None,
+    config: dict[str, Any],
+    captured: tuple[code_state.CodeState, bytes] | None,
+    ignore: tuple[str, ...],
+) -> tuple[RunRecord, bool]:
+    """Create the run record (create-only); ``(existing record, True)`` when the run exists."""
+    code = captured[0] if captured else None
+    if code is not None and is_ignored(code_state.PATCH_NAME, ignore):
+        code = replace(code, patch=False)
+    number = len(reg.store.list(f"runs/{project}")) + 1
+    fresh = RunRecord(project, run_id, name or readable_name(number), _now(), config=config, code=code)
+    try:
+        reg.store.create(record_path(fresh.path), fresh.to_bytes())
+        return fresh, False
+    except FileExistsError:
+        return read_record(reg, fresh.path), True
+
+
+def _resume_record(
+    reg: Registry, record: RunRecord, name: str | None, config: Mapping[str, Any] | None
+) -> RunRecord:
+    merged = {**record.config, **_checked_config(config)}
+    resumed = replace(record, name=name or record.name, state="running", finished_at=None, config=merged)
+    reg.store.replace(record_path(record.path), resumed.to_bytes())
+    return resumed
+
+
+def read_record(reg: Registry, run_path: str) -> RunRecord:
+    """The record of ``run_path``; :class:`RunError` when the registry has no such run."""
+    relative = record_path(run_path)
+    try:
+        data = reg.store.read(relative)
+    except FileNotFoundError:
+        raise RunError(f"no run {run_path} in {reg.root}") from None
+    return RunRecord.from_bytes(data, reg.store.url_of(relative))
+
+
+def _local_state(run_dir: Path, record: RunRecord, reg: Registry) -> LocalState:
+    (run_dir / INTERNAL_DIR).mkdir(parents=True, exist_ok=True)
+    try:
+        state = LocalState.load(run_dir)
+    except RunError:
+        return LocalState(record.project, record.id, record.name, reg.root)
+    state.name, state.root, state.pid, state.status = record.name, reg.root, os.getpid(), "running"
+    return state
+
+
+def _checked_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    data = dict(config or {})
+    try:
+        json.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"config must be JSON-serialisable: {exc}") from None
+    return data
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+# -- the current run and interpreter exit ---------------------------------------------------------------
+
+
+def current_run() -> Run | None:
+    """The newest run of this process that is not finished."""
+    with _active_lock:
+        return _active[-1] if _active else None
+
+
+def _remember(run: Run) -> None:
+    with _active_lock:
+        _active.append(run)
+    _install_exit_hook()
+
+
+def _forget(run: Run) -> None:
+    with _active_lock:
+        if run in _active:
+            _active.remove(run)
+
+
+def _install_exit_hook() -> None:
+    """Finish forgotten runs at exit, before ``concurrent.futures`` stops taking work (uploads need it).
+
+    ``threading._register_atexit`` hooks run at the start of interpreter shutdown, ahead of the executors'
+    own hook; plain ``atexit`` hooks run after it, too late for threaded uploads.
+    """
+    global _exit_hook_installed
+    if _exit_hook_installed:
+        return
+    register = getattr(threading, "_register_atexit", atexit.register)
+    register(_finish_open_runs)
+    _exit_hook_installed = True
+
+
+def _finish_open_runs() -> None:
+    while (run := current_run()) is not None:
+        try:
+            run.finish()
+        except Exception as exc:
+            print(f"refstore: {exc}", file=sys.stderr)
+
+
+def save(glob_str: str | os.PathLike[str], base_path: str | None = None, policy: str = "live") -> list[str]:
+    """``save`` on the current run."""
+    return _require_current().save(glob_str, base_path, policy)
+
+
+def finish() -> None:
+    """Finish the current run, if there is one."""
+    run = current_run()
+    if run is not None:
+        run.finish()
+
+
+def _require_current() -> Run:
+    run = current_run()
+    if run is None:
+        raise RunError("no current run: call refstore.init() first")
+    return run

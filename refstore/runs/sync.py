@@ -1,0 +1,237 @@
+"""Syncing a run directory by policy, with a cheap polling watcher for ``live`` files.
+
+Policies: ``now`` uploads once, at once; ``live`` uploads at once and again after each change (every state
+is kept); ``end`` uploads at finish. A file written into the run directory later takes the policy of the
+newest saved pattern it matches, and ``end`` when it matches none. Ignored files are never uploaded.
+
+The watcher is one daemon thread that wakes every ``interval`` seconds: it ``stat``s the live files (and
+walks the run directory when patterns were saved) and uploads a file once its size and mtime changed and
+then held still for one tick, so a file caught mid-write is not synced half-written. Each upload stages a
+copy first (hashed while copied), so the bytes sent are the bytes hashed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from .._exceptions import ObjectNotFoundError, RunError
+from ..hashing import ALGORITHM
+from .files import RunFiles
+from .globs import is_ignored, matches
+from .local import INTERNAL_DIR, LocalState, Signature, SyncedFile, files_in
+
+POLICIES = ("live", "now", "end")
+_BLOCK = 2**20
+_UPLOAD_THREADS = 8
+_log = logging.getLogger("refstore.runs")
+
+
+def check_policy(policy: str) -> str:
+    if policy not in POLICIES:
+        raise RunError(f"policy {policy!r}: use one of {', '.join(POLICIES)}")
+    return policy
+
+
+@dataclass(frozen=True, slots=True)
+class UploadFailure:
+    """A file that did not reach the registry; its local copy stays at ``local``."""
+
+    path: str
+    local: Path
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.path} ({self.local}): {self.error}"
+
+
+class Syncer:
+    """Uploads the files of one run directory to the run's storage."""
+
+    def __init__(
+        self, run_dir: Path, state: LocalState, files: RunFiles, ignore: tuple[str, ...], interval: float
+    ) -> None:
+        self.run_dir = run_dir
+        self.state = state
+        self.files = files
+        self.ignore = ignore
+        self.interval = interval
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._queue: set[str] = set()
+        self._seen: dict[str, Signature | None] = {}
+        self._failed: dict[str, tuple[Signature | None, str]] = {}
+
+    # -- what the run asks for ---------------------------------------------------------------------------
+
+    def save(self, relpaths: list[str], pattern: str | None, policy: str) -> None:
+        """Track ``relpaths`` with ``policy`` and remember ``pattern`` (if any) for files written later."""
+        with self._lock:
+            if pattern is not None:
+                self.state.patterns.append((pattern, policy))
+            for relpath in relpaths:
+                self.state.tracked[relpath] = policy
+                if policy != "end":
+                    self._queue.add(relpath)
+            self.state.save(self.run_dir)
+        self._wake.set()
+
+    def mark_synced(self, relpath: str, digest: str, size: int, state: int) -> None:
+        """Note that ``relpath`` holds a state already synced (a file restored into the run directory)."""
+        signature = Signature.of(self.run_dir / relpath)
+        if signature is not None:
+            with self._lock:
+                self.state.synced[relpath] = SyncedFile(digest, size, signature.mtime_ns, state)
+                self.state.save(self.run_dir)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._watch, name=f"refstore-sync-{self.state.id}", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> list[UploadFailure]:
+        """Stop watching, upload everything still pending and return what could not be uploaded."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        return self.flush()
+
+    def flush(self) -> list[UploadFailure]:
+        """Upload every pending file (failed ones again) and return the failures."""
+        with self._lock:
+            self._discover()
+            pending = [p for p in files_in(self.run_dir) if self._pending(p)]
+            lost = [p for p in self.state.tracked if p not in self.state.synced and p not in pending]
+        self._upload_all(sorted({*pending, *lost}))
+        with self._lock:
+            return [UploadFailure(p, self.run_dir / p, why) for p, (_, why) in sorted(self._failed.items())]
+
+    # -- the watcher -------------------------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._upload_all(self._due())
+            except Exception:  # the final flush redoes the work; keep watching
+                _log.warning("refstore: watching %s failed", self.run_dir, exc_info=True)
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def _due(self) -> list[str]:
+        """Queued files, and watched files that changed and then held still for one tick."""
+        with self._lock:
+            due = set(self._queue)
+            self._queue.clear()
+            self._discover()
+            for relpath in self._watched():
+                signature = Signature.of(self.run_dir / relpath)
+                stable = signature is not None and signature == self._seen.get(relpath)
+                if stable and signature is not None and self._changed(relpath, signature):
+                    due.add(relpath)
+                self._seen[relpath] = signature
+            return sorted(due)
+
+    def _watched(self) -> list[str]:
+        tracked = self.state.tracked.items()
+        return [
+            p for p, policy in tracked if policy == "live" or (policy == "now" and p not in self.state.synced)
+        ]
+
+    def _discover(self) -> None:
+        """Track files written into the run directory that match a saved pattern."""
+        if not self.state.patterns:
+            return
+        for relpath in files_in(self.run_dir):
+            if relpath not in self.state.tracked and not is_ignored(relpath, self.ignore):
+                policy = self._pattern_policy(relpath)
+                if policy is not None:
+                    self.state.tracked[relpath] = policy
+
+    def _pattern_policy(self, relpath: str) -> str | None:
+        for pattern, policy in reversed(self.state.patterns):
+            if matches(relpath, pattern):
+                return policy
+        return None
+
+    def _changed(self, relpath: str, signature: Signature) -> bool:
+        failed = self._failed.get(relpath)
+        if failed is not None and failed[0] == signature:
+            return False  # retried at finish, or as soon as the file changes again
+        synced = self.state.synced.get(relpath)
+        return synced is None or synced.signature != signature
+
+    def _pending(self, relpath: str) -> bool:
+        """Whether the final pass must upload ``relpath``."""
+        if is_ignored(relpath, self.ignore):
+            return False
+        policy = self.state.tracked.get(relpath) or self._pattern_policy(relpath) or "end"
+        synced = self.state.synced.get(relpath)
+        if synced is not None and policy == "now":
+            return False
+        signature = Signature.of(self.run_dir / relpath)
+        return signature is not None and (synced is None or synced.signature != signature)
+
+    # -- uploads -----------------------------------------------------------------------------------------
+
+    def _upload_all(self, relpaths: list[str]) -> None:
+        if len(relpaths) <= 1:
+            for relpath in relpaths:
+                self._upload_one(relpath)
+            return
+        with ThreadPoolExecutor(min(_UPLOAD_THREADS, len(relpaths))) as pool:
+            list(pool.map(self._upload_one, relpaths))
+
+    def _upload_one(self, relpath: str) -> None:
+        signature = Signature.of(self.run_dir / relpath)
+        try:
+            synced = self._upload(relpath, signature)
+        except Exception as exc:
+            with self._lock:
+                self._failed[relpath] = (signature, " ".join(str(exc).split()) or type(exc).__name__)
+            return
+        with self._lock:
+            self._failed.pop(relpath, None)
+            self.state.synced[relpath] = synced
+            self.state.save(self.run_dir)
+
+    def _upload(self, relpath: str, signature: Signature | None) -> SyncedFile:
+        if signature is None:
+            raise ObjectNotFoundError(f"{self.run_dir / relpath}: the file is gone; it was never synced")
+        staged, digest, size = self._stage(self.run_dir / relpath)
+        try:
+            with self._lock:
+                previous = self.state.synced.get(relpath)
+                policy = self.state.tracked.get(relpath, "end")
+            if previous is not None and previous.digest == digest:
+                return SyncedFile(digest, size, signature.mtime_ns, previous.state)  # touched, not changed
+            record = self.files.push(relpath, staged, digest, size, policy)
+            return SyncedFile(digest, size, signature.mtime_ns, record.state)
+        finally:
+            staged.unlink()
+
+    def _stage(self, source: Path) -> tuple[Path, str, int]:
+        """A private copy of ``source``, its digest and size (the bytes hashed are the bytes sent)."""
+        staging = self.run_dir / INTERNAL_DIR / "staging"
+        staging.mkdir(parents=True, exist_ok=True)
+        staged = staging / os.urandom(8).hex()
+        digest, size = xxhash.xxh3_128(), 0
+        try:
+            with open(source, "rb") as src, open(staged, "wb") as dst:
+                while chunk := src.read(_BLOCK):
+                    digest.update(chunk)
+                    dst.write(chunk)
+                    size += len(chunk)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        return staged, f"{ALGORITHM}:{digest.hexdigest()}", size
