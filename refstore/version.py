@@ -4,37 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ._exceptions import ObjectNotFoundError
-from ._sync import gather_limited, run_sync
-from .backends import ObjectMeta
 from .download import Downloader
 from .manifest import Manifest, ManifestDiff, ManifestEntry
 from .names import check_logical_path
 from .records import VersionRecord
+from .verify import VerifyReport, verify_entries
 
 if TYPE_CHECKING:
     from .registry import Registry
 
-_VERIFY_CONCURRENCY = 32
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    """Each entry checked against live storage: sorted logical paths."""
-
-    ok: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)
-
-    def __bool__(self) -> bool:
-        return not (self.changed or self.missing)
-
-    def to_json(self) -> dict[str, list[str]]:
-        return {"ok": self.ok, "changed": self.changed, "missing": self.missing}
+__all__ = ["ArtifactVersion", "VerifyReport"]
 
 
 class ArtifactVersion:
@@ -123,20 +106,9 @@ class ArtifactVersion:
         return backend.open_pinned(pin)
 
     def verify(self, *, storage_options: Mapping[str, Any] | None = None) -> VerifyReport:
-        """Check every entry against live storage from metadata alone (no body downloads)."""
+        """Check every entry against live storage from metadata alone (listings where cheaper, no bodies)."""
         downloader = Downloader(self._registry.store, storage_options=storage_options)
-        entries = list(self.manifest.values())
-
-        async def check(entry: ManifestEntry) -> str:
-            backend, pin = downloader.source(entry)
-            current = await backend.stat(backend.path(pin.url))
-            return _drift(pin, current)
-
-        states = run_sync(gather_limited, [check(e) for e in entries], _VERIFY_CONCURRENCY)
-        report = VerifyReport()
-        for entry, state in sorted(zip(entries, states, strict=True), key=lambda pair: pair[0].path):
-            getattr(report, state).append(entry.path)
-        return report
+        return verify_entries(self.manifest.values(), downloader)
 
     def _entry(self, logical_path: str) -> ManifestEntry:
         check_logical_path(logical_path)
@@ -144,14 +116,3 @@ class ArtifactVersion:
             return self.manifest[logical_path]
         except KeyError:
             raise ObjectNotFoundError(f"{self.qualified_name}: no entry {logical_path!r}") from None
-
-
-def _drift(pin: ObjectMeta, current: ObjectMeta | None) -> str:
-    if current is None:
-        return "missing"
-    if pin.digest is not None and pin.digest.startswith("ref:"):
-        return "ok"
-    same = current.size == pin.size and (pin.etag is None or current.etag == pin.etag)
-    if pin.digest and current.digest and not pin.digest.startswith("etag:"):
-        same = same and current.digest == pin.digest
-    return "ok" if same else "changed"

@@ -32,12 +32,15 @@ def test_log_ls_show_get_diff_alias(runner: CliRunner, tmp_path: Path) -> None:
     assert _ok(runner, "log", "ds", str(data), "--copy", "--alias", "first").startswith("ds:v0 sha256:")
     (data / "a.txt").write_text("two")
     logged = json.loads(_ok(runner, "log", "ds", str(data), "--copy", "--json"))
-    assert logged["qualified_name"] == "ds:v1" and logged["aliases"] == ["latest"]
-    assert json.loads(_ok(runner, "ls", "--json")) == {"artifacts": ["ds"]}
+    assert logged["version"]["qualified_name"] == "ds:v1" and logged["version"]["aliases"] == ["latest"]
+    (artifact,) = json.loads(_ok(runner, "ls", "--json"))["artifacts"]
+    assert (artifact["name"], artifact["versions"]) == ("ds", 2)
+    assert artifact["latest"] == logged["version"]  # one shape for a version, whatever the command
     listing = json.loads(_ok(runner, "ls", "ds", "--json"))["versions"]
     assert [v["qualified_name"] for v in listing] == ["ds:v0", "ds:v1"]
     shown = json.loads(_ok(runner, "show", "ds:first", "--json"))
-    assert shown["entry_count"] == 1 and shown["entries"][0]["path"] == "a.txt"
+    assert shown["version"]["entry_count"] == 1 and shown["entries"][0]["path"] == "a.txt"
+    assert shown["version"].keys() == logged["version"].keys()
     assert "ds:v0" in _ok(runner, "show", "ds:v0")
     assert json.loads(_ok(runner, "diff", "ds:v0", "ds:v1", "--json"))["modified"] == ["a.txt"]
     out = _ok(runner, "get", "ds:first", str(tmp_path / "dl"))

@@ -46,6 +46,7 @@ class HTTPBackend(Backend):
     protocols: ClassVar[tuple[str, ...]] = ("https", "http")
     package: ClassVar[str] = "aiohttp"
     can_list: ClassVar[bool] = False
+    lists_metadata: ClassVar[bool] = False
 
     @classmethod
     def filesystem(cls, protocol: str, storage_options: Mapping[str, Any]) -> AbstractFileSystem:

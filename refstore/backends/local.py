@@ -7,7 +7,9 @@ import contextlib
 import os
 import shutil
 import stat as stat_module
+import threading
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -17,7 +19,7 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from .._exceptions import TooManyObjectsError
-from ..hashing import ALGORITHM, hash_file, hash_files
+from ..hashing import ALGORITHM, hash_file, hash_many
 from ._base import CHUNK_SIZE, Backend, ObjectMeta, ProgressHook, changed, is_unchecked
 
 
@@ -30,6 +32,7 @@ class LocalBackend(Backend):
 
     protocols: ClassVar[tuple[str, ...]] = ("file",)
     package: ClassVar[str] = "fsspec"
+    lists_metadata: ClassVar[bool] = False  # a listing hashes every file
 
     def url(self, path: str) -> str:
         return f"file://{path}"
@@ -58,13 +61,36 @@ class LocalBackend(Backend):
         return ObjectMeta(url=self.url(path), size=info.st_size, digest=digest, last_modified=modified)
 
     async def list_prefix(self, path: str, *, max_objects: int) -> list[ObjectMeta]:
-        return await asyncio.to_thread(self._list_sync, path, max_objects)
+        return await self.reference_listing(path, max_objects=max_objects)
 
-    def _list_sync(self, path: str, max_objects: int) -> list[ObjectMeta]:
+    async def reference_listing(
+        self,
+        path: str,
+        *,
+        max_objects: int,
+        executor: Executor | None = None,
+        progress: ProgressHook | None = None,
+    ) -> list[ObjectMeta]:
+        stop = threading.Event()
+        try:
+            return await asyncio.to_thread(self._list_sync, path, max_objects, executor, progress, stop)
+        finally:
+            stop.set()  # cancelled (Ctrl-C): the hashing thread stops after its current batch
+
+    def _list_sync(
+        self,
+        path: str,
+        max_objects: int,
+        executor: Executor | None,
+        progress: ProgressHook | None,
+        stop: threading.Event,
+    ) -> list[ObjectMeta]:
         files = _walk_files(path, max_objects, self.url(path))
-        stats = {f: os.stat(f) for f in files}
-        digests = hash_files(files)
-        return [self._meta(str(f), stats[f], digests[f]) for f in files]
+        found = hash_many(((f, 0) for f in files), executor=executor, progress=progress, stop=stop)
+        return [
+            ObjectMeta(f"file://{f}", facts.size, facts.digest, last_modified=_iso(facts.mtime_ns))
+            for f, facts in zip(files, found, strict=True)
+        ]
 
     async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> None:
         await asyncio.to_thread(self._fetch_sync, pin, dest, progress)
@@ -109,20 +135,29 @@ class LocalBackend(Backend):
         await asyncio.to_thread(copy_atomic, local, path)
 
 
-def _walk_files(root: str, max_objects: int, url: str) -> list[Path]:
-    found: list[Path] = []
-    for folder, dirs, names in os.walk(root):
-        dirs.sort()
-        for name in sorted(names):
-            full = Path(folder, name)
-            if full.is_file():
-                found.append(full)
+def _walk_files(root: str, max_objects: int, url: str) -> list[str]:
+    """Files under ``root`` (links to files followed, links to folders not), sorted; one ``scandir`` per
+    folder and no ``stat`` for plain files."""
+    found: list[str] = []
+    folders = [root]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif entry.is_file():
+                    found.append(entry.path)
         if len(found) > max_objects:
             raise TooManyObjectsError(
                 f"{url}: more than max_objects={max_objects} files ({len(found)} found so far); "
                 "raise max_objects or reference a narrower folder"
             )
+    found.sort()
     return found
+
+
+def _iso(mtime_ns: int) -> str:
+    return datetime.fromtimestamp(mtime_ns / 1e9, tz=timezone.utc).isoformat()
 
 
 def _temp_name(path: str) -> str:

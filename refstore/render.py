@@ -1,0 +1,126 @@
+"""What the command line prints: one JSON shape per version, tables, summaries and manifest trees.
+
+Every command that names a version renders it with :func:`version_json`, so ``--json`` output has the same
+shape everywhere (``{"version": {...}, ...}``; ``ls NAME`` gives ``{"versions": [{...}, ...]}``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .manifest import ManifestEntry
+from .version import ArtifactVersion
+
+#: ``show`` lists this many entries in its tree unless asked for all of them.
+TREE_LIMIT = 100
+
+
+def version_json(version: ArtifactVersion) -> dict[str, Any]:
+    """A version as JSON: identity, record fields, aliases, lineage and what its manifest holds."""
+    manifest = version.manifest
+    return {
+        "name": version.name,
+        "version": version.version,
+        "qualified_name": version.qualified_name,
+        "type": version.type,
+        "description": version.description,
+        "metadata": version.metadata,
+        "digest": version.digest,
+        "manifest_digest": version.manifest_digest,
+        "created_at": version.created_at,
+        "created_by": version.created_by,
+        "aliases": version.aliases,
+        "used_by": version.used_by(),
+        "entry_count": len(manifest),
+        "size": manifest.total_size,
+        "schemes": dict(sorted(scheme_counts(manifest.values()).items())),
+    }
+
+
+def entry_json(entry: ManifestEntry) -> dict[str, Any]:
+    return {"path": entry.path, **entry.to_json()}
+
+
+def scheme_counts(entries: Iterable[ManifestEntry]) -> Counter[str]:
+    """How many entries live on each scheme; stored copies count as ``copy``."""
+    return Counter((e.ref or "copy").split("://", 1)[0] for e in entries)
+
+
+def summary(data: Mapping[str, Any]) -> list[str]:
+    """The header ``show`` prints above the tree, from :func:`version_json` data."""
+    schemes = ", ".join(f"{s} ({n})" for s, n in data["schemes"].items())
+    lines = [
+        f"{data['qualified_name']}  ({data['type']})",
+        f"  digest     {data['digest']}",
+        f"  created    {data['created_at']}",
+        f"  aliases    {', '.join(data['aliases']) or '-'}",
+        f"  entries    {data['entry_count']}, {human_size(data['size'])}",
+        f"  schemes    {schemes or '-'}",
+        f"  lineage    {_lineage(data)}",
+    ]
+    if data["description"]:
+        lines.insert(1, f"  {data['description']}")
+    return lines
+
+
+def _lineage(data: Mapping[str, Any]) -> str:
+    parts = [f"logged by run {data['created_by']}"] if data["created_by"] else []
+    parts += [f"used by {', '.join(data['used_by'])}"] if data["used_by"] else []
+    return "; ".join(parts) or "-"
+
+
+def tree(entries: Iterable[ManifestEntry], *, limit: int | None = TREE_LIMIT) -> list[str]:
+    """Logical paths drawn as a folder tree with sizes and sources; at most ``limit`` entries."""
+    listed = sorted(entries, key=lambda e: e.path)
+    shown = listed if limit is None else listed[:limit]
+    lines = _branch(_nest(shown), "")
+    if len(shown) < len(listed):
+        lines.append(f"... {len(listed) - len(shown)} more entries (--all lists them)")
+    return lines
+
+
+def _nest(entries: Iterable[ManifestEntry]) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    for entry in entries:
+        *folders, name = entry.path.split("/")
+        node = root
+        for folder in folders:
+            node = node.setdefault(folder + "/", {})
+        node[name] = entry
+    return root
+
+
+def _branch(node: Mapping[str, Any], indent: str) -> list[str]:
+    lines: list[str] = []
+    names = sorted(node)
+    for index, name in enumerate(names):
+        last = index == len(names) - 1
+        child = node[name]
+        if isinstance(child, ManifestEntry):
+            where = child.ref or "(copy)"
+            lines.append(f"{indent}{'└── ' if last else '├── '}{name}  {human_size(child.size)}  {where}")
+        else:
+            lines.append(f"{indent}{'└── ' if last else '├── '}{name}")
+            lines += _branch(child, indent + ("    " if last else "│   "))
+    return lines
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for row in [headers, *rows]
+    )
+
+
+def human_size(size: int) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
