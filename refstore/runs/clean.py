@@ -11,7 +11,8 @@ from pathlib import Path
 from ..hashing import hash_file
 from ..registry import Registry
 from .files import RunFiles
-from .local import LocalState, Signature, SyncedFile, files_in, run_dirs
+from .local import INTERNAL_DIR, LOCAL_RECORD, LocalState, Signature, SyncedFile, files_in, run_dirs
+from .run import republish_record
 from .settings import ignore_globs
 from .sync import Syncer, UploadFailure
 
@@ -111,7 +112,11 @@ def _sync_one(run_dir: Path, registries: _Registries, ignore: tuple[str, ...]) -
     if state.is_running():
         return SyncResult(run_dir, state.run_path, running=True)
     before = dict(state.synced)
-    files = RunFiles(registries.of(state).store, state.run_path)
-    failures = Syncer(run_dir, state, files, ignore, interval=0).flush()
+    registry = registries.of(state)
+    failures = Syncer(run_dir, state, RunFiles(registry.store, state.run_path), ignore, interval=0).flush()
+    try:
+        republish_record(registry, run_dir)
+    except Exception as exc:
+        failures.append(UploadFailure("run record", run_dir / INTERNAL_DIR / LOCAL_RECORD, str(exc)))
     uploaded = sorted(p for p, s in state.synced.items() if before.get(p) != s)
     return SyncResult(run_dir, state.run_path, tuple(uploaded), tuple(failures))

@@ -2,7 +2,8 @@
 
 The run area is ``<dir or $REFSTORE_DIR or .>/refstore``; each run directory in it is
 ``run-YYYYmmdd_HHMMSS-<id>``. ``state.json`` remembers the run (project, id, registry URL, process), the
-patterns saved for the directory, the policy of each tracked file and what was synced of each file.
+patterns saved for the directory, the policy of each tracked file and what was synced of each file;
+``run.json`` is a copy of the run record.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from ..backends.local import write_atomic
 AREA_NAME = "refstore"
 INTERNAL_DIR = ".refstore-run"
 _STATE_NAME = "state.json"
+#: The run directory's copy of its run record.
+LOCAL_RECORD = "run.json"
 
 
 def run_area(dir: str | os.PathLike[str] | None = None) -> Path:

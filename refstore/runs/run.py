@@ -23,13 +23,14 @@ from typing import Any
 
 from .._exceptions import RunError
 from ..artifact import Artifact
+from ..backends.local import write_atomic
 from ..names import check_name
 from ..registry import Registry
 from ..version import ArtifactVersion
 from . import code_state
 from .files import RunFiles
 from .globs import is_ignored, run_relative
-from .local import INTERNAL_DIR, LocalState, find_run_dir, new_run_dir, run_area
+from .local import INTERNAL_DIR, LOCAL_RECORD, LocalState, find_run_dir, new_run_dir, run_area
 from .naming import new_run_id, readable_name
 from .records import RunRecord
 from .settings import ignore_globs
@@ -137,6 +138,7 @@ class Run:
         self._syncer.state.save(self.dir)
         try:
             self._record = replace(self._record, state="finished", finished_at=_now())
+            keep_record(self.dir, self._record)
             self.registry.store.replace(record_path(self.path), self._record.to_bytes())
         except Exception as exc:
             problems.append(f"the run record ({exc})")
@@ -166,6 +168,26 @@ def link_into(source: Path, dest: Path) -> None:
 
 def record_path(run_path: str) -> str:
     return f"runs/{run_path}/run.json"
+
+
+def keep_record(run_dir: Path, record: RunRecord) -> None:
+    """Keep a copy of the run record in the run directory, so ``refstore sync`` can publish it again."""
+    write_atomic(str(run_dir / INTERNAL_DIR / LOCAL_RECORD), record.to_bytes())
+
+
+def republish_record(reg: Registry, run_dir: Path) -> None:
+    """Publish the run directory's copy of the record where the registry lost it or missed the finish."""
+    kept = run_dir / INTERNAL_DIR / LOCAL_RECORD
+    if not kept.is_file():
+        return
+    record = RunRecord.from_bytes(kept.read_bytes(), str(kept))
+    try:
+        published = read_record(reg, record.path)
+    except RunError:
+        reg.store.create(record_path(record.path), record.to_bytes())
+        return
+    if published.state == "running" and record.state == "finished":
+        reg.store.replace(record_path(record.path), record.to_bytes())
 
 
 def init(
@@ -203,6 +225,7 @@ def init(
         run_dir, _local_state(run_dir, record, reg), RunFiles(reg.store, record.path), ignore, sync_interval
     )
     syncer.state.save(run_dir)
+    keep_record(run_dir, record)
     syncer.start()
     run = Run(record, reg, run_dir, syncer)
     if captured is not None and record.code is not None and record.code.patch and not resumed:

@@ -1,0 +1,141 @@
+"""Code state: commit, branch and remote recorded, ``diff.patch`` saved, and both restored in a git repo."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from runs_support import registry_root, run_area
+
+import refstore
+from refstore import Registry, RunError
+from refstore.cli import main
+from refstore.runs.code_state import redact_url
+
+__all__ = ["registry_root", "run_area"]  # fixtures used by name
+
+
+def git(repo: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", "-c", "init.defaultBranch=main"]
+    result = subprocess.run([*command, *args], cwd=repo, capture_output=True, text=True, check=True)
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git repository with one commit on ``main``, a remote with a password in it, and the cwd inside."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "train.py").write_text("lr = 0.1\n")
+    (repo / "weights.bin").write_bytes(bytes(range(256)))
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "first")
+    git(repo, "remote", "add", "origin", "https://alice:s3cret-token@git.example.com/team/model.git")
+    monkeypatch.chdir(repo)
+    return repo
+
+
+def _all_registry_bytes(root: str) -> bytes:
+    store = Registry(root).store
+    fs = store.backend.fs
+    fs.invalidate_cache()
+    return b"".join(fs.cat_file(path) for path in fs.find(store.base))
+
+
+def test_code_state_is_recorded_and_restored_on_a_branch(registry_root: str, repo: Path) -> None:
+    commit = git(repo, "rev-parse", "HEAD")
+    (repo / "train.py").write_text("lr = 0.01  # not committed\n")
+    (repo / "weights.bin").write_bytes(bytes(reversed(range(256))))
+    with refstore.init("proj") as run:
+        assert run.code is not None
+        assert (run.code.commit, run.code.branch, run.code.patch) == (commit, "main", True)
+        assert run.code.remote == "https://git.example.com/team/model.git"
+        assert b"lr = 0.01" in (run.dir / "diff.patch").read_bytes()
+    assert b"s3cret" not in _all_registry_bytes(registry_root)
+
+    git(repo, "checkout", "-q", "--", ".")
+    (repo / "later.py").write_text("x = 1\n")
+    git(repo, "add", "later.py")
+    git(repo, "commit", "-q", "-m", "later")
+    result = CliRunner().invoke(main, ["restore", run.path], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"refstore/{run.path}" in result.output
+    assert git(repo, "rev-parse", "--abbrev-ref", "HEAD") == f"refstore/{run.path}"
+    assert git(repo, "rev-parse", "HEAD") == commit
+    assert (repo / "train.py").read_text() == "lr = 0.01  # not committed\n"
+    assert (repo / "weights.bin").read_bytes() == bytes(reversed(range(256)))
+    assert not (repo / "later.py").exists()
+
+    again = CliRunner().invoke(main, ["restore", run.path])
+    assert again.exit_code == 1 and "uncommitted changes" in again.output
+
+
+def test_restore_names_what_blocks_it(registry_root: str, repo: Path, tmp_path: Path) -> None:
+    with refstore.init("proj") as clean_run:
+        assert clean_run.code is not None and not clean_run.code.patch
+    assert not (clean_run.dir / "diff.patch").exists()
+    branch = refstore.runs.restore_code(clean_run.path)
+    assert branch == f"refstore/{clean_run.path}"
+    with pytest.raises(RunError, match="already exists"):
+        refstore.runs.restore_code(clean_run.path)
+
+    outside = tmp_path / "not-a-repo"
+    outside.mkdir()
+    with pytest.raises(RunError, match="not inside a git repository"):
+        refstore.runs.restore_code(clean_run.path, cwd=outside)
+    other = tmp_path / "other-repo"
+    other.mkdir()
+    git(other, "init", "-q")
+    (other / "x").write_text("x")
+    git(other, "add", "x")
+    git(other, "commit", "-q", "-m", "unrelated")
+    with pytest.raises(RunError, match=f"commit {clean_run.code.commit} is not in the repository"):
+        refstore.runs.restore_code(clean_run.path, cwd=other)
+
+
+def test_outside_a_repository_no_code_state(registry_root: str, tmp_path: Path) -> None:
+    with refstore.init("proj") as run:
+        assert run.code is None
+    with pytest.raises(RunError, match="no code state"):
+        refstore.runs.restore_code(run.path)
+
+
+def test_an_ignored_patch_is_not_saved(
+    registry_root: str, repo: Path, run_area: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFSTORE_IGNORE_GLOBS", "*.patch")
+    (repo / "train.py").write_text("changed\n")
+    with refstore.init("proj") as run:
+        assert run.code is not None and not run.code.patch
+    assert not (run.dir / "diff.patch").exists()
+
+
+def test_restore_files_from_the_command_line(registry_root: str, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("A")
+    (tmp_path / "b.txt").write_text("B")
+    with refstore.init("proj") as run:
+        run.save("*.txt", policy="end")
+    dest = tmp_path / "restored"
+    result = CliRunner().invoke(main, ["restore", run.path, "a.txt", "b.txt", "--dest", str(dest)])
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == [str(dest / "a.txt"), str(dest / "b.txt")]
+    assert (dest / "b.txt").read_text() == "B"
+    missing = CliRunner().invoke(main, ["restore", run.path, "c.txt"])
+    assert missing.exit_code == 1 and "c.txt" in missing.output
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("https://user:pw@host.example/r.git", "https://host.example/r.git"),
+        ("https://token@host.example:8443/r.git", "https://host.example:8443/r.git"),
+        ("https://host.example/r.git", "https://host.example/r.git"),
+        ("git@github.com:team/r.git", "git@github.com:team/r.git"),
+        ("user:pw@host.example:team/r.git", "host.example:team/r.git"),
+    ],
+)
+def test_remote_urls_lose_their_credentials(url: str, redacted: str) -> None:
+    assert redact_url(url) == redacted
