@@ -256,3 +256,17 @@ def test_a_forgotten_run_is_finished_at_exit(registry_root: str, tmp_path: Path)
     assert refstore.restore("late.txt", "proj/forgotten", root=tmp_path / "out").read() == b"saved at exit"
     record = Registry(registry_root).store.read("runs/proj/forgotten/run.json")
     assert b'"state":"finished"' in record
+
+
+def test_the_readme_training_loop_restores_the_best_checkpoint(registry_root: str, tmp_path: Path) -> None:
+    with refstore.init("mnist-cnn", sync_interval=FAST) as run:
+        assert run.save(run.dir / "*.pt") == []
+        best = float("inf")
+        for epoch, loss in enumerate([0.9, 0.5, 0.7, 0.3, 0.4]):
+            _write(run.dir / "last.pt", f"epoch {epoch}")
+            if loss < best:
+                best = loss
+                _write(run.dir / "best.pt", f"epoch {epoch}, loss {loss}")
+    with refstore.restore("best.pt", run_path=run.path, root=tmp_path / "restored") as handle:
+        assert handle.read() == b"epoch 3, loss 0.3"
+    assert refstore.restore("last.pt", run.path, root=tmp_path / "restored").read() == b"epoch 4"
