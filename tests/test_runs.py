@@ -270,3 +270,16 @@ def test_the_readme_training_loop_restores_the_best_checkpoint(registry_root: st
     with refstore.restore("best.pt", run_path=run.path, root=tmp_path / "restored") as handle:
         assert handle.read() == b"epoch 3, loss 0.3"
     assert refstore.restore("last.pt", run.path, root=tmp_path / "restored").read() == b"epoch 4"
+
+
+def test_a_forked_child_leaves_the_run_to_its_parent(registry_root: str, tmp_path: Path) -> None:
+    import multiprocessing
+
+    run = refstore.init("proj", sync_interval=FAST)
+    child = multiprocessing.get_context("fork").Process(target=lambda: None)
+    child.start()
+    child.join()
+    assert child.exitcode == 0
+    assert refstore.run is run and not run.finished
+    assert b'"state":"running"' in Registry(registry_root).store.read(f"runs/{run.path}/run.json")
+    run.finish()

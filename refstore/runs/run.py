@@ -334,6 +334,17 @@ def _install_exit_hook() -> None:
     _exit_hook_installed = True
 
 
+def _forget_all() -> None:
+    """In a forked child (a data loader worker, say): the parent's runs are the parent's to finish."""
+    global _active_lock
+    _active.clear()
+    _active_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_all)
+
+
 def _finish_open_runs() -> None:
     while (run := current_run()) is not None:
         try:
