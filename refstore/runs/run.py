@@ -216,23 +216,35 @@ def init(
     ignore = ignore_globs(area)
     captured = code_state.capture(Path.cwd())
     record, resumed = _claim_record(reg, project, run_id, name, _checked_config(config), captured, ignore)
-    if resumed and not resume:
-        raise RunError(f"run {record.path} already exists in {reg.root}; pass resume=True to continue it")
     if resumed:
+        if not resume:
+            raise RunError(f"run {record.path} already exists in {reg.root}; pass resume=True to continue it")
         record = _resume_record(reg, record, name, config)
     run_dir = (find_run_dir(area, run_id) if resumed else None) or new_run_dir(area, run_id)
-    syncer = Syncer(
-        run_dir, _local_state(run_dir, record, reg), RunFiles(reg.store, record.path), ignore, sync_interval
-    )
-    syncer.state.save(run_dir)
-    keep_record(run_dir, record)
-    syncer.start()
-    run = Run(record, reg, run_dir, syncer)
-    if captured is not None and record.code is not None and record.code.patch and not resumed:
-        (run_dir / code_state.PATCH_NAME).write_bytes(captured[1])
-        syncer.save([code_state.PATCH_NAME], None, "now")
+    patch = captured[1] if captured and record.code and record.code.patch and not resumed else None
+    run = _start(record, reg, run_dir, ignore, sync_interval, patch)
     _remember(run)
     return run
+
+
+def _start(
+    record: RunRecord,
+    reg: Registry,
+    run_dir: Path,
+    ignore: tuple[str, ...],
+    interval: float,
+    patch: bytes | None,
+) -> Run:
+    """Set up the run directory, start its watcher and save ``diff.patch`` (when given) with policy now."""
+    state = _local_state(run_dir, record, reg)
+    syncer = Syncer(run_dir, state, RunFiles(reg.store, record.path), ignore, interval)
+    state.save(run_dir)
+    keep_record(run_dir, record)
+    syncer.start()
+    if patch is not None:
+        (run_dir / code_state.PATCH_NAME).write_bytes(patch)
+        syncer.save([code_state.PATCH_NAME], None, "now")
+    return Run(record, reg, run_dir, syncer)
 
 
 def _claim_record(
