@@ -22,6 +22,8 @@ from .scratch import Staging
 from .store import Store
 
 CONCURRENCY = 32
+#: The longest file name most filesystems take (NAME_MAX), in bytes.
+_MAX_FILE_NAME = 255
 
 
 class Downloader:
@@ -131,6 +133,8 @@ def check_no_clashes(paths: Iterable[str]) -> None:
 def safe_destination(root: Path, logical_path: str) -> Path:
     """``root / logical_path``, refusing any path that would land outside ``root``."""
     check_logical_path(logical_path)
+    if any(len(part.encode()) > _MAX_FILE_NAME for part in logical_path.split("/")):
+        raise UnsafePathError(f"logical path {logical_path[:60]!r}...: a segment is longer than 255 bytes")
     dest = root.joinpath(*logical_path.split("/"))
     real_root = os.path.realpath(root)
     real_parent = os.path.realpath(dest.parent)
