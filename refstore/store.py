@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ._exceptions import RefstoreError, StorageUnavailableError
 from ._sync import run_sync
 from .backends._base import call_fs
 from .locations import resolve
@@ -37,7 +39,8 @@ class Store:
 
     def read(self, relative: str) -> bytes:
         """The bytes at ``relative``; :class:`FileNotFoundError` when there are none."""
-        data: bytes = run_sync(call_fs, self.backend.fs, "cat_file", self.full(relative))
+        with self._failures(relative):
+            data: bytes = run_sync(call_fs, self.backend.fs, "cat_file", self.full(relative))
         return data
 
     def exists(self, relative: str) -> bool:
@@ -51,7 +54,8 @@ class Store:
         """Names (not paths) directly inside the folder ``relative``; empty when it does not exist."""
         self.backend.fs.invalidate_cache(self.full(relative))
         try:
-            found = run_sync(call_fs, self.backend.fs, "ls", self.full(relative), detail=False)
+            with self._failures(relative):
+                found = run_sync(call_fs, self.backend.fs, "ls", self.full(relative), detail=False)
         except FileNotFoundError:
             return []
         prefix = self.full(relative).rstrip("/") + "/"
@@ -65,11 +69,26 @@ class Store:
 
     def create(self, relative: str, data: bytes) -> None:
         """Write only if nothing is there; :class:`FileExistsError` otherwise."""
-        run_sync(self.backend.put_create_only, self.full(relative), data)
+        with self._failures(relative):
+            run_sync(self.backend.put_create_only, self.full(relative), data)
 
     def replace(self, relative: str, data: bytes) -> None:
         """Write or overwrite, atomically for readers."""
-        run_sync(self.backend.put_atomic, self.full(relative), data)
+        with self._failures(relative):
+            run_sync(self.backend.put_atomic, self.full(relative), data)
+
+    @contextlib.contextmanager
+    def _failures(self, relative: str) -> Iterator[None]:
+        """Storage that kept failing after the backend's own retries: :class:`StorageUnavailableError`."""
+        try:
+            yield
+        except Exception as exc:
+            if isinstance(exc, RefstoreError) or not self.backend.is_unavailable(exc):
+                raise
+            reason = type(exc).__name__
+            raise StorageUnavailableError(
+                f"{self.url_of(relative)}: storage did not answer ({reason})"
+            ) from exc
 
     def delete(self, relative: str) -> None:
         run_sync(call_fs, self.backend.fs, "rm_file", self.full(relative))

@@ -13,6 +13,7 @@ import base64
 import random
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -114,6 +115,19 @@ class Backend(abc.ABC):
         error, never truncated.
         """
 
+    async def reference_listing(
+        self,
+        path: str,
+        *,
+        max_objects: int,
+        executor: Executor | None = None,
+        progress: ProgressHook | None = None,
+    ) -> list[ObjectMeta]:
+        """:meth:`list_prefix` for a reference. A backend that hashes content to list it (local files)
+        runs the hashing on ``executor`` and reports files done to ``progress``; listings that carry
+        checksums need neither."""
+        return await self.list_prefix(path, max_objects=max_objects)
+
     # -- reading pinned bytes ---------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -128,6 +142,10 @@ class Backend(abc.ABC):
     def open_pinned(self, pin: ObjectMeta) -> IO[bytes]:
         """A read-only, seekable file of the pinned bytes, streamed (no full download)."""
 
+    def is_unavailable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the storage could not be reached or kept failing after its retries."""
+        return isinstance(exc, (ConnectionError, TimeoutError))
+
     # -- registry writes --------------------------------------------------------------------------------
 
     async def put_create_only(self, path: str, data: bytes) -> None:
@@ -141,6 +159,11 @@ class Backend(abc.ABC):
     async def put_atomic(self, path: str, data: bytes) -> None:
         """Write (or replace) ``path`` so that a reader sees the old or the new bytes, never a mix."""
         await _maybe_async(self.fs, "pipe_file", path, data)
+
+    async def move(self, path: str, new_path: str) -> None:
+        """Move the object at ``path`` to ``new_path`` (replacing what is there): a copy, then a delete."""
+        await _maybe_async(self.fs, "cp_file", path, new_path)
+        await _maybe_async(self.fs, "rm_file", path)
 
 
 async def _maybe_async(fs: AbstractFileSystem, method: str, *args: Any, **kwargs: Any) -> Any:

@@ -87,6 +87,9 @@ class S3Backend(Backend):
         fs.retries = S3FS_RETRIES
         return fs
 
+    def is_unavailable(self, exc: BaseException) -> bool:
+        return _is_unavailable(exc)
+
     async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
         """One S3 call, retried by botocore and s3fs; a network or server failure that outlasts the
         retries becomes :class:`~refstore.StorageUnavailableError` naming ``url``."""
@@ -206,6 +209,8 @@ class S3Backend(Backend):
                         progress(len(chunk))
         except _NETWORK_ERRORS as exc:
             raise BrokenTransfer(f"the body broke off after {received} bytes ({_reason(exc)})") from exc
+        except botocore.exceptions.FlexibleChecksumError as exc:  # S3's own checksum of the response
+            raise DamagedTransfer(f"the bytes received fail their checksum ({_reason(exc)})") from exc
         finally:
             body.close()
         try:
