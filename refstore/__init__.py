@@ -21,16 +21,28 @@ from ._exceptions import (
     UnsupportedSchemeError,
 )
 from ._version import __version__
-from .artifact import Artifact
-from .backends import ObjectMeta
-from .manifest import Manifest, ManifestDiff, ManifestEntry
-from .registry import Registry
-from .version import ArtifactVersion, VerifyReport
 
 if TYPE_CHECKING:
+    from .artifact import Artifact
+    from .backends import ObjectMeta
+    from .manifest import Manifest, ManifestDiff, ManifestEntry
+    from .registry import Registry
     from .runs import Run, finish, init, restore, save
+    from .version import ArtifactVersion, VerifyReport
 
-_RUNS_API = ("Run", "finish", "init", "restore", "save")
+#: Public names imported on first use (module-level ``__getattr__``): fsspec, asyncio and tqdm are not
+#: loaded by ``import refstore`` itself (benchmarks/case_import.py measures it).
+_LAZY = {
+    "Artifact": "artifact",
+    "ArtifactVersion": "version",
+    "Manifest": "manifest",
+    "ManifestDiff": "manifest",
+    "ManifestEntry": "manifest",
+    "ObjectMeta": "backends",
+    "Registry": "registry",
+    "VerifyReport": "version",
+    **dict.fromkeys(("Run", "finish", "init", "restore", "save"), "runs"),
+}
 
 __all__ = [
     "Artifact",
@@ -65,13 +77,17 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``refstore.run`` (the current run or ``None``, looked up on each access) and the runs API, loaded
-    on first use so that ``import refstore`` stays light."""
-    if name not in ("run", *_RUNS_API):
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from . import runs
+    """``refstore.run`` (the current run or ``None``, looked up on each access) and the public names of
+    :data:`_LAZY`, imported on first use so that ``import refstore`` stays light."""
+    import importlib
 
     if name == "run":
-        return runs.current_run()
-    globals()[name] = value = getattr(runs, name)
+        return importlib.import_module(".runs", __name__).current_run()
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY, "run"})

@@ -1,35 +1,74 @@
-"""The one bridge from refstore's sync surface to its async core, on fsspec's IO loop."""
+"""The one bridge from refstore's sync surface to its async core, on fsspec's IO loop.
+
+Ctrl-C (``KeyboardInterrupt`` in the calling thread) cancels the coroutine on the loop and waits for its
+``finally`` blocks, so interrupted work removes its scratch files before the exception reaches the caller.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+import concurrent.futures
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+#: How long an interrupted call waits for its coroutine to clean up.
+CANCEL_GRACE = 30.0
+
 
 def run_sync(func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     """Run ``await func(*args, **kwargs)`` on fsspec's shared IO loop and return its result."""
-    from fsspec.asyn import get_loop, sync
+    from fsspec.asyn import get_loop
 
-    result: T = sync(get_loop(), func, *args, **kwargs)
-    return result
+    loop = get_loop()
+    try:
+        if asyncio.get_running_loop() is loop:
+            raise NotImplementedError("run_sync() called from within fsspec's IO loop")
+    except RuntimeError:
+        pass
+    finished = threading.Event()
+    future = asyncio.run_coroutine_threadsafe(_tracked(func(*args, **kwargs), finished), loop)
+    try:
+        while not future.done():
+            concurrent.futures.wait([future], timeout=1.0)  # short waits: a signal is handled promptly
+        return future.result()
+    except BaseException:
+        if not future.done():
+            future.cancel()  # cancels the task on the loop
+            finished.wait(CANCEL_GRACE)
+        raise
+
+
+async def _tracked(coro: Awaitable[T], finished: threading.Event) -> T:
+    try:
+        return await coro
+    finally:
+        finished.set()
 
 
 async def gather_limited(coros: Iterable[Awaitable[T]], limit: int) -> list[T]:
-    """Await every coroutine with at most ``limit`` in flight; the first error cancels the rest."""
-    semaphore = asyncio.Semaphore(limit)
+    """Await every coroutine with at most ``limit`` in flight, results in order; the first error cancels
+    the rest. ``limit`` workers pull from the list, so a million items never make a million tasks."""
+    items = list(coros)
+    results: list[Any] = [None] * len(items)
+    indices = iter(range(len(items)))
 
-    async def bounded(coro: Awaitable[T]) -> T:
-        async with semaphore:
-            return await coro
+    async def worker() -> None:
+        for i in indices:
+            results[i] = await items[i]
 
-    tasks = [asyncio.ensure_future(bounded(c)) for c in coros]
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(limit, len(items)))]
     try:
-        return list(await asyncio.gather(*tasks))
+        await asyncio.gather(*workers)
     except BaseException:
-        for task in tasks:
+        for task in workers:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*workers, return_exceptions=True)
+        for i in indices:  # never started: close them so that Python does not warn
+            item = items[i]
+            if isinstance(item, Coroutine):
+                item.close()
         raise
+    return results

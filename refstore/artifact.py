@@ -6,16 +6,18 @@ import hashlib
 import os
 import posixpath
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
 from ._exceptions import InvalidURLError, ObjectNotFoundError
 from ._sync import run_sync
-from .backends import ObjectMeta
+from .backends import ObjectMeta, ProgressHook
 from .hashing import hash_file, hash_files
 from .locations import Location, resolve
 from .manifest import Manifest, ManifestEntry
 from .names import check_logical_path, check_name, join_logical
+from .progress import progress_bar
 
 DEFAULT_MAX_OBJECTS = 10_000
 
@@ -67,14 +69,18 @@ class Artifact:
         checksum: bool = True,
         max_objects: int = DEFAULT_MAX_OBJECTS,
         storage_options: Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
     ) -> list[ManifestEntry]:
         """Record the objects at ``uri`` (one object, or every object under a prefix) without copying them.
 
         With ``checksum=False`` only locations are recorded (no ETag, version or hash): a download then
-        fetches whatever is there at that time, unchecked.
+        fetches whatever is there at that time, unchecked. Local files are hashed on ``executor`` (any
+        :class:`concurrent.futures.Executor`, e.g. a Dask cluster's; default: a thread per core).
         """
         location = resolve(uri, storage_options)
-        objects, is_folder = run_sync(_list_location, location, max_objects)
+        hashing = not location.backend.lists_metadata
+        with progress_bar(None, f"hashing {location.url}", unit="files", show=hashing) as bar:
+            objects, is_folder = run_sync(_list_location, location, max_objects, executor, bar.update)
         if not objects:
             what = "no objects under this prefix" if location.is_folder else "no such object or prefix"
             raise ObjectNotFoundError(f"{location.url}: {what}")
@@ -105,13 +111,20 @@ class Artifact:
         logical = check_logical_path(name) if name else check_logical_path(path.name)
         return self._add([self._copy_entry(path, logical, hash_file(path))])[0]
 
-    def add_dir(self, local_path: str | os.PathLike[str], name: str | None = None) -> list[ManifestEntry]:
-        """Copy every file under a local folder, logical paths relative to it (under ``name``)."""
+    def add_dir(
+        self,
+        local_path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        executor: Executor | None = None,
+    ) -> list[ManifestEntry]:
+        """Copy every file under a local folder, logical paths relative to it (under ``name``); the files
+        are hashed on ``executor`` (default: a thread per core)."""
         root = Path(local_path).expanduser()
         if not root.is_dir():
             raise ObjectNotFoundError(f"{root}: no such directory")
         files = sorted(p for p in root.rglob("*") if p.is_file())
-        digests = hash_files(files)
+        digests = hash_files(files, executor=executor)
         entries = [
             self._copy_entry(f, join_logical(name, f.relative_to(root).as_posix()), digests[f]) for f in files
         ]
@@ -130,7 +143,9 @@ class Artifact:
         return entries
 
 
-async def _list_location(location: Location, max_objects: int) -> tuple[list[ObjectMeta], bool]:
+async def _list_location(
+    location: Location, max_objects: int, executor: Executor | None, progress: ProgressHook
+) -> tuple[list[ObjectMeta], bool]:
     """The objects a URL names, and whether it named a folder."""
     if not location.is_folder:
         single = await location.backend.stat(location.path)
@@ -138,7 +153,11 @@ async def _list_location(location: Location, max_objects: int) -> tuple[list[Obj
             return [single], False
         if not location.backend.can_list:
             return [], False
-    return await location.backend.list_prefix(location.path, max_objects=max_objects), True
+    backend = location.backend
+    found = await backend.reference_listing(
+        location.path, max_objects=max_objects, executor=executor, progress=progress
+    )
+    return found, True
 
 
 def _hash_by_reading(location: Location, meta: ObjectMeta) -> str:
