@@ -283,3 +283,15 @@ def test_a_forked_child_leaves_the_run_to_its_parent(registry_root: str, tmp_pat
     assert refstore.run is run and not run.finished
     assert b'"state":"running"' in Registry(registry_root).store.read(f"runs/{run.path}/run.json")
     run.finish()
+
+
+def test_a_change_that_keeps_size_and_mtime_is_still_synced(registry_root: str, tmp_path: Path) -> None:
+    source = _write(tmp_path / "same.txt", "aaaa")
+    run = refstore.init("proj", sync_interval=FAST)
+    run.save("same.txt")
+    wait_until(lambda: states(registry_root, run.path, "same.txt") == [0], what="the first state")
+    before = source.stat()
+    _write(source, "bbbb")  # as on a filesystem with coarse mtimes: same size, same mtime
+    os.utime(source, ns=(before.st_atime_ns, before.st_mtime_ns))
+    run.finish()
+    assert refstore.restore("same.txt", run.path, root=tmp_path / "out").read() == b"bbbb"

@@ -79,7 +79,7 @@ def _is_synced(path: Path, relpath: str, synced: SyncedFile | None, files: RunFi
         return True  # a link whose file is gone: deleting it loses nothing
     if synced is None:
         return False
-    if Signature.of(path) != synced.signature and hash_file(path) != synced.digest:
+    if not synced.matches(Signature.of(path)) and hash_file(path) != synced.digest:
         return False
     try:
         return files.has(relpath, synced.state)

@@ -24,6 +24,8 @@ INTERNAL_DIR = ".refstore-run"
 _STATE_NAME = "state.json"
 #: The run directory's copy of its run record.
 LOCAL_RECORD = "run.json"
+#: A file modified this close to being read may change again within the same mtime tick.
+RACY_NS = 2 * 10**9
 
 
 def run_area(dir: str | os.PathLike[str] | None = None) -> Path:
@@ -65,16 +67,31 @@ class Signature:
 
 @dataclass(frozen=True, slots=True)
 class SyncedFile:
-    """The last state of a file that reached the registry."""
+    """The last state of a file that reached the registry.
+
+    ``racy``: the file had been modified less than :data:`RACY_NS` before it was read, so an unchanged
+    size and mtime do not prove unchanged bytes (coarse mtimes); its bytes are hashed again before it
+    counts as synced (git's "racily clean" rule).
+    """
 
     digest: str
     size: int
     mtime_ns: int
     state: int
+    racy: bool = False
+
+    @classmethod
+    def of(cls, digest: str, size: int, signature: Signature, state: int, read_ns: int) -> SyncedFile:
+        """Bytes read at ``read_ns`` (``time.time_ns()``) from a file whose stat gave ``signature``."""
+        return cls(digest, size, signature.mtime_ns, state, racy=read_ns - signature.mtime_ns < RACY_NS)
 
     @property
     def signature(self) -> Signature:
         return Signature(self.size, self.mtime_ns)
+
+    def matches(self, signature: Signature | None) -> bool:
+        """True when ``signature`` proves the file still holds these bytes (no hashing needed)."""
+        return not self.racy and signature == self.signature
 
 
 @dataclass

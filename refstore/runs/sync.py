@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import xxhash
 
 from .._exceptions import ObjectNotFoundError, RunError
-from ..hashing import ALGORITHM
+from ..hashing import ALGORITHM, hash_file
 from .files import RunFiles
 from .globs import is_ignored, matches
 from .local import INTERNAL_DIR, LocalState, Signature, SyncedFile, files_in
@@ -89,7 +90,7 @@ class Syncer:
         signature = Signature.of(self.run_dir / relpath)
         if signature is not None:
             with self._lock:
-                self.state.synced[relpath] = SyncedFile(digest, size, signature.mtime_ns, state)
+                self.state.synced[relpath] = SyncedFile.of(digest, size, signature, state, time.time_ns())
                 self.state.save(self.run_dir)
 
     def start(self) -> None:
@@ -168,7 +169,7 @@ class Syncer:
         if failed is not None and failed[0] == signature:
             return False  # retried at finish, or as soon as the file changes again
         synced = self.state.synced.get(relpath)
-        return synced is None or synced.signature != signature
+        return synced is None or not synced.matches(signature)
 
     def _pending(self, relpath: str) -> bool:
         """Whether the final pass must upload ``relpath``."""
@@ -179,7 +180,7 @@ class Syncer:
         if synced is not None and policy == "now":
             return False
         signature = Signature.of(self.run_dir / relpath)
-        return signature is not None and (synced is None or synced.signature != signature)
+        return signature is not None and (synced is None or not synced.matches(signature))
 
     # -- uploads -----------------------------------------------------------------------------------------
 
@@ -207,15 +208,20 @@ class Syncer:
     def _upload(self, relpath: str, signature: Signature | None) -> SyncedFile:
         if signature is None:
             raise ObjectNotFoundError(f"{self.run_dir / relpath}: the file is gone; it was never synced")
+        with self._lock:
+            previous = self.state.synced.get(relpath)
+            policy = self.state.tracked.get(relpath, "end")
+        read_ns = time.time_ns()
+        if previous is not None and previous.signature == signature:  # a racy re-check: hash, no copy
+            digest = hash_file(self.run_dir / relpath)
+            if digest == previous.digest:
+                return SyncedFile.of(digest, previous.size, signature, previous.state, read_ns)
         staged, digest, size = self._stage(self.run_dir / relpath)
         try:
-            with self._lock:
-                previous = self.state.synced.get(relpath)
-                policy = self.state.tracked.get(relpath, "end")
             if previous is not None and previous.digest == digest:
-                return SyncedFile(digest, size, signature.mtime_ns, previous.state)  # touched, not changed
+                return SyncedFile.of(digest, size, signature, previous.state, read_ns)  # touched, not changed
             record = self.files.push(relpath, staged, digest, size, policy)
-            return SyncedFile(digest, size, signature.mtime_ns, record.state)
+            return SyncedFile.of(digest, size, signature, record.state, read_ns)
         finally:
             staged.unlink()
 
