@@ -36,6 +36,8 @@ can be imported (otherwise 60 s gRPC probes and 3 s metadata probes; TESTING.md 
 Every test also gets REFSTORE_CACHE_DIR=<tmp_path>/refstore-cache and REFSTORE_ROOT=<tmp_path>/refstore-root
 (neither created) and runs with tmp_path as its working directory, so nothing leaks into the repo or
 into the user's cache.
+
+``--soak`` (fixture ``soak``) makes the trust tests run long: more processes, versions and kill points.
 """
 
 from __future__ import annotations
@@ -259,3 +261,20 @@ def http_server(_http_server_session: HTTPServer) -> HTTPDir:
     root = _http_server_session.root / name
     root.mkdir()
     return HTTPDir(_http_server_session, root, f"{_http_server_session.base_url}/{name}")
+
+
+# -- soak -----------------------------------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        help="run the trust tests long: more concurrent processes, versions and kill -9 points",
+    )
+
+
+@pytest.fixture(scope="session")
+def soak(request: pytest.FixtureRequest) -> bool:
+    """True under ``--soak``: trust tests scale their processes, versions and kill points up."""
+    return bool(request.config.getoption("--soak"))

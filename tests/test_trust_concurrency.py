@@ -1,0 +1,152 @@
+"""Concurrent publishers: many processes log versions of one artifact, and move one alias, at once.
+
+Every version must be present, numbered with no gap and no duplicate, ``latest`` the newest, no record
+torn; an alias moved concurrently always points at a version that exists and is always readable. Each
+scenario runs on a local registry and on a registry inside the S3 server (moto). ``--soak`` scales up.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import refstore
+from refstore.hashing import hash_bytes
+
+WORKER = Path(__file__).with_name("trust_worker.py")
+START_TIMEOUT = 60.0
+RUN_TIMEOUT = 240.0
+
+
+@dataclass(frozen=True)
+class Scale:
+    processes: int
+    versions_each: int
+
+
+def _scale(soak: bool, where: str) -> Scale:
+    if soak:
+        return Scale(16, 25) if where == "local" else Scale(12, 10)
+    return Scale(8, 5) if where == "local" else Scale(8, 3)
+
+
+@pytest.fixture(params=["local", "s3"])
+def registry_root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh registry root: a local folder, or a prefix in a fresh bucket of the moto server."""
+    if request.param == "local":
+        yield str(tmp_path / "registry")
+    else:
+        bucket = request.getfixturevalue("s3_bucket")  # also sets AWS_S3_ENDPOINT_URL for the workers
+        yield f"s3://{bucket}/registry"
+
+
+def _race(tmp_path: Path, commands: list[list[str]], stop_after: int | None = None) -> list[list[Any]]:
+    """Start every worker, release them together, and collect each one's JSON lines.
+
+    With ``stop_after``, the workers from that index on (readers) are told to stop once the others end.
+    """
+    go, stop = tmp_path / "go", tmp_path / "stop"
+    readers_from = len(commands) if stop_after is None else stop_after
+    argvs = [
+        [sys.executable, str(WORKER), *command, *([str(stop)] if i >= readers_from else []), str(go)]
+        for i, command in enumerate(commands)
+    ]
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for argv in argvs
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+        go.touch()
+        writers = procs[:stop_after] if stop_after is not None else procs
+        outputs = {id(p): p.communicate(timeout=RUN_TIMEOUT) for p in writers}
+        stop.touch()
+        outputs.update({id(p): p.communicate(timeout=RUN_TIMEOUT) for p in procs if id(p) not in outputs})
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    results = []
+    for proc in procs:
+        out, err = outputs[id(proc)]
+        assert proc.returncode == 0, err
+        results.append([json.loads(line) for line in out.splitlines() if line.strip()])
+    return results
+
+
+def _expected_content(worker: int, i: int) -> bytes:
+    return f"worker {worker} version {i}\n".encode() * (1 + i)
+
+
+def test_concurrent_log_numbers_every_version_once(registry_root: str, tmp_path: Path, soak: bool) -> None:
+    scale = _scale(soak, "s3" if registry_root.startswith("s3://") else "local")
+    workdir = tmp_path / "sources"
+    commands = [
+        ["log", registry_root, "shared", str(w), str(scale.versions_each), str(workdir)]
+        for w in range(scale.processes)
+    ]
+    started = time.monotonic()
+    results = _race(tmp_path, commands)
+    elapsed = time.monotonic() - started
+    total = scale.processes * scale.versions_each
+
+    registry = refstore.Registry(registry_root)
+    versions = registry.versions("shared")  # every record read and checked against its digest
+    assert [v.version for v in versions] == list(range(total)), "gaps or duplicates"
+    assert registry.get("shared").version == total - 1 == registry.get("shared:latest").version
+    created = [v.created_at for v in versions]
+    assert created == sorted(created), "a higher version number was claimed before a lower one"
+
+    claimed: dict[int, tuple[int, int]] = {}
+    for worker, lines in enumerate(results):
+        assert [line["i"] for line in lines] == list(range(scale.versions_each))
+        numbers = [line["version"] for line in lines]
+        assert numbers == sorted(numbers), "a worker's later log got an older version"
+        for line in lines:
+            assert line["version"] not in claimed, "two logs were handed the same version"
+            claimed[line["version"]] = (worker, line["i"])
+        assert registry.get(f"shared:w{worker}").version == numbers[-1]
+    assert sorted(claimed) == list(range(total))
+    for version in versions:
+        worker, i = claimed[version.version]
+        entry = version.manifest["data.txt"]  # manifest read and checked against its digest
+        assert entry.digest == hash_bytes(_expected_content(worker, i))
+        assert version.metadata == {"worker": worker, "i": i}
+    print(f"{total} versions by {scale.processes} processes in {elapsed:.1f} s")
+
+
+def test_concurrent_alias_moves_always_point_at_a_readable_version(
+    registry_root: str, tmp_path: Path, soak: bool
+) -> None:
+    registry = refstore.Registry(registry_root)
+    count = 6
+    for i in range(count):
+        artifact = refstore.Artifact("moving")
+        (tmp_path / "f.txt").write_text(f"content {i}")
+        artifact.add_file(tmp_path / "f.txt")
+        registry.log(artifact, aliases=["prod"] if i == 0 else ())
+    movers = 12 if soak else (4 if registry_root.startswith("s3://") else 6)
+    moves = 60 if soak else 10
+    readers = 2
+    commands = [["alias", registry_root, "moving", str(w), str(moves), str(count)] for w in range(movers)]
+    commands += [["read", registry_root, "moving", str(count)] for _ in range(readers)]
+    results = _race(tmp_path, commands, stop_after=movers)
+
+    final_candidates = {lines[0]["moved"][-1] for lines in results[:movers]}
+    for lines in results[movers:]:
+        assert lines[0]["errors"] == []
+        assert lines[0]["reads"] > 0
+    final = registry.get("moving:prod")
+    assert final.version in final_candidates
+    assert "prod" in final.aliases
+    assert sum("prod" in v.aliases for v in registry.versions("moving")) == 1
