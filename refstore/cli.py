@@ -234,6 +234,18 @@ def verify_command(ctx: click.Context, ref: str, as_json: bool) -> None:
         ctx.exit(1)
 
 
+@main.command("gc")
+@click.option("--yes", is_flag=True, help="Delete for real (default: a dry run that only reports).")
+@json_option
+@click.pass_context
+def gc_command(ctx: click.Context, yes: bool, as_json: bool) -> None:
+    """Delete registry manifests and blobs that no version references; safe beside running logs."""
+    from .gc import collect_garbage
+
+    report = collect_garbage(_registry(ctx), yes=yes)
+    _emit(report.to_json(), as_json, "\n".join(render.gc_lines(report)))
+
+
 def run() -> None:
     """Entry point for ``python -m refstore``."""
     main(prog_name="refstore")

@@ -62,14 +62,17 @@ class Registry:
         self, artifact: Artifact, aliases: Iterable[str] = (), *, created_by: str | None = None
     ) -> ArtifactVersion:
         """Make an immutable version of ``artifact``; unchanged content returns the existing version."""
+        from .gc import log_intent
+
         aliases = [check_alias(a) for a in aliases]
         manifest = artifact.manifest
-        self._store_blobs(artifact.staged_files)
-        existing = self._version_with_content(artifact.name, manifest.content_digest)
-        if existing is None:
-            self._store_manifest(manifest)
-            existing = self._claim_version(artifact, manifest, created_by)
-            self._remember_content(existing)
+        with log_intent(self.store, manifest):  # a concurrent gc keeps what this log relies on
+            self._store_blobs(artifact.staged_files)
+            existing = self._version_with_content(artifact.name, manifest.content_digest)
+            if existing is None:
+                self._store_manifest(manifest)
+                existing = self._claim_version(artifact, manifest, created_by)
+                self._remember_content(existing)
         for alias in aliases:
             self._point_alias(existing, alias)
         return self._version(existing)

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .gc import GCReport
 from .manifest import ManifestEntry
 from .version import ArtifactVersion
 
@@ -105,6 +106,25 @@ def _branch(node: Mapping[str, Any], indent: str) -> list[str]:
             lines.append(f"{indent}{'└── ' if last else '├── '}{name}")
             lines += _branch(child, indent + ("    " if last else "│   "))
     return lines
+
+
+def gc_lines(report: GCReport) -> list[str]:
+    """One line per object gc deleted (or would delete), then what it came to."""
+    verb = "would delete" if report.dry_run else "deleted"
+    lines = [f"{verb}  {p}" for p in [*report.manifests, *report.blobs]]
+    lines += [f"restored  {p}  (a concurrent log needs it)" for p in report.restored]
+    counts = f"{_count(len(report.manifests), 'manifest')} and {_count(len(report.blobs), 'blob')}"
+    if report.leftovers:
+        lines.append(f"{len(report.leftovers)} objects in trash/ from an interrupted gc (--yes settles them)")
+    if report.dry_run:
+        lines.append(f"dry run: {counts} ({human_size(report.size)}) unreferenced; --yes deletes them")
+    else:
+        lines.append(f"deleted {counts} ({human_size(report.size)})")
+    return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

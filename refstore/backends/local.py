@@ -135,6 +135,9 @@ class LocalBackend(Backend):
     async def upload(self, local: Path, path: str) -> None:
         await asyncio.to_thread(copy_atomic, local, path)
 
+    async def move(self, path: str, new_path: str) -> None:
+        await asyncio.to_thread(move_atomic, path, new_path)
+
 
 def _walk_files(root: str, max_objects: int, url: str) -> list[str]:
     """Files under ``root`` (links to files followed, links to folders not), sorted; one ``scandir`` per
@@ -212,6 +215,12 @@ def copy_atomic(source: Path, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def move_atomic(path: str, new_path: str) -> None:
+    """Rename ``path`` to ``new_path`` (one atomic step), creating the folders it needs."""
+    os.makedirs(os.path.dirname(new_path) or ".", exist_ok=True)
+    os.replace(path, new_path)
 
 
 def _write_synced(path: str, data: bytes) -> None:

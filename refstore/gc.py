@@ -1,0 +1,293 @@
+"""Garbage collection: delete the manifests and blobs that no version references, safely beside live logs.
+
+What is garbage. ``manifests/`` and ``blobs/`` hold what versions point at. A log that dies half-way (blobs
+uploaded, no version claimed) leaves objects nothing references; so does content that was staged and then
+logged as an unchanged version. Version records, aliases, lineage and run files are never collected.
+
+Why not a grace period on modification times. "Keep whatever was written in the last hour" protects the
+objects a running log has *uploaded*, but not the ones it *reuses*: ``Registry.log`` skips uploading a blob or
+a manifest that already exists, and an old orphan with the same content is exactly such an object. A gc
+that decided the orphan was garbage deletes it a moment after the log checked that it exists, and the new
+version points at nothing. Clocks (the machine's, the store's) would also have to agree.
+
+The protocol instead (the two sides each write first, then read what the other wrote):
+
+- **A log** first writes an *intent* (``intents/<id>.json``: the manifest and blob paths it is about to
+  rely on), only then checks, uploads and claims its version, and deletes the intent at the end.
+- **gc** (1) lists the candidates, (2) reads the intents and then every version's manifest (the *mark*),
+  (3) moves each unreferenced candidate to ``trash/`` (the *write*), (4) reads the intents again and then
+  the versions again, (5) moves back whatever step 4 found referenced and deletes the rest of the trash.
+
+Why nothing a version references is lost. Take an object X that a version V needs and gc trashed in step 3.
+V's log wrote its intent I before it checked for X. If it checked before X went to the trash, I was
+written before step 4 started: step 4 sees I, or, if I is gone already, V itself (the log deletes I only
+after claiming V, and step 4 reads the versions after the intents); either way X comes back in step 5. If
+the log checked after X went to the trash, it found X missing and uploaded it again. Reading intents first
+and versions second is what closes the gap between "intent deleted" and "version visible". A reader never
+sees a trashed object of an existing version: step 2 saw every version that existed when step 3 began.
+
+What it assumes. The store is strongly consistent (S3, GCS, Azure and local disks are). An intent older than
+``intent_expiry`` (7 days) belongs to a log that crashed: it stops protecting anything and gc deletes it.
+One gc at a time: gc holds ``gc.lock`` (create-only; a lock older than a day is taken as abandoned). A gc
+that dies between steps 3 and 5 leaves objects in ``trash/``; the next gc puts back what is referenced
+and deletes the rest. Without ``yes=True`` (``refstore gc --yes``) gc only reports what it would delete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import uuid
+from collections.abc import Coroutine, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from ._exceptions import ArtifactNotFoundError, ConflictError, ManifestError
+from ._sync import gather_limited, run_sync
+from .backends._base import call_fs
+from .download import blob_path
+from .manifest import Manifest, canonical_json
+from .registry import _manifest_path as manifest_path
+from .store import Store
+
+if TYPE_CHECKING:
+    from .registry import Registry
+    from .version import ArtifactVersion
+
+__all__ = ["GCReport", "collect_garbage", "log_intent"]
+
+INTENT_FORMAT = "refstore.intent/1"
+INTENT_EXPIRY = timedelta(days=7)
+LOCK_EXPIRY = timedelta(days=1)
+COLLECTED = ("manifests", "blobs")
+TRASH = "trash"
+LOCK = "gc.lock"
+CONCURRENCY = 16
+
+
+@dataclass(frozen=True, slots=True)
+class GCReport:
+    """What one gc run deleted (or, in a dry run, would delete): registry-relative paths."""
+
+    dry_run: bool
+    manifests: list[str] = field(default_factory=list)
+    blobs: list[str] = field(default_factory=list)
+    size: int = 0
+    #: Trashed objects that a concurrent log turned out to need, moved back.
+    restored: list[str] = field(default_factory=list)
+    #: Objects a crashed gc left in the trash, put back or deleted by this run (a dry run only lists them).
+    leftovers: list[str] = field(default_factory=list)
+    expired_intents: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.dry_run,
+            "manifests": self.manifests,
+            "blobs": self.blobs,
+            "size": self.size,
+            "restored": self.restored,
+            "leftovers": self.leftovers,
+            "expired_intents": self.expired_intents,
+        }
+
+
+# -- the log's side -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def log_intent(store: Store, manifest: Manifest) -> Iterator[None]:
+    """Announce what a log is about to rely on before it checks or writes anything; withdraw it after."""
+    paths = [manifest_path(manifest.digest), *(blob_path(e.digest) for e in manifest.values() if e.is_copy)]
+    body = {"format": INTENT_FORMAT, "created_at": _now().isoformat(), "paths": sorted(set(paths))}
+    relative = f"intents/{uuid.uuid4().hex}.json"
+    store.create(relative, canonical_json(body))
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # left behind, it only protects its paths until it expires
+            store.delete(relative)
+
+
+# -- gc's side ------------------------------------------------------------------------------------------
+
+
+def collect_garbage(
+    registry: Registry, *, yes: bool = False, intent_expiry: timedelta = INTENT_EXPIRY
+) -> GCReport:
+    """Delete (with ``yes=True``; else only report) the manifests and blobs that no version references."""
+    store = registry.store
+    if not yes:
+        candidates = _listing(store, COLLECTED)
+        keep, expired = _references(registry, intent_expiry)
+        return _report(True, candidates, keep, leftovers=_trash_leftovers(store), expired=expired)
+    with _gc_lock(store):
+        leftovers = _trash_leftovers(store)
+        candidates = _listing(store, COLLECTED)
+        keep, expired = _references(registry, intent_expiry)
+        garbage = sorted(set(candidates) - keep)
+        _run_all(store.backend.move(store.full(p), store.full(f"{TRASH}/{p}")) for p in garbage)
+        keep_now, _ = _references(registry, intent_expiry)
+        restored = _empty_trash(store, sorted({*garbage, *leftovers}), keep_now)
+        _delete_all(store, expired)
+        deleted = {p: size for p, size in candidates.items() if p in garbage and p not in restored}
+        return _report(False, deleted, set(), restored=restored, leftovers=leftovers, expired=expired)
+
+
+def _report(
+    dry_run: bool,
+    candidates: dict[str, int],
+    keep: set[str],
+    *,
+    restored: Iterable[str] = (),
+    leftovers: Iterable[str] = (),
+    expired: Iterable[str] = (),
+) -> GCReport:
+    garbage = sorted(set(candidates) - keep)
+    return GCReport(
+        dry_run=dry_run,
+        manifests=[p for p in garbage if p.startswith("manifests/")],
+        blobs=[p for p in garbage if p.startswith("blobs/")],
+        size=sum(candidates[p] for p in garbage),
+        restored=sorted(restored),
+        leftovers=sorted(leftovers),
+        expired_intents=sorted(expired),
+    )
+
+
+def _references(registry: Registry, intent_expiry: timedelta) -> tuple[set[str], list[str]]:
+    """Paths that live intents and versions rely on (intents read first), and the expired intents."""
+    keep, expired = _intent_references(registry.store, intent_expiry)
+    for name in registry.artifacts():
+        for version in registry.versions(name):
+            keep.add(manifest_path(version.manifest_digest))
+            manifest = _manifest_of(version, registry.store)
+            keep.update(blob_path(e.digest) for e in manifest.values() if e.is_copy)
+    return keep, expired
+
+
+def _manifest_of(version: ArtifactVersion, store: Store) -> Manifest:
+    """A version's manifest; from the trash when a gc moved it there just before the version appeared."""
+    try:
+        return version.manifest
+    except ArtifactNotFoundError:
+        relative = f"{TRASH}/{manifest_path(version.manifest_digest)}"
+        try:
+            data = store.read(relative)
+        except FileNotFoundError:
+            raise ArtifactNotFoundError(f"{version.qualified_name}: its manifest is missing") from None
+        source = store.url_of(relative)
+        return Manifest.from_bytes(data, expected_digest=version.manifest_digest, source=source)
+
+
+def _trash_leftovers(store: Store) -> list[str]:
+    """What an interrupted gc left in ``trash/``, by the path it came from."""
+    return sorted(p.removeprefix(f"{TRASH}/") for p in _listing(store, [TRASH]))
+
+
+def _intent_references(store: Store, expiry: timedelta) -> tuple[set[str], list[str]]:
+    keep: set[str] = set()
+    expired: list[str] = []
+    oldest = _now() - expiry
+    for name in store.list("intents"):
+        relative = f"intents/{name}"
+        try:
+            body = json.loads(store.read(relative))
+            created, paths = datetime.fromisoformat(body["created_at"]), body["paths"]
+        except FileNotFoundError:
+            continue  # its log finished since the listing: its version is read after this
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ManifestError(f"{store.url_of(relative)}: unreadable log intent ({exc}); gc stops") from exc
+        if created < oldest:
+            expired.append(relative)
+        else:
+            keep.update(str(p) for p in paths)
+    return keep, expired
+
+
+def _empty_trash(store: Store, trashed: list[str], keep: set[str]) -> list[str]:
+    """Put back what ``keep`` names (unless a log uploaded it again meanwhile); delete the rest."""
+    restored = [p for p in trashed if p in keep]
+    _run_all(_restore(store, p) for p in restored)
+    _delete_all(store, [f"{TRASH}/{p}" for p in trashed if p not in keep])
+    return restored
+
+
+async def _restore(store: Store, relative: str) -> None:
+    if await store.exists_async(relative):
+        await _remove(store, f"{TRASH}/{relative}")
+    else:
+        await store.backend.move(store.full(f"{TRASH}/{relative}"), store.full(relative))
+
+
+def _delete_all(store: Store, relatives: Iterable[str]) -> None:
+    _run_all(_remove(store, p) for p in relatives)
+
+
+async def _remove(store: Store, relative: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        await call_fs(store.backend.fs, "rm_file", store.full(relative))
+
+
+def _run_all(jobs: Iterable[Coroutine[Any, Any, None]]) -> None:
+    pending = list(jobs)
+    if pending:
+        run_sync(gather_limited, pending, CONCURRENCY)
+
+
+def _listing(store: Store, folders: Iterable[str]) -> dict[str, int]:
+    """Every object under the registry folders, by relative path, with its size."""
+    found: dict[str, int] = {}
+    for folder in folders:
+        base = store.full(folder)
+        store.backend.fs.invalidate_cache(base)
+        try:
+            infos = run_sync(call_fs, store.backend.fs, "find", base, detail=True)
+        except FileNotFoundError:
+            continue
+        for path, info in infos.items():
+            relative = f"{folder}/{str(path).rstrip('/')[len(base) + 1 :]}"
+            if info.get("type", "file") == "file" and ".tmp-" not in relative:
+                found[relative] = int(info.get("size") or 0)
+    return found
+
+
+@contextlib.contextmanager
+def _gc_lock(store: Store) -> Iterator[None]:
+    """``gc.lock``, written create-only; one older than :data:`LOCK_EXPIRY` is taken as abandoned."""
+    body = {"created_at": _now().isoformat(), "host": socket.gethostname(), "pid": os.getpid()}
+    try:
+        store.create(LOCK, canonical_json(body))
+    except FileExistsError:
+        _break_abandoned_lock(store)
+        try:
+            store.create(LOCK, canonical_json(body))
+        except FileExistsError:
+            raise ConflictError(f"{store.url_of(LOCK)}: another gc took the lock first") from None
+    try:
+        yield
+    finally:
+        store.delete(LOCK)
+
+
+def _break_abandoned_lock(store: Store) -> None:
+    try:
+        holder = json.loads(store.read(LOCK))
+        since = datetime.fromisoformat(holder["created_at"])
+    except FileNotFoundError:
+        return
+    except (ValueError, KeyError, TypeError):
+        since = datetime.min.replace(tzinfo=timezone.utc)  # unreadable: as good as abandoned
+        holder = {}
+    if _now() - since < LOCK_EXPIRY:
+        raise ConflictError(
+            f"{store.url_of(LOCK)}: another gc is running (since {since.isoformat()}, "
+            f"host {holder.get('host')}, pid {holder.get('pid')}); delete the lock if it crashed"
+        )
+    store.delete(LOCK)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
