@@ -25,6 +25,8 @@ from ._version import __version__
 if TYPE_CHECKING:
     from .artifact import Artifact
     from .backends import ObjectMeta
+    from .fs import RefstoreFileSystem
+    from .gc import GCReport, collect_garbage
     from .manifest import Manifest, ManifestDiff, ManifestEntry
     from .registry import Registry
     from .runs import Run, finish, init, restore, save
@@ -35,12 +37,15 @@ if TYPE_CHECKING:
 _LAZY = {
     "Artifact": "artifact",
     "ArtifactVersion": "version",
+    "GCReport": "gc",
     "Manifest": "manifest",
     "ManifestDiff": "manifest",
     "ManifestEntry": "manifest",
     "ObjectMeta": "backends",
+    "RefstoreFileSystem": "fs",
     "Registry": "registry",
     "VerifyReport": "version",
+    "collect_garbage": "gc",
     **dict.fromkeys(("Run", "finish", "init", "restore", "save"), "runs"),
 }
 
@@ -49,6 +54,7 @@ __all__ = [
     "ArtifactNotFoundError",
     "ArtifactVersion",
     "ConflictError",
+    "GCReport",
     "IntegrityError",
     "InvalidNameError",
     "InvalidURLError",
@@ -60,6 +66,7 @@ __all__ = [
     "ObjectMeta",
     "ObjectNotFoundError",
     "RefstoreError",
+    "RefstoreFileSystem",
     "Registry",
     "Run",
     "RunError",
@@ -69,6 +76,7 @@ __all__ = [
     "UnsupportedSchemeError",
     "VerifyReport",
     "__version__",
+    "collect_garbage",
     "finish",
     "init",
     "restore",
