@@ -246,6 +246,16 @@ def gc_command(ctx: click.Context, yes: bool, as_json: bool) -> None:
     _emit(report.to_json(), as_json, "\n".join(render.gc_lines(report)))
 
 
+def _add_run_commands() -> None:
+    from .runs.commands import restore_command, sync_command
+
+    main.add_command(restore_command)
+    main.add_command(sync_command)
+
+
+_add_run_commands()
+
+
 def run() -> None:
     """Entry point for ``python -m refstore``."""
     main(prog_name="refstore")

@@ -69,3 +69,19 @@ def test_encoded_paths_are_one_folder_name_and_decode_back(path: str) -> None:
     encoded = encode_path(path)
     assert "/" not in encoded and ".tmp-" not in encoded
     assert decode_path(encoded) == path
+
+
+def test_public_run_names_are_not_shadowed_by_submodules() -> None:
+    import importlib
+    import pkgutil
+    import types
+
+    import refstore
+    import refstore.runs
+
+    for module in pkgutil.iter_modules(refstore.runs.__path__):
+        importlib.import_module(f"refstore.runs.{module.name}")
+    for name in refstore.runs.__all__:
+        assert not isinstance(getattr(refstore.runs, name), types.ModuleType), name
+    for name in ("Run", "finish", "init", "restore", "save"):
+        assert not isinstance(getattr(refstore, name), types.ModuleType), name

@@ -11,7 +11,24 @@ Lineage lives with the artifacts: ``created_by`` in version records, ``artifacts
 
 from __future__ import annotations
 
-from .restore import restore, restore_code
-from .run import Run, current_run, finish, init, save
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .restoring import restore, restore_code
+    from .run import Run, current_run, finish, init, save
 
 __all__ = ["Run", "current_run", "finish", "init", "restore", "restore_code", "save"]
+
+#: Where each public name lives; imported on first use (``refstore.cli`` imports ``runs.commands``).
+_MODULES = {
+    **dict.fromkeys(("Run", "current_run", "finish", "init", "save"), "run"),
+    **dict.fromkeys(("restore", "restore_code"), "restoring"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value = getattr(importlib.import_module(f".{_MODULES[name]}", __name__), name)
+    return value

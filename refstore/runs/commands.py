@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .._exceptions import RunError
-from ..registry import Registry
-from .clean import RunDirStatus, SyncResult, delete, survey, sync_pending
-from .local import run_area
-from .restore import restore, restore_code
+from ..render import human_size
+
+if TYPE_CHECKING:  # the rest is imported when a command runs, so that the command line starts fast
+    from .clean import RunDirStatus, SyncResult
 
 _json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 _dir_option = click.option(
@@ -23,12 +22,6 @@ def _echo(data: Any, as_json: bool, lines: Sequence[str]) -> None:
     from ..cli import _emit  # the main command line module imports this one
 
     _emit(data, as_json, "\n".join(lines))
-
-
-def _human(size: int) -> str:
-    from ..cli import _human
-
-    return str(_human(size))
 
 
 @click.command("restore")
@@ -46,6 +39,9 @@ def restore_command(
     Restoring the code creates branch refstore/RUN_PATH at the run's commit in the current git
     repository and applies the run's diff.patch.
     """
+    from ..registry import Registry
+    from .restoring import restore, restore_code
+
     registry = Registry(ctx.obj["root"])
     if not files:
         branch = restore_code(run_path, registry=registry)
@@ -66,6 +62,10 @@ def restore_command(
 @click.pass_context
 def sync_command(ctx: click.Context, clean: bool, yes: bool, dir_: str | None, as_json: bool) -> None:
     """Upload what local run directories have not synced; with --clean, delete the fully synced ones."""
+    from .._exceptions import RunError
+    from .clean import survey, sync_pending
+    from .local import run_area
+
     area = run_area(dir_)
     if clean:
         _clean(survey(area, ctx.obj["root"]), yes, as_json)
@@ -95,6 +95,8 @@ def _result_json(result: SyncResult) -> dict[str, Any]:
 
 
 def _clean(statuses: list[RunDirStatus], yes: bool, as_json: bool) -> None:
+    from .clean import delete
+
     doomed = [s for s in statuses if s.clean]
     kept = [s for s in statuses if not s.clean]
     lines = [f"kept {s.dir.name} ({s.run_path}): {_why_kept(s)}" for s in kept]
@@ -104,12 +106,14 @@ def _clean(statuses: list[RunDirStatus], yes: bool, as_json: bool) -> None:
             click.echo(line, err=True)
         lines = []
         question = f"Delete {len(doomed)} synced run director{'y' if len(doomed) == 1 else 'ies'}"
-        if not click.confirm(f"{question} ({_human(total)})?", err=True):
+        if not click.confirm(f"{question} ({human_size(total)})?", err=True):
             doomed, total = [], 0
     for status in doomed:
         delete(status)
-        lines.append(f"deleted {status.dir.name} ({status.run_path}): {_human(status.size)}")
-    lines.append(f"freed {_human(total)} in {len(doomed)} run director{'y' if len(doomed) == 1 else 'ies'}")
+        lines.append(f"deleted {status.dir.name} ({status.run_path}): {human_size(status.size)}")
+    lines.append(
+        f"freed {human_size(total)} in {len(doomed)} run director{'y' if len(doomed) == 1 else 'ies'}"
+    )
     data = {
         "deleted": [str(s.dir) for s in doomed],
         "kept": [{"dir": str(s.dir), "reason": _why_kept(s)} for s in kept],
