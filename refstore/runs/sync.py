@@ -121,12 +121,12 @@ class Syncer:
 
     def _watch(self) -> None:
         while not self._stop.is_set():
+            self._wake.clear()  # before the work: a save() during it wakes the next round at once
             try:
                 self._upload_all(self._due())
             except Exception:  # the final flush redoes the work; keep watching
                 _log.warning("refstore: watching %s failed", self.run_dir, exc_info=True)
             self._wake.wait(self.interval)
-            self._wake.clear()
 
     def _due(self) -> list[str]:
         """Queued files, and watched files that changed and then held still for one tick."""
