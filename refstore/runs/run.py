@@ -98,19 +98,26 @@ class Run:
         self._check_open()
         check_policy(policy)
         pattern = os.path.abspath(os.fspath(glob_str))
-        saved = [self._link(source, base_path) for source in sorted(glob.glob(pattern, recursive=True))]
-        relpaths = [p for p in saved if p is not None]
-        self._syncer.save(relpaths, run_relative(pattern, base_path, str(self.dir)), policy)
-        return relpaths
+        targets = self._targets(sorted(glob.glob(pattern, recursive=True)), base_path)
+        for relpath, source in targets.items():
+            link_into(Path(source), self.dir / relpath)
+        self._syncer.save(list(targets), run_relative(pattern, base_path, str(self.dir)), policy)
+        return list(targets)
 
-    def _link(self, source: str, base_path: str | None) -> str | None:
-        relpath = run_relative(source, base_path, str(self.dir))
-        if not os.path.isfile(source) or relpath.split("/")[0] == INTERNAL_DIR:
-            return None
-        if is_ignored(relpath, self._syncer.ignore):
-            return None
-        link_into(Path(source), self.dir / relpath)
-        return relpath
+    def _targets(self, sources: list[str], base_path: str | None) -> dict[str, str]:
+        """Run-relative path -> source file, ignored files left out; two files may not share a path."""
+        targets: dict[str, str] = {}
+        for source in filter(os.path.isfile, sources):
+            relpath = run_relative(source, base_path, str(self.dir))
+            if relpath.split("/")[0] == INTERNAL_DIR or is_ignored(relpath, self._syncer.ignore):
+                continue
+            if relpath in targets:
+                raise RunError(
+                    f"{targets[relpath]} and {source} would both be saved as {relpath}; "
+                    "pass base_path to keep their folders"
+                )
+            targets[relpath] = source
+        return targets
 
     def use_artifact(self, ref: str | ArtifactVersion) -> ArtifactVersion:
         """The version ``ref`` names, recorded as an input of this run (``v.used_by()``)."""

@@ -136,8 +136,8 @@ class Syncer:
             self._discover()
             for relpath in self._watched():
                 signature = Signature.of(self.run_dir / relpath)
-                stable = signature is not None and signature == self._seen.get(relpath)
-                if stable and signature is not None and self._changed(relpath, signature):
+                held_still = signature == self._seen.get(relpath)
+                if signature is not None and held_still and self._changed(relpath, signature):
                     due.add(relpath)
                 self._seen[relpath] = signature
             return sorted(due)
