@@ -45,7 +45,7 @@ class _Snapshot:
 
     @classmethod
     def of(cls, version: ArtifactVersion) -> _Snapshot:
-        snapshot = cls(version, version.manifest)
+        snapshot = cls(version, version.manifest, {"": set()})
         for path in snapshot.files:
             parts = path.split("/")
             for depth in range(len(parts)):

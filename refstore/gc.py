@@ -132,7 +132,8 @@ def collect_garbage(
         keep_now, _ = _references(registry, intent_expiry)
         restored = _empty_trash(store, sorted({*garbage, *leftovers}), keep_now)
         _delete_all(store, expired)
-        deleted = {p: size for p, size in candidates.items() if p in garbage and p not in restored}
+        gone = set(garbage) - set(restored)
+        deleted = {p: size for p, size in candidates.items() if p in gone}
         return _report(False, deleted, set(), restored=restored, leftovers=leftovers, expired=expired)
 
 
