@@ -72,5 +72,5 @@ def check_logical_path(path: str) -> str:
 def join_logical(prefix: str | None, path: str) -> str:
     """``prefix/path`` (or ``path``), validated."""
     if prefix:
-        return check_logical_path(f"{prefix.strip('/')}/{path}")
+        return check_logical_path(f"{prefix.rstrip('/')}/{path}")  # a leading "/" stays refused
     return check_logical_path(path)
