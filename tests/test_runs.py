@@ -114,7 +114,7 @@ def test_base_path_keeps_the_folders_below_it(registry_root: str, tmp_path: Path
         with pytest.raises(RunError, match="base_path"):
             run.save("results/train/*.txt", base_path="results/eval")
         _write(tmp_path / "results" / "train" / "a.txt", "another a")
-        with pytest.raises(RunError, match="both be saved as a.txt"):
+        with pytest.raises(RunError, match=r"both be saved as a\.txt"):
             run.save("results/*/a.txt")
     out = tmp_path / "out"
     for name in ("eval/a.txt", "eval/deep/b.txt", "train/c.txt", "c.txt"):
