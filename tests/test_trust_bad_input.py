@@ -314,15 +314,21 @@ def test_altered_blob_in_the_registry_is_never_accepted(tmp_path: Path) -> None:
 # -- the cache --------------------------------------------------------------------------------------------
 
 
+def _downloaded_once(s3_fs: Any, bucket: str, content: bytes, tmp_path: Path) -> refstore.ArtifactVersion:
+    """A version referencing one S3 object, downloaded once (so its bytes are in the cache)."""
+    s3_fs.pipe({f"{bucket}/data/f.bin": content})
+    s3_fs.invalidate_cache()
+    artifact = refstore.Artifact("s3data")
+    artifact.add_reference(f"s3://{bucket}/data")
+    version = refstore.Registry(tmp_path / "registry").log(artifact)
+    version.download(tmp_path / "first")
+    return version
+
+
 def test_corrupted_cache_entry_is_detected_and_fetched_again(
     s3_server: Any, s3_fs: Any, s3_bucket: str, tmp_path: Path
 ) -> None:
-    s3_fs.pipe({f"{s3_bucket}/data/f.bin": b"pinned bytes" * 1000})
-    s3_fs.invalidate_cache()
-    artifact = refstore.Artifact("s3data")
-    artifact.add_reference(f"s3://{s3_bucket}/data")
-    version = refstore.Registry(tmp_path / "registry").log(artifact)
-    version.download(tmp_path / "first")
+    version = _downloaded_once(s3_fs, s3_bucket, b"pinned bytes" * 1000, tmp_path)
     cache = tmp_path / "refstore-cache"
     blob = next(p for p in (cache / "blobs").rglob("*") if p.is_file())
     _flip_byte(blob, 5)
@@ -336,12 +342,7 @@ def test_corrupted_cache_entry_is_detected_and_fetched_again(
 def test_corrupted_cache_pin_never_points_outside_the_cache(
     s3_server: Any, s3_fs: Any, s3_bucket: str, tmp_path: Path
 ) -> None:
-    s3_fs.pipe({f"{s3_bucket}/data/f.bin": b"pinned"})
-    s3_fs.invalidate_cache()
-    artifact = refstore.Artifact("s3data")
-    artifact.add_reference(f"s3://{s3_bucket}/data")
-    version = refstore.Registry(tmp_path / "registry").log(artifact)
-    version.download(tmp_path / "first")
+    version = _downloaded_once(s3_fs, s3_bucket, b"pinned", tmp_path)
     victim = tmp_path / "victim"
     victim.write_bytes(b"pinned")  # same size as the entry: a lookup by that path would "match"
     for pin in (tmp_path / "refstore-cache" / "pins").rglob("*"):
