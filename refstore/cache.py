@@ -82,10 +82,13 @@ class Cache:
     def copy_out(self, entry: ManifestEntry, cached: Path, dest: Path) -> None:
         """Copy cached bytes to ``dest`` while re-hashing them; :class:`CorruptCacheEntry` on mismatch."""
         digest = xxhash.xxh3_128()
-        with open(cached, "rb") as src, open(dest, "wb") as out:
-            while chunk := src.read(_BLOCK):
-                digest.update(chunk)
-                out.write(chunk)
+        with open(cached, "rb", buffering=0) as src, open(dest, "wb") as out:
+            # a buffer no larger than the file: read(1 MiB) would allocate (and fault in) 1 MiB per call
+            buffer = bytearray(min(_BLOCK, os.fstat(src.fileno()).st_size + 1))
+            view = memoryview(buffer)
+            while n := src.readinto(buffer):
+                digest.update(view[:n])
+                out.write(view[:n])
         if digest.hexdigest() != cached.name:
             self.evict(entry, cached)
             raise CorruptCacheEntry(str(cached))

@@ -30,6 +30,8 @@ class Store:
         self.backend = location.backend
         self.base = location.path.rstrip("/")
         self.url = location.url
+        #: Kept in memory only (never written): to rebuild this store in another process.
+        self.storage_options = dict(storage_options or {})
 
     def full(self, relative: str) -> str:
         return f"{self.base}/{relative}"

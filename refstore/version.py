@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -88,11 +89,18 @@ class ArtifactVersion:
         path_prefix: str | None = None,
         skip_cache: bool = False,
         storage_options: Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
     ) -> Path:
-        """Fetch exactly the pinned bytes to ``root`` (default ``./artifacts/<name>:v<N>/``)."""
+        """Fetch exactly the pinned bytes to ``root`` (default ``./artifacts/<name>:v<N>/``).
+
+        Fetches run on ``executor`` when given (any :class:`concurrent.futures.Executor`, e.g. a Dask
+        cluster's ``client.get_executor()``), in batches; what the local cache holds is copied here.
+        """
         target = Path(root) if root is not None else Path("artifacts") / self.qualified_name
         entries = [e for p, e in self.manifest.items() if path_prefix is None or p.startswith(path_prefix)]
-        downloader = Downloader(self._registry.store, skip_cache=skip_cache, storage_options=storage_options)
+        downloader = Downloader(
+            self._registry.store, skip_cache=skip_cache, storage_options=storage_options, executor=executor
+        )
         return downloader.download(entries, target, description=self.qualified_name)
 
     def open(

@@ -14,7 +14,6 @@ import random
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -115,19 +114,6 @@ class Backend(abc.ABC):
         Raises :class:`~refstore.TooManyObjectsError` past ``max_objects``; the list is complete or an
         error, never truncated.
         """
-
-    async def reference_listing(
-        self,
-        path: str,
-        *,
-        max_objects: int,
-        executor: Executor | None = None,
-        progress: ProgressHook | None = None,
-    ) -> list[ObjectMeta]:
-        """:meth:`list_prefix` for a reference. A backend that hashes content to list it (local files)
-        runs the hashing on ``executor`` and reports files done to ``progress``; listings that carry
-        checksums need neither."""
-        return await self.list_prefix(path, max_objects=max_objects)
 
     async def reference_listing(
         self,

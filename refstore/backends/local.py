@@ -101,13 +101,15 @@ class LocalBackend(Backend):
         digest = xxhash.xxh3_128()
         size = 0
         try:
-            with open(source, "rb") as src, open(dest, "wb") as out:
-                while chunk := src.read(CHUNK_SIZE):
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
+            with open(source, "rb", buffering=0) as src, open(dest, "wb") as out:
+                buffer = bytearray(min(CHUNK_SIZE, os.fstat(src.fileno()).st_size + 1))  # not 4 MiB per file
+                view = memoryview(buffer)
+                while n := src.readinto(buffer):
+                    digest.update(view[:n])
+                    out.write(view[:n])
+                    size += n
                     if progress is not None:
-                        progress(len(chunk))
+                        progress(n)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise changed(pin, "the file no longer exists (local files keep no versions)") from exc
         if is_unchecked(pin):
