@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .gc import GCReport
-from .manifest import ManifestEntry
-from .version import ArtifactVersion
+if TYPE_CHECKING:  # not imported at run time: `refstore --help` stays quick (benchmarks/case_import.py)
+    from .gc import GCReport
+    from .manifest import ManifestEntry
+    from .version import ArtifactVersion
 
 #: ``show`` lists this many entries in its tree unless asked for all of them.
 TREE_LIMIT = 100
@@ -99,7 +100,7 @@ def _branch(node: Mapping[str, Any], indent: str) -> list[str]:
     for index, name in enumerate(names):
         last = index == len(names) - 1
         child = node[name]
-        if isinstance(child, ManifestEntry):
+        if not isinstance(child, dict):  # a leaf: an entry
             where = child.ref or "(copy)"
             lines.append(f"{indent}{'└── ' if last else '├── '}{name}  {human_size(child.size)}  {where}")
         else:
