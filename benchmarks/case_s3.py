@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -216,18 +217,47 @@ def _warm_only(server: S3Server, result: CaseResult, work: Path, n: int, source_
         Downloader(version._registry.store).download(entries, dest, description="warm")
 
     download(work / "warm-fill")
-    warm = result.row(f"{len(entries):,} entries", "refstore warm (everything cached)")
+    from refstore.cache import Cache
+
+    cache = Cache()
+    blobs = [(cache.lookup(e), e.path) for e in entries]
+    assert all(blob is not None for blob, _ in blobs)
+    workload = f"{len(entries):,} entries"
+    warm = result.row(workload, "refstore warm (everything cached)", nbytes=len(entries) * OBJECT_SIZE)
+    raw = result.row(workload, "raw copy of the cached files (copyfile, all cores)", nbytes=warm.nbytes)
     for i in range(repeat):
-        _measure(server, warm, lambda i=i: download(work / f"warm-{i}"))
+        _measure(server, warm, partial(download, work / f"warm-{i}"))
+        raw.seconds.append(timed(partial(_raw_copy, blobs, work / f"raw-{i}"))[0])
         shutil.rmtree(work / f"warm-{i}", ignore_errors=True)
+        shutil.rmtree(work / f"raw-{i}", ignore_errors=True)
+    met = warm.median_requests == 0 and warm.median < 2.0
+    why = (
+        f"copying the same {len(entries):,} cached files with nothing else (open, read, write, close) takes "
+        f"{raw.median:.2f} s on this machine now; refstore adds a content check (xxh3_128) of each file as "
+        "it is copied, a scratch file and a rename into place, and the cache lookup"
+    )
     result.targets.append(
         Target(
             f"warm download, {len(entries):,} entries",
             "0 requests, < 2 s",
             f"{warm.median_requests} requests, {warm.median:.2f} s",
-            warm.median_requests == 0 and warm.median < 2.0,
+            met,
+            "" if met else why,
         )
     )
+
+
+def _raw_copy(blobs: list[tuple[Any, str]], dest: Path) -> None:
+    """The floor of a warm download: each cached file copied to its place, on a thread per core."""
+
+    def copy(item: tuple[Any, str]) -> None:
+        blob, logical = item
+        target = dest / logical
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(blob, target)
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        list(pool.map(copy, blobs))
 
 
 def _raw_download(server: S3Server, entries: list[Any], dest: Path) -> None:

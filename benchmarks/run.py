@@ -181,6 +181,13 @@ def _report(
     for result in results:
         for t in result.targets:
             lines.append(f"| {t.name} | {t.target} | {t.measured} | {'yes' if t.met else '**no**'} |")
+    missed = [t for result in results for t in result.targets if not t.met]
+    if missed:
+        lines += ["", "### Targets not met, and why", ""]
+        lines += [
+            f"- **{t.name}** ({t.measured}; wanted {t.target}): {t.why or 'see the table below'}."
+            for t in missed
+        ]
     for result in results:
         lines += ["", f"## {result.title}", "", *_table(result)]
         for note in result.notes:
