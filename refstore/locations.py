@@ -47,8 +47,10 @@ def resolve(url: str | os.PathLike[str], storage_options: Mapping[str, Any] | No
     """Parse ``url`` (any supported URL, ``file://`` URL or local path, ``~`` expanded) into a Location."""
     text = os.fspath(url)
     _reject_malformed(text)
-    options = dict(storage_options or {})
     azure = _AZURE_HTTPS.match(text)
+    match = _SCHEME.match(text)
+    scheme = "az" if azure else match[1].lower() if match else "file"
+    options = options_for(scheme, storage_options)
     if azure:
         if "?" in azure["rest"] or "#" in azure["rest"]:
             raise InvalidURLError(
@@ -58,10 +60,8 @@ def resolve(url: str | os.PathLike[str], storage_options: Mapping[str, Any] | No
         options.setdefault("account_name", azure["account"])
         prefix = f"https://{azure['account']}.blob.core.windows.net/"
         return _location("az", azure["rest"], options, url_prefix=prefix)
-    match = _SCHEME.match(text)
     if not match:
         return _local(text, options)
-    scheme = match[1].lower()
     rest = text[match.end() :]
     if scheme == "file":
         return _local(rest, options)
@@ -70,6 +70,18 @@ def resolve(url: str | os.PathLike[str], storage_options: Mapping[str, Any] | No
     if scheme in ("http", "https"):
         return _http(text, scheme, options)
     return _bucket(text, scheme, rest, options)
+
+
+def options_for(scheme: str, storage_options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options for one scheme: ``storage_options`` itself, or its entry for ``scheme`` when it is keyed
+    by scheme (``{"s3": {...}, "https": {...}}``), for work that spans several backends."""
+    options = dict(storage_options or {})
+    if options and all(k in BACKENDS and isinstance(v, Mapping) for k, v in options.items()):
+        if scheme not in BACKENDS:
+            return {}
+        twins = {k for k, (target, _) in BACKENDS.items() if target == BACKENDS[scheme][0]}
+        return dict(next((options[k] for k in (scheme, *sorted(twins)) if k in options), {}))
+    return options
 
 
 def _reject_malformed(text: str) -> None:

@@ -64,3 +64,16 @@ def test_credentials_in_urls_are_refused_without_echoing_them() -> None:
     with pytest.raises(refstore.InvalidURLError) as info:
         resolve("https://user:hunter2@example.org/f")
     assert "hunter2" not in str(info.value)
+
+
+def test_storage_options_keyed_by_scheme_apply_to_their_scheme_only() -> None:
+    from refstore.locations import options_for
+
+    mixed = {"s3": {"anon": True}, "https": {"headers": {"X": "1"}}}
+    assert options_for("s3", mixed) == {"anon": True}
+    assert options_for("s3a", {"s3": {"anon": True}}) == {"anon": True}
+    assert options_for("gs", mixed) == {}
+    assert options_for("s3", {"anon": True}) == {"anon": True}  # plain options apply as they are
+    assert resolve("s3://bucket/key", mixed).backend.fs.anon is True
+    with pytest.raises(refstore.UnsupportedSchemeError):
+        resolve("ftpx://h/f", mixed)
