@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ._exceptions import IntegrityError, InvalidNameError, ManifestError
 from .manifest import canonical_json
@@ -38,6 +39,19 @@ def unseal(data: bytes, source: str, expected_format: str) -> dict[str, Any]:
     return body
 
 
+R = TypeVar("R")
+
+
+def unseal_as(cls: Callable[..., R], data: bytes, source: str, expected_format: str, what: str) -> R:
+    """A sealed record (see :func:`unseal`) as ``cls(**body)``; :class:`ManifestError` if it does not fit."""
+    body = unseal(data, source, expected_format)
+    body.pop("format")
+    try:
+        return cls(**body)
+    except TypeError as exc:
+        raise ManifestError(f"{source}: malformed {what} ({exc})") from None
+
+
 @dataclass(frozen=True, slots=True)
 class VersionRecord:
     """What ``artifacts/<name>/versions/<N>.json`` says."""
@@ -57,12 +71,7 @@ class VersionRecord:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str) -> VersionRecord:
-        body = unseal(data, source, VERSION_FORMAT)
-        body.pop("format")
-        try:
-            record = cls(**body)
-        except TypeError as exc:
-            raise ManifestError(f"{source}: malformed version record ({exc})") from None
+        record = unseal_as(cls, data, source, VERSION_FORMAT, "version record")
         well_formed = (
             _valid_name(record.name)
             and _valid_number(record.version)
@@ -89,12 +98,7 @@ class AliasRecord:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str) -> AliasRecord:
-        body = unseal(data, source, ALIAS_FORMAT)
-        body.pop("format")
-        try:
-            record = cls(**body)
-        except TypeError as exc:
-            raise ManifestError(f"{source}: malformed alias record ({exc})") from None
+        record = unseal_as(cls, data, source, ALIAS_FORMAT, "alias record")
         if not (_valid_name(record.name) and _valid_name(record.alias) and _valid_number(record.version)):
             raise ManifestError(f"{source}: malformed alias record")
         return record

@@ -7,7 +7,7 @@ from typing import Any
 
 from .._exceptions import ManifestError
 from ..names import check_logical_path
-from ..records import seal, unseal
+from ..records import seal, unseal, unseal_as
 from .code_state import CodeState
 
 RUN_FORMAT = "refstore.run/1"
@@ -66,12 +66,7 @@ class FileState:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str) -> FileState:
-        body = unseal(data, source, FILE_STATE_FORMAT)
-        body.pop("format")
-        try:
-            record = cls(**body)
-        except TypeError as exc:
-            raise ManifestError(f"{source}: malformed file state ({exc})") from None
+        record = unseal_as(cls, data, source, FILE_STATE_FORMAT, "file state")
         check_logical_path(record.path)
         if not isinstance(record.state, int) or ":" not in record.digest:
             raise ManifestError(f"{source}: malformed file state")
