@@ -128,6 +128,10 @@ def moto_server(workdir: Path) -> Iterator[S3Server]:
     try:
         yield server
     finally:
+        proc = server.process.proc
+        if proc is not None and proc.poll() is not None:  # it died under us: say how
+            tail = server.process.log_path.read_text(errors="replace").splitlines()[-15:]
+            print(f"moto exited with {proc.returncode}; its log ends:", *tail, sep="\n", file=sys.stderr)
         server.stop()
 
 

@@ -16,6 +16,8 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ os.environ.setdefault("REFSTORE_PROGRESS", "0")
 from _common import (
     BENCH_DIR,
     CaseResult,
+    Target,
     fmt_ratio,
     fmt_seconds,
     machine,
@@ -93,52 +96,83 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(cases: list[str], sizes: Sizes, repeat: int, peers: Path | None, data: Path) -> list[CaseResult]:
+    """Each case in turn; a case that fails is reported as failed and the others still run."""
     results: list[CaseResult] = []
-    if "s3" in cases or "download" in cases:
-        import case_s3
-
-        with moto_server(data / "servers") as server:
-            prefixes = sorted(set(sizes.s3) | set(sizes.download))
-            _log(f"S3: writing {', '.join(map(str, prefixes))} objects to moto")
-            case_s3.populate(server, prefixes)
-            if "s3" in cases:
-                _log("case 1: S3 references")
-                results.append(case_s3.reference_case(server, list(sizes.s3), repeat, peers))
-            if "download" in cases:
-                _log("case 3: downloads")
-                source = min(s for s in prefixes if s >= sizes.warm)
-                results.append(
-                    case_s3.download_case(server, list(sizes.download), sizes.warm, source, repeat)
-                )
+    if "s3" in cases:
+        _attempt(
+            results, "Reference to a versioned S3 prefix", lambda: _s3_references(sizes, repeat, peers, data)
+        )
+    if "download" in cases:
+        _attempt(results, "Download of pinned S3 objects", lambda: _downloads(sizes, repeat, data))
     if "local" in cases:
-        import case_local
-
-        _log("case 2: local references (writing the trees)")
-        big = data / "big-files"
-        small = data / "small-files"
-        big_bytes = case_local.make_tree(big, sizes.big_files, case_local.MIB)
-        small_bytes = case_local.make_tree(small, sizes.small_files, None)
-        trees = [
-            (
-                f"{sizes.big_files:,} files x 1 MiB ({big_bytes / 2**30:.2f} GiB)",
-                big,
-                sizes.big_files,
-                big_bytes,
-            ),
-            (f"{sizes.small_files:,} small files (0.5-4 KiB)", small, sizes.small_files, small_bytes),
-        ]
-        results.append(case_local.local_case(trees, repeat, peers))
+        _attempt(
+            results,
+            "Reference to a local directory (page-cached)",
+            lambda: _local(sizes, repeat, peers, data),
+        )
     if "manifest" in cases:
         import case_manifest
 
         _log("case 4: manifest")
-        results.append(case_manifest.manifest_case(sizes.manifest, repeat))
+        _attempt(
+            results, "Manifest of many entries", lambda: case_manifest.manifest_case(sizes.manifest, repeat)
+        )
     if "import" in cases:
         import case_import
 
         _log("case 5: start-up")
-        results.append(case_import.import_case(sizes.import_repeat))
+        _attempt(results, "Start-up time", lambda: case_import.import_case(sizes.import_repeat))
     return results
+
+
+def _attempt(results: list[CaseResult], title: str, run: Callable[[], CaseResult]) -> None:
+    try:
+        results.append(run())
+    except Exception as exc:
+        traceback.print_exc()
+        error = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        failed = CaseResult(title, notes=[f"This case failed: {error}"])
+        failed.targets.append(Target(f"{title}: the case ran", "it runs", "failed", False, error))
+        results.append(failed)
+
+
+def _s3_references(sizes: Sizes, repeat: int, peers: Path | None, data: Path) -> CaseResult:
+    import case_s3
+
+    with moto_server(data / "servers-references") as server:
+        _log(f"S3: writing {', '.join(map(str, sizes.s3))} objects to moto")
+        case_s3.populate(server, list(sizes.s3))
+        _log("case 1: S3 references")
+        return case_s3.reference_case(server, list(sizes.s3), repeat, peers)
+
+
+def _downloads(sizes: Sizes, repeat: int, data: Path) -> CaseResult:
+    import case_s3
+
+    prefixes = sorted({*sizes.download, sizes.warm})
+    with moto_server(data / "servers-downloads") as server:
+        _log(f"S3: writing {', '.join(map(str, prefixes))} objects to moto")
+        case_s3.populate(server, prefixes)
+        _log("case 3: downloads")
+        return case_s3.download_case(server, list(sizes.download), sizes.warm, sizes.warm, repeat)
+
+
+def _local(sizes: Sizes, repeat: int, peers: Path | None, data: Path) -> CaseResult:
+    import case_local
+
+    _log("case 2: local references (writing the trees)")
+    big, small = data / "big-files", data / "small-files"
+    big_bytes = case_local.make_tree(big, sizes.big_files, case_local.MIB)
+    small_bytes = case_local.make_tree(small, sizes.small_files, None)
+    trees = [
+        (f"{sizes.big_files:,} files x 1 MiB ({big_bytes / 2**30:.2f} GiB)", big, sizes.big_files, big_bytes),
+        (f"{sizes.small_files:,} small files (0.5-4 KiB)", small, sizes.small_files, small_bytes),
+    ]
+    try:
+        return case_local.local_case(trees, repeat, peers)
+    finally:
+        shutil.rmtree(big, ignore_errors=True)
+        shutil.rmtree(small, ignore_errors=True)
 
 
 def _log(message: str) -> None:
