@@ -20,17 +20,25 @@ from typing import Any
 from _common import CaseResult, Row, Target, close_s3fs, fmt_ratio, raw_s3fs, run_peer, timed
 from servers import S3Server
 
-BUCKET = "bench"
+#: Object sizes: references read metadata only; downloads move bytes. moto copies a bucket's bytes on
+#: every ListObjectVersions page without freeing them (measured: ~0.5 GB per page of a 256 MB bucket; two
+#: runs were OOM-killed at 24 GB), so each prefix gets its own bucket and listed objects stay small.
+REFERENCE_OBJECT_SIZE = 256
 OBJECT_SIZE = 16 * 1024
 CONCURRENCY = 32
 
 
-def populate(server: S3Server, sizes: list[int]) -> None:
-    """Create the versioned bucket and one prefix of N objects per size (once per run)."""
+def bucket(n: int) -> str:
+    """The versioned bucket that holds the prefix of ``n`` objects."""
+    return f"bench-{n}"
+
+
+def populate(server: S3Server, sizes: list[int], object_size: int) -> None:
+    """One versioned bucket per size N with a prefix of N objects of ``object_size`` random bytes."""
     fs = raw_s3fs(server.endpoint_url)
-    if not fs.exists(BUCKET):
-        fs.mkdir(BUCKET)
-        fs.call_s3("put_bucket_versioning", Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    for n in sizes:
+        fs.mkdir(bucket(n))
+        fs.call_s3("put_bucket_versioning", Bucket=bucket(n), VersioningConfiguration={"Status": "Enabled"})
 
     async def put_all(n: int) -> None:
         fs = raw_s3fs(server.endpoint_url, asynchronous=True)
@@ -39,7 +47,7 @@ def populate(server: S3Server, sizes: list[int]) -> None:
 
         async def put(i: int) -> None:
             async with semaphore:
-                await fs._pipe_file(f"{BUCKET}/{key(n, i)}", os.urandom(OBJECT_SIZE))
+                await fs._pipe_file(f"{bucket(n)}/{key(n, i)}", os.urandom(object_size))
 
         await asyncio.gather(*(put(i) for i in range(n)))
         await close_s3fs(fs)
@@ -66,7 +74,7 @@ def reference_case(server: S3Server, sizes: list[int], repeat: int, peers: Path 
             _measure(server, ours, lambda n=n: _refstore_reference(n))
             _measure(server, raw, lambda n=n: _raw_listing(server, n))
             if wandb is not None and peers is not None:
-                _measure_peer(server, wandb, peers, f"s3://{BUCKET}/p{n}", n)
+                _measure_peer(server, wandb, peers, f"s3://{bucket(n)}/p{n}", n)
         result.targets += _reference_targets(n, ours, raw, wandb)
     return result
 
@@ -91,7 +99,7 @@ def _refstore_reference(n: int) -> None:
     from refstore.locations import clear_backends
 
     clear_backends()  # a fresh client each time, as the peers pay for theirs
-    entries = refstore.Artifact("bench").add_reference(f"s3://{BUCKET}/p{n}", max_objects=n + 10)
+    entries = refstore.Artifact("bench").add_reference(f"s3://{bucket(n)}/p{n}", max_objects=n + 10)
     assert len(entries) == n and all(e.version_id for e in entries)
 
 
@@ -99,7 +107,7 @@ def _raw_listing(server: S3Server, n: int) -> None:
     async def listing() -> int:
         fs = raw_s3fs(server.endpoint_url, asynchronous=True)
         await fs.set_session()
-        kwargs: dict[str, Any] = {"Bucket": BUCKET, "Prefix": f"p{n}/"}
+        kwargs: dict[str, Any] = {"Bucket": bucket(n), "Prefix": f"p{n}/"}
         count = 0
         while True:
             page = await fs._call_s3("list_object_versions", **kwargs)
@@ -152,7 +160,7 @@ def download_case(
     work = Path(tempfile.mkdtemp(prefix="refstore-bench-dl-"))
     try:
         for n in sizes:
-            version = _logged_version(work, f"s3://{BUCKET}/p{n}", n)
+            version = _logged_version(work, f"s3://{bucket(n)}/p{n}", n)
             _download_rows(server, result, work, version, n, repeat)
         _warm_only(server, result, work, warm_size, warm_source, repeat)
     finally:
@@ -207,7 +215,7 @@ def _download_rows(
 
 def _warm_only(server: S3Server, result: CaseResult, work: Path, n: int, source_n: int, repeat: int) -> None:
     """Warm re-downloads of ``n`` entries: the first ``n`` objects of the ``source_n`` prefix."""
-    version = _logged_version(work, f"s3://{BUCKET}/p{source_n}", source_n)
+    version = _logged_version(work, f"s3://{bucket(source_n)}/p{source_n}", source_n)
     prefixes = {f"sub-{k:03d}" for k in range(math.ceil(n / 1000))}
     os.environ["REFSTORE_CACHE_DIR"] = str(work / "cache-warm")
     entries = [e for p, e in version.manifest.items() if p.split("/", 1)[0] in prefixes][:n]

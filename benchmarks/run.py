@@ -141,7 +141,7 @@ def _s3_references(sizes: Sizes, repeat: int, peers: Path | None, data: Path) ->
 
     with moto_server(data / "servers-references") as server:
         _log(f"S3: writing {', '.join(map(str, sizes.s3))} objects to moto")
-        case_s3.populate(server, list(sizes.s3))
+        case_s3.populate(server, list(sizes.s3), case_s3.REFERENCE_OBJECT_SIZE)
         _log("case 1: S3 references")
         return case_s3.reference_case(server, list(sizes.s3), repeat, peers)
 
@@ -152,7 +152,7 @@ def _downloads(sizes: Sizes, repeat: int, data: Path) -> CaseResult:
     prefixes = sorted({*sizes.download, sizes.warm})
     with moto_server(data / "servers-downloads") as server:
         _log(f"S3: writing {', '.join(map(str, prefixes))} objects to moto")
-        case_s3.populate(server, prefixes)
+        case_s3.populate(server, prefixes, case_s3.OBJECT_SIZE)
         _log("case 3: downloads")
         return case_s3.download_case(server, list(sizes.download), sizes.warm, sizes.warm, repeat)
 
