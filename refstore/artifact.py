@@ -13,7 +13,7 @@ from typing import Any
 from ._exceptions import InvalidURLError, ObjectNotFoundError
 from ._sync import run_sync
 from .backends import ObjectMeta, ProgressHook
-from .hashing import hash_file, hash_files
+from .hashing import ALGORITHM, hash_file, hash_files
 from .locations import Location, resolve
 from .manifest import Manifest, ManifestEntry
 from .names import check_logical_path, check_name, join_logical
@@ -165,6 +165,4 @@ def _hash_by_reading(location: Location, meta: ObjectMeta) -> str:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="refstore-hash-") as tmp:
-        target = Path(tmp, "object")
-        run_sync(location.backend.fetch, meta, target)
-        return hash_file(target)
+        return f"{ALGORITHM}:{run_sync(location.backend.fetch, meta, Path(tmp, 'object'))}"

@@ -7,8 +7,10 @@ Layout under ``$REFSTORE_CACHE_DIR`` (default ``~/.cache/refstore``)::
     tmp/                          downloads in flight (same filesystem, so admission is a rename); what
                                   crashed processes left there is removed at the start of each download
 
-Reads from the cache re-hash the bytes as they are copied out; a corrupted entry is dropped and fetched
-again.
+Every read from the cache re-hashes the bytes; a corrupted entry is dropped and fetched again. A cached
+file that no download holds is handed out as a hard link (no second copy of the bytes on disk); once one
+download holds it, further downloads get copies, so two downloads never share a file. Editing a downloaded
+file in place can therefore change the cached bytes, which the next read from the cache detects.
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import contextlib
 import hashlib
 import os
 import re
+import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import xxhash
 
+from .backends import BodyFile
 from .hashing import ALGORITHM
 from .manifest import ManifestEntry, canonical_json
 from .scratch import remove_stale, scratch_name
@@ -44,12 +49,11 @@ class Cache:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_cache_dir()
+        self._folders: set[Path] = set()  # folders this instance made (or found): one mkdir each
 
     def tmp_dir(self) -> Path:
         """The folder for files in flight, created if needed."""
-        folder = self.root / "tmp"
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+        return self._folder(self.root / "tmp")
 
     def tmp_path(self) -> Path:
         return self.tmp_dir() / scratch_name()
@@ -64,32 +68,42 @@ class Cache:
         if content is None:
             return None
         blob = self._blob(content)
-        return blob if blob.is_file() and blob.stat().st_size == entry.size else None
+        try:
+            info = os.stat(blob)
+        except OSError:
+            return None
+        return blob if stat.S_ISREG(info.st_mode) and info.st_size == entry.size else None
 
     def admit(self, entry: ManifestEntry, fetched: Path, content: str) -> Path:
         """Move checked bytes, whose xxh3_128 hex is ``content``, into the cache (consuming ``fetched``)."""
         blob = self._blob(content)
-        blob.parent.mkdir(parents=True, exist_ok=True)
+        self._folder(blob.parent)
         os.replace(fetched, blob)
         pin = self._pin_file(entry)
         if pin is not None:
-            pin.parent.mkdir(parents=True, exist_ok=True)
+            self._folder(pin.parent)
             tmp = self.tmp_path()
-            tmp.write_text(content)
+            _write_new(tmp, content.encode())
             os.replace(tmp, pin)
         return blob
 
-    def copy_out(self, entry: ManifestEntry, cached: Path, dest: Path) -> None:
-        """Copy cached bytes to ``dest`` while re-hashing them; :class:`CorruptCacheEntry` on mismatch."""
-        digest = xxhash.xxh3_128()
-        with open(cached, "rb", buffering=0) as src, open(dest, "wb") as out:
-            # a buffer no larger than the file: read(1 MiB) would allocate (and fault in) 1 MiB per call
-            buffer = bytearray(min(_BLOCK, os.fstat(src.fileno()).st_size + 1))
-            view = memoryview(buffer)
-            while n := src.readinto(buffer):
-                digest.update(view[:n])
-                out.write(view[:n])
-        if digest.hexdigest() != cached.name:
+    def place(self, entry: ManifestEntry, cached: Path, dest: Path, scratch: Path) -> None:
+        """Put cached bytes at ``dest`` (see :func:`install`), re-hashing them first;
+        :class:`CorruptCacheEntry` (the entry dropped, ``dest`` untouched) when they fail their name."""
+        fd = os.open(cached, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            linkable = os.fstat(fd).st_nlink == 1
+            if linkable:
+                self._check(entry, cached, _hash_fd(fd))
+                os.lseek(fd, 0, os.SEEK_SET)
+            install(
+                cached, dest, scratch, lambda path: self._check(entry, cached, _copy_fd(fd, path)), linkable
+            )
+        finally:
+            os.close(fd)
+
+    def _check(self, entry: ManifestEntry, cached: Path, digest: str) -> None:
+        if digest != cached.name:
             self.evict(entry, cached)
             raise CorruptCacheEntry(str(cached))
 
@@ -106,9 +120,11 @@ class Cache:
             content = entry.digest.split(":", 1)[1]
         else:
             pin = self._pin_file(entry)
+            if pin is None:
+                return None
             try:
-                content = pin.read_text().strip() if pin is not None else ""
-            except (FileNotFoundError, UnicodeDecodeError):
+                content = _read_small(pin).decode("ascii").strip()
+            except (OSError, UnicodeDecodeError):
                 return None
         return content if _CONTENT_HEX.fullmatch(content) else None  # never a path out of the cache
 
@@ -124,3 +140,82 @@ class Cache:
 
     def _blob(self, content_hex: str) -> Path:
         return self.root / "blobs" / content_hex[:2] / content_hex
+
+    def _folder(self, folder: Path) -> Path:
+        if folder not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
+        return folder
+
+
+def install(
+    blob: Path, dest: Path, scratch: Path, copy: Callable[[Path], object], linkable: bool = True
+) -> None:
+    """Make ``dest`` hold the checked bytes of ``blob`` in one step: a hard link when nothing but the
+    cache holds ``blob`` (made at ``dest`` itself, or at ``scratch`` and renamed over what ``dest`` was),
+    else ``copy(scratch)`` renamed onto ``dest``."""
+    if linkable:
+        try:
+            if _link_alone(blob, dest):
+                return
+        except FileExistsError:
+            if _link_alone(blob, scratch):
+                os.replace(scratch, dest)
+                return
+    copy(scratch)
+    os.replace(scratch, dest)
+
+
+def _link_alone(blob: Path, path: Path) -> bool:
+    """Hard-link ``blob`` to the new ``path`` if no other path links it; ``False`` (nothing made) when one
+    does or the filesystem refuses (another device, no hard links, no permission). :class:`FileExistsError`
+    when ``path`` exists."""
+    try:
+        if os.stat(blob).st_nlink != 1:
+            return False
+        os.link(blob, path)
+    except FileExistsError:
+        raise
+    except OSError:
+        return False
+    if os.stat(path).st_nlink == 2:
+        return True
+    os.unlink(path)  # another download linked it at the same moment: both copy
+    return False
+
+
+def _read_small(path: Path) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, 256)
+    finally:
+        os.close(fd)
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    with BodyFile(path) as out:
+        out.write(data)
+
+
+def _buffer(fd: int) -> bytearray:
+    # no larger than the file: a 1 MiB buffer per small file would be allocated (and faulted in) each time
+    return bytearray(min(_BLOCK, os.fstat(fd).st_size + 1))
+
+
+def _hash_fd(fd: int) -> str:
+    digest = xxhash.xxh3_128()
+    buffer = _buffer(fd)
+    view = memoryview(buffer)
+    while n := os.readv(fd, [buffer]):
+        digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def _copy_fd(fd: int, dest: Path) -> str:
+    """Copy the open file ``fd`` to the new path ``dest``, hashing it on the way; the xxh3_128 hex."""
+    buffer = _buffer(fd)
+    view = memoryview(buffer)
+    with BodyFile(dest) as out:
+        while n := os.readv(fd, [buffer]):
+            out.write(view[:n])
+    return out.hexdigest()

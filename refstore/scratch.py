@@ -64,13 +64,16 @@ class Staging:
     def __init__(self, tmp_dir: Path) -> None:
         self.tmp_dir = tmp_dir
         self._device = os.stat(tmp_dir).st_dev
-        self._cleaned: set[Path] = set()
+        #: destination folder -> whether it shares ``tmp_dir``'s filesystem (checked once per folder)
+        self._shares: dict[Path, bool] = {}
 
     def path_for(self, dest: Path) -> Path:
         """A scratch path on ``dest``'s filesystem, outside the destination when possible."""
-        if os.stat(dest.parent).st_dev == self._device:
+        shares = self._shares.get(dest.parent)
+        if shares is None:
+            shares = self._shares[dest.parent] = os.stat(dest.parent).st_dev == self._device
+            if not shares:
+                remove_stale(dest.parent)
+        if shares:
             return self.tmp_dir / scratch_name()
-        if dest.parent not in self._cleaned:
-            self._cleaned.add(dest.parent)
-            remove_stale(dest.parent)
         return dest.parent / scratch_name(hidden=True)

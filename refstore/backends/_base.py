@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import base64
+import os
 import random
 import threading
 from collections.abc import Awaitable, Callable, Mapping
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+import xxhash
 from fsspec import AbstractFileSystem
 
 from .._exceptions import ObjectChangedError, RefstoreError, StorageUnavailableError
@@ -131,8 +133,9 @@ class Backend(abc.ABC):
     # -- reading pinned bytes ---------------------------------------------------------------------------
 
     @abc.abstractmethod
-    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> None:
-        """Write exactly the pinned bytes of ``pin`` to the local file ``dest``.
+    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
+        """Write exactly the pinned bytes of ``pin`` to the local file ``dest`` (through a
+        :class:`BodyFile`); return their xxh3_128 hex, so that they are never read back to be hashed.
 
         One request in the common case. Raises :class:`~refstore.ObjectChangedError` naming the object
         when the pinned version is gone or what came back does not match ``pin``.
@@ -176,6 +179,41 @@ async def _maybe_async(fs: AbstractFileSystem, method: str, *args: Any, **kwargs
 call_fs = _maybe_async
 
 
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+
+
+class BodyFile:
+    """The local file a fetch writes: counts and hashes (xxh3_128) the bytes as they are written.
+
+    ``with BodyFile(dest) as out: out.write(chunk)``; then ``out.size`` and ``out.hexdigest()``.
+    """
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self.size = 0
+        self._digest = xxhash.xxh3_128()
+        self._fd = -1
+
+    def __enter__(self) -> BodyFile:
+        self._fd = os.open(
+            self.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        view = memoryview(chunk)
+        self._digest.update(view)
+        self.size += len(view)
+        while view:
+            view = view[os.write(self._fd, view) :]
+
+    def hexdigest(self) -> str:
+        return str(self._digest.hexdigest())
+
+
 #: Whole-object fetches tried at most this often when a body breaks off or arrives damaged.
 FETCH_ATTEMPTS = 4
 #: First pause between those attempts, in seconds; doubled each time, with jitter.
@@ -191,10 +229,10 @@ class DamagedTransfer(Exception):
 
 
 async def fetch_with_retries(
-    fetch_once: Callable[[ProgressHook | None], Awaitable[None]],
+    fetch_once: Callable[[ProgressHook | None], Awaitable[str]],
     pin: ObjectMeta,
     progress: ProgressHook | None,
-) -> None:
+) -> str:
     """Run a whole-object fetch up to :data:`FETCH_ATTEMPTS` times, with exponential backoff and jitter.
 
     A body that keeps breaking off ends in :class:`~refstore.StorageUnavailableError`, one that keeps
@@ -203,8 +241,7 @@ async def fetch_with_retries(
     for attempt in range(1, FETCH_ATTEMPTS + 1):
         counted = _CountingHook(progress)
         try:
-            await fetch_once(counted)
-            return
+            return await fetch_once(counted)
         except (BrokenTransfer, DamagedTransfer) as exc:
             counted.rewind()
             if attempt < FETCH_ATTEMPTS:
@@ -212,6 +249,7 @@ async def fetch_with_retries(
                 continue
             error = StorageUnavailableError if isinstance(exc, BrokenTransfer) else ObjectChangedError
             raise error(f"{pin.url}: {exc} (gave up after {FETCH_ATTEMPTS} attempts)") from exc
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 class _CountingHook:

@@ -38,6 +38,7 @@ from .._exceptions import InvalidURLError, ObjectNotFoundError, TooManyObjectsEr
 from ._base import (
     CHUNK_SIZE,
     Backend,
+    BodyFile,
     ObjectMeta,
     ProgressHook,
     b64_to_hex,
@@ -222,7 +223,7 @@ class AzureBackend(Backend):
         _check_response(pin, downloader.properties)
         return downloader
 
-    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> None:
+    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
         # One Get Blob request for blobs up to the SDK's max_single_get_size (32 MiB); larger ones continue
         # with ranged requests that the SDK itself pins to the first response's ETag. An empty blob costs
         # two with the SDK (its ranged first request gets a 416 and it retries without a range), so an
@@ -230,26 +231,26 @@ class AzureBackend(Backend):
         checked = not is_unchecked(pin)
         if checked and pin.size == 0:
             await self._check_at_open(pin)
-            dest.write_bytes(b"")
-            return
+            with BodyFile(dest) as empty:
+                return empty.hexdigest()
         downloader = await self._download(pin)
         if checked and downloader.size != pin.size:
             raise changed(pin, f"expected {pin.size} bytes, the blob has {downloader.size}")
         md5 = hashlib.md5() if checked and (pin.digest or "").startswith("md5:") else None
-        received = 0
+        out = BodyFile(dest)
         try:
-            with open(dest, "wb") as out:
+            with out:
                 async for chunk in downloader.chunks():
                     out.write(chunk)
-                    received += len(chunk)
                     if md5 is not None:
                         md5.update(chunk)
                     if progress is not None:
                         progress(len(chunk))
-            if received != downloader.size or (checked and received != pin.size):
-                raise changed(pin, f"expected {pin.size} bytes, received {received}")
+            if out.size != downloader.size or (checked and out.size != pin.size):
+                raise changed(pin, f"expected {pin.size} bytes, received {out.size}")
             if md5 is not None and pin.digest != f"md5:{md5.hexdigest()}":
                 raise changed(pin, f"content MD5 is {md5.hexdigest()}, the manifest pinned {pin.digest}")
+            return out.hexdigest()
         except BaseException:
             with contextlib.suppress(OSError):
                 dest.unlink()

@@ -40,6 +40,7 @@ from .._exceptions import TooManyObjectsError
 from ._base import (
     CHUNK_SIZE,
     Backend,
+    BodyFile,
     ObjectMeta,
     ProgressHook,
     b64_to_hex,
@@ -293,33 +294,33 @@ class GCSBackend(Backend):
 
     # -- reading pinned bytes ---------------------------------------------------------------------------
 
-    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> None:
+    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
         bucket, key = _split(self.path(pin.url))
         reported = 0  # bytes already announced to ``progress``, across retries
 
-        async def attempt() -> None:
+        async def attempt() -> str:
             nonlocal reported
             hasher = _Hasher(pin.digest)
-            received = 0
+            out = BodyFile(dest)
             async with self._media(bucket, key, pin.version_id) as response:
                 if response.status == 404:
                     raise changed(pin, self._gone(pin))
                 if response.status >= 400:
                     self._raise_for_status(response, await response.read(), pin.url)
                 self._check_generation(pin, response.headers)
-                with open(dest, "wb") as out:
+                with out:
                     async for chunk in response.content.iter_chunked(CHUNK_SIZE):
                         out.write(chunk)
                         hasher.update(chunk)
-                        received += len(chunk)
-                        if progress is not None and received > reported:
-                            progress(received - reported)
-                            reported = received
-            check_received(pin, received)
+                        if progress is not None and out.size > reported:
+                            progress(out.size - reported)
+                            reported = out.size
+            check_received(pin, out.size)
             hasher.check(pin, response.headers)
+            return out.hexdigest()
 
         try:
-            await self._retrying(attempt)
+            return str(await self._retrying(attempt))
         except BaseException:
             with contextlib.suppress(OSError):
                 Path(dest).unlink()

@@ -33,7 +33,16 @@ from fsspec.asyn import sync
 from fsspec.spec import AbstractBufferedFile
 
 from .._exceptions import InvalidURLError
-from ._base import CHUNK_SIZE, Backend, ObjectMeta, ProgressHook, changed, is_unchecked, normalize_etag
+from ._base import (
+    CHUNK_SIZE,
+    Backend,
+    BodyFile,
+    ObjectMeta,
+    ProgressHook,
+    changed,
+    is_unchecked,
+    normalize_etag,
+)
 
 __all__ = ["HTTPBackend"]
 
@@ -138,7 +147,7 @@ class HTTPBackend(Backend):
             raise
         return response
 
-    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> None:
+    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
         checked = not is_unchecked(pin)
         response = await self._get(pin)
         async with response:
@@ -147,24 +156,24 @@ class HTTPBackend(Backend):
             length = _identity_length(response.headers)
             if checked and length is not None and length != pin.size:
                 raise changed(pin, f"expected {pin.size} bytes, the server has {length}")
-            received = 0
+            out = BodyFile(dest)
             try:
-                with open(dest, "wb") as out:
+                with out:
                     async for chunk in response.content.iter_chunked(CHUNK_SIZE):
                         out.write(chunk)
-                        received += len(chunk)
-                        if checked and received > pin.size:
+                        if checked and out.size > pin.size:
                             raise changed(pin, f"expected {pin.size} bytes, received more")
                         if progress is not None:
                             progress(len(chunk))
-                if checked and received != pin.size:
-                    raise changed(pin, f"expected {pin.size} bytes, received {received}")
-                if length is not None and received != length:
-                    raise OSError(f"{pin.url}: the response ended after {received} of {length} bytes")
+                if checked and out.size != pin.size:
+                    raise changed(pin, f"expected {pin.size} bytes, received {out.size}")
+                if length is not None and out.size != length:
+                    raise OSError(f"{pin.url}: the response ended after {out.size} of {length} bytes")
             except BaseException:
                 with contextlib.suppress(OSError):
                     dest.unlink()
                 raise
+            return out.hexdigest()
 
     def open_pinned(self, pin: ObjectMeta) -> IO[bytes]:
         """A seekable file of range reads, each one ``If-Match``-conditional; the ETag is checked at open."""

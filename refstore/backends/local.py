@@ -15,13 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-import xxhash
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from .._exceptions import TooManyObjectsError
 from ..hashing import ALGORITHM, hash_file, hash_many
-from ._base import CHUNK_SIZE, Backend, ObjectMeta, ProgressHook, changed, is_unchecked
+from ._base import CHUNK_SIZE, Backend, BodyFile, ObjectMeta, ProgressHook, changed, is_unchecked
 
 
 class LocalBackend(Backend):
@@ -93,31 +92,28 @@ class LocalBackend(Backend):
             for f, facts in zip(files, found, strict=True)
         ]
 
-    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> None:
-        await asyncio.to_thread(self._fetch_sync, pin, dest, progress)
+    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
+        return await asyncio.to_thread(self._fetch_sync, pin, dest, progress)
 
-    def _fetch_sync(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None) -> None:
+    def _fetch_sync(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None) -> str:
         source = self.path(pin.url)
-        digest = xxhash.xxh3_128()
-        size = 0
+        out = BodyFile(dest)
         try:
-            with open(source, "rb", buffering=0) as src, open(dest, "wb") as out:
+            with open(source, "rb", buffering=0) as src, out:
                 buffer = bytearray(min(CHUNK_SIZE, os.fstat(src.fileno()).st_size + 1))  # not 4 MiB per file
                 view = memoryview(buffer)
                 while n := src.readinto(buffer):
-                    digest.update(view[:n])
                     out.write(view[:n])
-                    size += n
                     if progress is not None:
                         progress(n)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise changed(pin, "the file no longer exists (local files keep no versions)") from exc
-        if is_unchecked(pin):
-            return
-        if size != pin.size or (
-            (pin.digest or "").startswith(ALGORITHM) and (f"{ALGORITHM}:{digest.hexdigest()}" != pin.digest)
+        if not is_unchecked(pin) and (
+            out.size != pin.size
+            or ((pin.digest or "").startswith(ALGORITHM) and f"{ALGORITHM}:{out.hexdigest()}" != pin.digest)
         ):
             raise changed(pin, "the file's content changed since the snapshot (local files keep no versions)")
+        return out.hexdigest()
 
     def open_pinned(self, pin: ObjectMeta) -> IO[bytes]:
         source = self.path(pin.url)

@@ -25,6 +25,7 @@ from .._exceptions import ObjectChangedError, StorageUnavailableError, TooManyOb
 from ._base import (
     CHUNK_SIZE,
     Backend,
+    BodyFile,
     BrokenTransfer,
     DamagedTransfer,
     ObjectMeta,
@@ -189,36 +190,36 @@ class S3Backend(Backend):
 
     # -- pinned reads -----------------------------------------------------------------------------------
 
-    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> None:
+    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
         """One GET of the pinned version; a body that breaks off or arrives damaged is fetched again."""
-        await fetch_with_retries(lambda hook: self._fetch_once(pin, dest, hook), pin, progress)
+        return await fetch_with_retries(lambda hook: self._fetch_once(pin, dest, hook), pin, progress)
 
-    async def _fetch_once(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None) -> None:
+    async def _fetch_once(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None) -> str:
         response = await self._get_pinned(pin)
         md5 = hashlib.md5() if _is_md5(pin.etag) else None
-        received = 0
         body = response["Body"]
+        out = BodyFile(dest)
         try:
-            with open(dest, "wb") as out:
+            with out:
                 while chunk := await body.read(CHUNK_SIZE):
                     out.write(chunk)
-                    received += len(chunk)
                     if md5 is not None:
                         md5.update(chunk)
                     if progress is not None:
                         progress(len(chunk))
         except _NETWORK_ERRORS as exc:
-            raise BrokenTransfer(f"the body broke off after {received} bytes ({_reason(exc)})") from exc
+            raise BrokenTransfer(f"the body broke off after {out.size} bytes ({_reason(exc)})") from exc
         except botocore.exceptions.FlexibleChecksumError as exc:  # S3's own checksum of the response
             raise DamagedTransfer(f"the bytes received fail their checksum ({_reason(exc)})") from exc
         finally:
             body.close()
         try:
-            check_received(pin, received, response.get("ETag"))
+            check_received(pin, out.size, response.get("ETag"))
         except ObjectChangedError as exc:
             raise DamagedTransfer(str(exc).removeprefix(f"{pin.url}: ")) from None
         if md5 is not None and md5.hexdigest() != pin.etag:
             raise DamagedTransfer(f"the bytes received hash to md5 {md5.hexdigest()}, not the pinned ETag")
+        return out.hexdigest()
 
     async def _get_pinned(self, pin: ObjectMeta) -> Any:
         bucket, key = _split(self.path(pin.url))
