@@ -158,7 +158,7 @@ def _reference_targets(n: int, ours: Row, raw: Row, wandb: Row | None) -> list[T
             ratio <= 1.3,
         ),
     ]
-    if wandb is not None and n >= 5000:
+    if wandb is not None and n == 5000:  # the target BENCHMARKS.md sets (other sizes: see the table)
         speedup = wandb.median / ours.median
         targets.append(
             Target(
@@ -204,7 +204,9 @@ def _download_rows(
     nbytes = n * OBJECT_SIZE
     cold = result.row(workload, "refstore cold (empty cache)", nbytes=nbytes)
     raw = result.row(workload, "raw s3fs: concurrent pinned GetObject", nbytes=nbytes)
-    warm = result.row(workload, "refstore warm (everything cached)", nbytes=nbytes)
+    warm = result.row(
+        workload, "refstore warm (everything cached; beside the cold download: copies)", nbytes=nbytes
+    )
     entries = list(version.manifest.values())
     for i in range(repeat):
         cache = work / f"cache-{n}-{i}"
@@ -229,8 +231,8 @@ def _download_rows(
             fmt_ratio(ratio),
             ratio <= 1.2,
             f"refstore spends {(cold.median - raw.median) / n * 1000:.2f} ms more per object than "
-            "bytes-to-disk: it checks each object (MD5 against the ETag, then xxh3_128), admits it to the "
-            "cache with a pin record and copies it into place by rename; on two cores that work competes "
+            "bytes-to-disk: it checks each object (MD5 against the ETag, xxh3_128 as it is written), admits "
+            "it to the cache with a pin record and links it into place; on two cores that work competes "
             "with the moto server itself",
         ),
         Target(
@@ -243,7 +245,8 @@ def _download_rows(
 
 
 def _warm_only(server: S3Server, result: CaseResult, work: Path, n: int, source_n: int, repeat: int) -> None:
-    """Warm re-downloads of ``n`` entries: the first ``n`` objects of the ``source_n`` prefix."""
+    """Warm re-downloads of ``n`` entries (the first ``n`` objects of the ``source_n`` prefix): beside an
+    earlier download that holds the cached files (copies), and with no other download (links)."""
     version = _logged_version(work, f"s3://{bucket(source_n)}/p{source_n}", source_n)
     prefixes = {f"sub-{k:03d}" for k in range(math.ceil(n / 1000))}
     os.environ["REFSTORE_CACHE_DIR"] = str(work / "cache-warm")
@@ -253,39 +256,54 @@ def _warm_only(server: S3Server, result: CaseResult, work: Path, n: int, source_
     def download(dest: Path) -> None:
         Downloader(version._registry.store).download(entries, dest, description="warm")
 
-    download(work / "warm-fill")
+    holder = work / "warm-holder"  # an earlier download, holding the cache's files
+    download(holder)
     from refstore.cache import Cache
 
     cache = Cache()
     blobs = [(cache.lookup(e), e.path) for e in entries]
     assert all(blob is not None for blob, _ in blobs)
     workload = f"{len(entries):,} entries"
-    warm = result.row(workload, "refstore warm (everything cached)", nbytes=len(entries) * OBJECT_SIZE)
-    raw = result.row(workload, "raw copy of the cached files (copyfile, all cores)", nbytes=warm.nbytes)
+    nbytes = len(entries) * OBJECT_SIZE
+    copies = result.row(workload, "refstore warm, beside an earlier download (copies)", nbytes=nbytes)
+    links = result.row(workload, "refstore warm, no other download holds the files (links)", nbytes=nbytes)
+    raws = {
+        threads: result.row(workload, f"raw copy of the cached files (copyfile, {label})", nbytes=nbytes)
+        for threads, label in ((1, "one thread"), (os.cpu_count() or 1, "a thread per core"))
+    }
     for i in range(repeat):
-        _measure(server, warm, partial(download, work / f"warm-{i}"))
-        raw.seconds.append(timed(partial(_raw_copy, blobs, work / f"raw-{i}"))[0])
-        shutil.rmtree(work / f"warm-{i}", ignore_errors=True)
-        shutil.rmtree(work / f"raw-{i}", ignore_errors=True)
-    met = warm.median_requests == 0 and warm.median < 2.0
-    why = (
-        f"copying the same {len(entries):,} cached files with nothing else (open, read, write, close) takes "
-        f"{raw.median:.2f} s on this machine now; refstore adds a content check (xxh3_128) of each file as "
-        "it is copied, a scratch file and a rename into place, and the cache lookup"
-    )
-    result.targets.append(
-        Target(
-            f"warm download, {len(entries):,} entries",
-            "0 requests, < 2 s",
-            f"{warm.median_requests} requests, {warm.median:.2f} s",
-            met,
-            "" if met else why,
+        _measure(server, copies, partial(download, work / f"warm-{i}"))
+        shutil.rmtree(work / f"warm-{i}")
+        for threads, row in raws.items():
+            row.seconds.append(timed(partial(_raw_copy, blobs, work / f"raw-{i}", threads))[0])
+            shutil.rmtree(work / f"raw-{i}")
+        shutil.rmtree(holder)
+        _measure(server, links, partial(download, holder))  # and it holds them for the next round
+    floor = min(raws.values(), key=lambda row: row.median)
+    for row, how in (
+        (links, "no other download holds the files: links"),
+        (copies, "beside an earlier download: copies"),
+    ):
+        met = row.median_requests == 0 and row.median < 2.0
+        how_raw = floor.tool.split("(", 1)[1].rstrip(")")
+        why = (
+            f"copying the same {len(entries):,} cached files with nothing else ({how_raw}) takes "
+            f"{floor.median:.2f} s on this machine now (refstore: {row.median / floor.median:.2f}x that): "
+            "writing new file data is what costs here"
         )
-    )
+        result.targets.append(
+            Target(
+                f"warm download, {len(entries):,} entries ({how})",
+                "0 requests, < 2 s",
+                f"{row.median_requests} requests, {row.median:.2f} s",
+                met,
+                "" if met else why,
+            )
+        )
 
 
-def _raw_copy(blobs: list[tuple[Any, str]], dest: Path) -> None:
-    """The floor of a warm download: each cached file copied to its place, on a thread per core."""
+def _raw_copy(blobs: list[tuple[Any, str]], dest: Path, threads: int) -> None:
+    """The floor of a warm download that copies: each cached file copied to its place."""
 
     def copy(item: tuple[Any, str]) -> None:
         blob, logical = item
@@ -293,7 +311,11 @@ def _raw_copy(blobs: list[tuple[Any, str]], dest: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(blob, target)
 
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    if threads == 1:
+        for item in blobs:
+            copy(item)
+        return
+    with ThreadPoolExecutor(threads) as pool:
         list(pool.map(copy, blobs))
 
 

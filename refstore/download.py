@@ -17,7 +17,7 @@ from ._exceptions import ObjectChangedError, UnsafePathError
 from ._sync import gather_limited, run_sync
 from .backends import Backend, ObjectMeta, ProgressHook
 from .cache import Cache, CorruptCacheEntry, install
-from .hashing import ALGORITHM
+from .hashing import ALGORITHM, PARALLEL_FILE_SIZE
 from .locations import resolve
 from .manifest import ManifestEntry
 from .names import check_logical_path
@@ -185,15 +185,11 @@ class Downloader:
 
 
 _BATCH = 256
-#: Mean entry size from which cached files are placed on a thread per core: below it the work is file
-#: system calls, which contend when run in parallel (measured, 10,000 files of 16 KiB: 0.9 s on one
-#: thread, 1.5 s on two); above it, hashing and copying bytes (which release the GIL) dominate.
-_PARALLEL_PLACEMENT_SIZE = 2**20
 
 
 def _placement_threads(targets: list[tuple[ManifestEntry, Path]]) -> int:
     total = sum(entry.size for entry, _ in targets)
-    return 1 if total < _PARALLEL_PLACEMENT_SIZE * max(1, len(targets)) else os.cpu_count() or 1
+    return 1 if total < PARALLEL_FILE_SIZE * max(1, len(targets)) else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
