@@ -102,12 +102,16 @@ refstore.Registry(sys.argv[1]).get("big").download(sys.argv[2])
 
 
 def _interrupt(script: str, args: list[str], started: Any, env: dict[str, str]) -> subprocess.Popen[str]:
+    """Start ``script``, wait until ``started()``, then press Ctrl-C (SIGINT) on it."""
     proc = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(script), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        # as on a terminal: a test run started in the background inherits SIGINT ignored, and Python then
+        # installs no KeyboardInterrupt handler at all
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 60
     while not started() and proc.poll() is None and time.monotonic() < deadline:
