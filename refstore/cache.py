@@ -90,7 +90,10 @@ class Cache:
     def place(self, entry: ManifestEntry, cached: Path, dest: Path, scratch: Path) -> None:
         """Put cached bytes at ``dest`` (see :func:`install`), re-hashing them first;
         :class:`CorruptCacheEntry` (the entry dropped, ``dest`` untouched) when they fail their name."""
-        fd = os.open(cached, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            fd = os.open(cached, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        except OSError as exc:  # gone or unreadable since the lookup: fetched again, then replaced
+            raise CorruptCacheEntry(str(cached)) from exc
         try:
             linkable = os.fstat(fd).st_nlink == 1
             if linkable:

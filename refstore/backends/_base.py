@@ -195,9 +195,7 @@ class BodyFile:
         self._fd = -1
 
     def __enter__(self) -> BodyFile:
-        self._fd = os.open(
-            self.dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666
-        )
+        self._fd = os.open(self.dest, _NEW_FILE, 0o666)
         return self
 
     def __exit__(self, *exc: object) -> None:
