@@ -23,10 +23,8 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-import xxhash
-
 from .backends import BodyFile
-from .hashing import ALGORITHM
+from .hashing import ALGORITHM, hash_open_file
 from .manifest import ManifestEntry, canonical_json
 from .scratch import remove_stale, scratch_name
 
@@ -97,7 +95,7 @@ class Cache:
         try:
             linkable = os.fstat(fd).st_nlink == 1
             if linkable:
-                self._check(entry, cached, _hash_fd(fd))
+                self._check(entry, cached, hash_open_file(fd))
                 os.lseek(fd, 0, os.SEEK_SET)
             install(
                 cached, dest, scratch, lambda path: self._check(entry, cached, _copy_fd(fd, path)), linkable
@@ -203,15 +201,6 @@ def _write_new(path: Path, data: bytes) -> None:
 def _buffer(fd: int) -> bytearray:
     # no larger than the file: a 1 MiB buffer per small file would be allocated (and faulted in) each time
     return bytearray(min(_BLOCK, os.fstat(fd).st_size + 1))
-
-
-def _hash_fd(fd: int) -> str:
-    digest = xxhash.xxh3_128()
-    buffer = _buffer(fd)
-    view = memoryview(buffer)
-    while n := os.readv(fd, [buffer]):
-        digest.update(view[:n])
-    return digest.hexdigest()
 
 
 def _copy_fd(fd: int, dest: Path) -> str:

@@ -17,7 +17,7 @@ from ._exceptions import ObjectChangedError, UnsafePathError
 from ._sync import gather_limited, run_sync
 from .backends import Backend, ObjectMeta, ProgressHook
 from .cache import Cache, CorruptCacheEntry, install
-from .hashing import ALGORITHM, PARALLEL_FILE_SIZE
+from .hashing import ALGORITHM, parallel_pays
 from .locations import resolve
 from .manifest import ManifestEntry
 from .names import check_logical_path
@@ -91,7 +91,7 @@ class Downloader:
             return True
 
         batches = [targets[i : i + _BATCH] for i in range(0, len(targets), _BATCH)]
-        if _placement_threads(targets) == 1:
+        if not parallel_pays(sum(entry.size for entry, _ in targets), len(targets)):  # small: one thread
             done = [placed for batch in batches for placed in place_batch(batch)]
         else:
             with ThreadPoolExecutor(os.cpu_count(), thread_name_prefix="refstore-cache") as pool:
@@ -185,11 +185,6 @@ class Downloader:
 
 
 _BATCH = 256
-
-
-def _placement_threads(targets: list[tuple[ManifestEntry, Path]]) -> int:
-    total = sum(entry.size for entry, _ in targets)
-    return 1 if total < PARALLEL_FILE_SIZE * max(1, len(targets)) else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,16 @@ def stat_and_hash(path: str) -> FileHash:
         os.close(fd)
 
 
+def hash_open_file(fd: int) -> str:
+    """The xxh3_128 hex of what is left to read in the open file ``fd``, through this thread's buffer."""
+    return _stream(fd, xxhash.xxh3_128(), 0)[0].split(":", 1)[1]
+
+
+def parallel_pays(total_bytes: int, files: int) -> bool:
+    """Whether files of this mean size are worth a thread per core (see :data:`PARALLEL_FILE_SIZE`)."""
+    return total_bytes >= PARALLEL_FILE_SIZE * max(1, files)
+
+
 def _stream(fd: int, digest: xxhash.xxh3_128, size: int) -> tuple[str, int]:
     buffer = getattr(_local, "buffer", None)
     if buffer is None:
@@ -126,7 +136,7 @@ def hash_many(
     if executor is None:
         first = next(pending, [])
         collect(hash_batch(first))
-        if sum(f.size for f in results) < PARALLEL_FILE_SIZE * len(results):
+        if not parallel_pays(sum(f.size for f in results), len(results)):
             for batch in pending:  # small files: per-file system calls, which contend on threads
                 _check_stop(stop)
                 collect(hash_batch(batch))
