@@ -141,13 +141,20 @@ class LocalState:
         return True
 
 
+#: Marks the name of a link being made into a run directory (``.<name>.refstore-link-<hex>``), renamed
+#: onto its real name a moment later: never a run file.
+LINK_SCRATCH = ".refstore-link-"
+
+
 def files_in(run_dir: Path) -> list[str]:
-    """Run-relative POSIX paths of every file (or link to one) in ``run_dir``, its own state left out."""
+    """Run-relative POSIX paths of every file (or link to one) in ``run_dir``, its own state and links in
+    the making left out."""
     found = []
     for folder, dirs, names in os.walk(run_dir):
         if Path(folder) == run_dir and INTERNAL_DIR in dirs:
             dirs.remove(INTERNAL_DIR)
         dirs.sort()
         relative = Path(folder).relative_to(run_dir).as_posix()
-        found += [name if relative == "." else f"{relative}/{name}" for name in sorted(names)]
+        names = sorted(n for n in names if LINK_SCRATCH not in n)
+        found += [name if relative == "." else f"{relative}/{name}" for name in names]
     return found
