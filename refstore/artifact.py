@@ -10,12 +10,13 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
+from ._bulk import gc_paused
 from ._exceptions import InvalidURLError, ObjectNotFoundError
 from ._sync import run_sync
 from .backends import ObjectMeta, ProgressHook
 from .hashing import ALGORITHM, hash_file, hash_files
 from .locations import Location, resolve
-from .manifest import Manifest, ManifestEntry
+from .manifest import Manifest, ManifestEntry, new_entry
 from .names import check_logical_path, check_name, join_logical
 from .progress import progress_bar
 
@@ -79,27 +80,29 @@ class Artifact:
         """
         location = resolve(uri, storage_options)
         hashing = not location.backend.lists_metadata
-        with progress_bar(None, f"hashing {location.url}", unit="files", show=hashing) as bar:
-            objects, is_folder = run_sync(_list_location, location, max_objects, executor, bar.update)
-        if not objects:
-            what = "no objects under this prefix" if location.is_folder else "no such object or prefix"
-            raise ObjectNotFoundError(f"{location.url}: {what}")
-        entries = [self._entry_for(location, meta, is_folder, name, checksum) for meta in objects]
-        return self._add(entries)
+        with gc_paused():  # the records of a large listing make no cycles
+            with progress_bar(None, f"hashing {location.url}", unit="files", show=hashing) as bar:
+                objects, is_folder = run_sync(_list_location, location, max_objects, executor, bar.update)
+            if not objects:
+                what = "no objects under this prefix" if location.is_folder else "no such object or prefix"
+                raise ObjectNotFoundError(f"{location.url}: {what}")
+            return self._add(self._entries_for(location, objects, is_folder, name, checksum))
 
-    def _entry_for(
-        self, location: Location, meta: ObjectMeta, is_folder: bool, name: str | None, checksum: bool
-    ) -> ManifestEntry:
+    def _entries_for(
+        self, location: Location, objects: list[ObjectMeta], is_folder: bool, name: str | None, checksum: bool
+    ) -> list[ManifestEntry]:
         if is_folder:
-            relative = meta.url[len(location.url) + 1 :]
-            path = join_logical(name, relative)
+            cut = len(location.url) + 1
+            paths = [join_logical(name, meta.url[cut:]) for meta in objects]
         else:
-            path = check_logical_path(name) if name else check_logical_path(posixpath.basename(location.path))
+            paths = [check_logical_path(name or posixpath.basename(location.path))] * len(objects)
         if not checksum:
-            unchecked = "ref:" + hashlib.sha256(meta.url.encode()).hexdigest()
-            return ManifestEntry(path=path, ref=meta.url, size=meta.size, digest=unchecked)
-        digest = meta.digest or _hash_by_reading(location, meta)
-        return ManifestEntry(path, meta.url, meta.size, digest, meta.etag, meta.version_id)
+            pairs = zip(paths, objects, strict=True)
+            return [ManifestEntry(p, m.url, m.size, _unchecked(m.url)) for p, m in pairs]
+        return [
+            new_entry(p, m.url, m.size, m.digest or _hash_by_reading(location, m), m.etag, m.version_id)
+            for p, m in zip(paths, objects, strict=True)
+        ]
 
     # -- copies -----------------------------------------------------------------------------------------
 
@@ -158,6 +161,11 @@ async def _list_location(
         location.path, max_objects=max_objects, executor=executor, progress=progress
     )
     return found, True
+
+
+def _unchecked(url: str) -> str:
+    """The digest of an entry recorded with ``checksum=False``: its location only."""
+    return "ref:" + hashlib.sha256(url.encode()).hexdigest()
 
 
 def _hash_by_reading(location: Location, meta: ObjectMeta) -> str:

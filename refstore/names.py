@@ -77,5 +77,7 @@ def check_logical_path(path: str) -> str:
 def join_logical(prefix: str | None, path: str) -> str:
     """``prefix/path`` (or ``path``), validated."""
     if prefix:
-        return check_logical_path(f"{prefix.rstrip('/')}/{path}")  # a leading "/" stays refused
+        path = f"{prefix.rstrip('/')}/{path}"  # a leading "/" stays refused
+    if type(path) is str and len(path) <= MAX_PATH_LENGTH and _SAFE_PATH.fullmatch(path):
+        return path  # the common case, without a second call
     return check_logical_path(path)

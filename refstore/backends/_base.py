@@ -22,6 +22,7 @@ from typing import IO, Any, ClassVar
 import xxhash
 from fsspec import AbstractFileSystem
 
+from .._bulk import fast_constructor
 from .._exceptions import ObjectChangedError, RefstoreError, StorageUnavailableError
 
 #: Called with the number of bytes just transferred; drives progress bars.
@@ -45,6 +46,10 @@ class ObjectMeta:
     etag: str | None = None
     version_id: str | None = None
     last_modified: str | None = None
+
+
+#: ``ObjectMeta(...)`` at a third of the cost, for listings of many objects (see :mod:`refstore._bulk`).
+new_meta = fast_constructor(ObjectMeta)
 
 
 class Backend(abc.ABC):
