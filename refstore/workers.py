@@ -3,11 +3,11 @@
 Hashing a small file is a few system calls and a little Python, and two threads doing that contend for the
 GIL at every call (measured on the 2-core benchmark machine: 100,000 files of 0.5-4 KiB take 3x longer on
 two threads than on one). Processes do not contend. :class:`ProcessExecutor` is a
-:class:`concurrent.futures.Executor` over ``python -m refstore.workers`` children fed pickled tasks through
-pipes. They are started as plain subprocesses, not by :mod:`multiprocessing`, so the caller's ``__main__``
-is never imported again in a child and an unguarded script is safe. Children get their own session (Ctrl-C
-reaches only the caller, which cancels what has not started) and exit when their pipe closes, also when the
-caller is killed.
+:class:`concurrent.futures.Executor` over child interpreters running :func:`serve`, fed pickled tasks
+through pipes. They are started as plain subprocesses, not by :mod:`multiprocessing`, so the caller's
+``__main__`` is never imported again in a child and an unguarded script is safe. Children get their own
+session (Ctrl-C reaches only the caller, which cancels what has not started) and exit when their pipe
+closes, also when the caller is killed.
 """
 
 from __future__ import annotations
@@ -34,6 +34,11 @@ _Task = tuple[Future[Any], bytes]
 _HEADER = struct.Struct("<Q")
 #: Tasks written ahead into each child's pipe, so that it never idles while the caller holds the GIL.
 _IN_FLIGHT = 3
+#: What a child runs: the folder holding this refstore goes on ``sys.path`` unless it is there already.
+_BOOT = (
+    "import sys; root = sys.argv[1]; root in sys.path or sys.path.insert(0, root); "
+    "from refstore.workers import serve; serve()"
+)
 #: Set to ``0`` to keep all hashing in the calling process.
 ENV_SWITCH = "REFSTORE_HASH_PROCESSES"
 
@@ -138,14 +143,11 @@ class _Worker:
     """One child process, a thread that writes it tasks and a thread that reads its replies."""
 
     def __init__(self, executor: ProcessExecutor) -> None:
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        package_root = str(Path(__file__).resolve().parent.parent)  # this very refstore, also from a checkout
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "refstore.workers"],
+            [sys.executable, "-c", _BOOT, package_root],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=env,
             start_new_session=True,
         )
         self._executor = executor
@@ -235,7 +237,7 @@ def _receive(stream: IO[bytes]) -> bytes:
     return data
 
 
-def _serve() -> None:
+def serve() -> None:
     """The child's loop: read a task, run it, write ``(ok, result or exception)``, until the pipe closes."""
     tasks = sys.stdin.buffer
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
@@ -255,7 +257,3 @@ def _serve() -> None:
         except Exception as exc:  # an unpicklable result or exception
             data = pickle.dumps((False, RefstoreError(f"worker result cannot be sent back: {exc!r}")))
         _send(replies, data)
-
-
-if __name__ == "__main__":
-    _serve()
