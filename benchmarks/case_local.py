@@ -110,7 +110,7 @@ def _walk_and_hash(root: Path) -> None:
     from refstore.backends.local import _walk_files
     from refstore.hashing import hash_many
 
-    hash_many((f, 0) for f in _walk_files(str(root), 10**9, str(root)))
+    hash_many(_walk_files(str(root), 10**9, str(root)))
 
 
 def _hash_in_memory(nbytes: int, pool: Executor) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from ._bulk import gc_paused
 from ._exceptions import InvalidURLError, ObjectNotFoundError
 from ._sync import run_sync
-from .backends import ObjectMeta, ProgressHook
+from .backends import ObjectMeta, ProgressHook, RecordsHook
 from .hashing import ALGORITHM, hash_file, hash_files
 from .locations import Location, resolve
 from .manifest import Manifest, ManifestEntry, new_entry
@@ -80,13 +80,22 @@ class Artifact:
         """
         location = resolve(uri, storage_options)
         hashing = not location.backend.lists_metadata
+        entries: list[ManifestEntry] = []
+
+        def on_records(records: list[ObjectMeta]) -> None:  # while later files are hashed
+            entries.extend(self._entries_for(location, records, True, name, checksum))
+
         with gc_paused():  # the records of a large listing make no cycles
             with progress_bar(None, f"hashing {location.url}", unit="files", show=hashing) as bar:
-                objects, is_folder = run_sync(_list_location, location, max_objects, executor, bar.update)
+                objects, is_folder = run_sync(
+                    _list_location, location, max_objects, executor, bar.update, on_records
+                )
             if not objects:
                 what = "no objects under this prefix" if location.is_folder else "no such object or prefix"
                 raise ObjectNotFoundError(f"{location.url}: {what}")
-            return self._add(self._entries_for(location, objects, is_folder, name, checksum))
+            # records the backend returned only at the end
+            entries += self._entries_for(location, objects[len(entries) :], is_folder, name, checksum)
+            return self._add(entries)
 
     def _entries_for(
         self, location: Location, objects: list[ObjectMeta], is_folder: bool, name: str | None, checksum: bool
@@ -147,7 +156,11 @@ class Artifact:
 
 
 async def _list_location(
-    location: Location, max_objects: int, executor: Executor | None, progress: ProgressHook
+    location: Location,
+    max_objects: int,
+    executor: Executor | None,
+    progress: ProgressHook,
+    on_records: RecordsHook,
 ) -> tuple[list[ObjectMeta], bool]:
     """The objects a URL names, and whether it named a folder."""
     if not location.is_folder:
@@ -158,7 +171,7 @@ async def _list_location(
             return [], False
     backend = location.backend
     found = await backend.reference_listing(
-        location.path, max_objects=max_objects, executor=executor, progress=progress
+        location.path, max_objects=max_objects, executor=executor, progress=progress, on_records=on_records
     )
     return found, True
 

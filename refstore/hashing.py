@@ -166,17 +166,18 @@ class _Opener:
         self._fd, self._folder = -1, ""
 
 
-def batches(paths: Iterable[tuple[str, int]], *, files: int = _BATCH_FILES) -> Iterator[list[str]]:
-    """Group ``(path, size estimate)`` pairs into batches of at most ``files`` files or ``_BATCH_BYTES``
-    bytes (a larger file goes alone)."""
+def batches(paths: Iterator[tuple[str, int]], *, files: int = _BATCH_FILES) -> Iterator[list[str]]:
+    """Group ``(path, size estimate)`` pairs into batches of ``files`` files, or fewer once they reach
+    ``_BATCH_BYTES`` bytes. A batch closes after its last pair, so the iterator holds no pair between
+    batches and another ``batches`` may carry on from it."""
     batch: list[str] = []
     nbytes = 0
     for path, size in paths:
-        if batch and (len(batch) >= files or nbytes + size > _BATCH_BYTES):
-            yield batch
-            batch, nbytes = [], 0
         batch.append(path)
         nbytes += size
+        if len(batch) >= files or nbytes >= _BATCH_BYTES:
+            yield batch
+            batch, nbytes = [], 0
     if batch:
         yield batch
 
@@ -190,7 +191,7 @@ def hash_many(
 ) -> list[FileHash]:
     """Hash files given as ``(path, size estimate)``, in order (see :func:`hash_stream`)."""
     results: list[FileHash] = []
-    for done in hash_stream(paths, executor=executor, progress=progress, stop=stop):
+    for _, done in hash_stream(paths, executor=executor, progress=progress, stop=stop):
         results += map(FileHash, done.sizes, done.mtimes_ns, done.digests)
     return results
 
@@ -201,10 +202,10 @@ def hash_stream(
     executor: Executor | None = None,
     progress: Callable[[int], None] | None = None,
     stop: threading.Event | None = None,
-) -> Iterator[Hashed]:
-    """Hash files given as ``(path, size estimate)``, yielding the results batch by batch, in order, so
-    that the caller works on one batch while the next ones are hashed. ``paths`` is read lazily: batches
-    start hashing while a walk still produces later paths. Batches run on ``executor``. By
+) -> Iterator[tuple[list[str], Hashed]]:
+    """Hash files given as ``(path, size estimate)``, yielding each batch's paths and results, in order,
+    so that the caller works on one batch while the next ones are hashed. ``paths`` is read lazily:
+    batches start hashing while a walk still produces later paths. Batches run on ``executor``. By
     default the first batch decides: files of :data:`PARALLEL_FILE_SIZE` or more on average go to a thread
     per core; smaller ones go to worker processes (:mod:`refstore.workers`) when there are at least
     :data:`PROCESS_MIN_FILES`, else stay on this thread. ``progress`` gets the number of files of each
@@ -214,41 +215,45 @@ def hash_stream(
     cancelled (``stop`` raises :class:`concurrent.futures.CancelledError`).
     """
 
-    def report(done: Hashed) -> Hashed:
+    def report(batch: list[str], done: Hashed) -> tuple[list[str], Hashed]:
         if progress is not None:
-            progress(len(done.sizes))
-        return done
+            progress(len(batch))
+        return batch, done
 
-    pending = batches(paths)
+    source = iter(paths)
+    pending = batches(source)
     pool, owned = executor, False
     if executor is None:
-        first = report(hash_batch(next(pending, [])))
-        yield first
-        if not parallel_pays(sum(first.sizes), len(first.sizes)):
-            rest = ((path, 0) for batch in pending for path in batch)
-            ahead = list(itertools.islice(rest, PROCESS_MIN_FILES))
+        first = next(pending, [])
+        hashed = hash_batch(first)
+        yield report(first, hashed)
+        if not parallel_pays(sum(hashed.sizes), len(first)):
+            ahead = list(itertools.islice(source, PROCESS_MIN_FILES))
+            source = itertools.chain(ahead, source)
             pool = shared_executor() if len(ahead) == PROCESS_MIN_FILES else None
             if pool is None:  # per-file system calls, which contend on threads: stay on this thread
-                for batch in batches(itertools.chain(ahead, rest)):
+                for batch in batches(source):
                     _check_stop(stop)
-                    yield report(hash_batch(batch))
+                    yield report(batch, hash_batch(batch))
                 return
-            pending = batches(itertools.chain(ahead, rest), files=_PROCESS_BATCH_FILES)
+            pending = batches(source, files=_PROCESS_BATCH_FILES)
         else:
             pool, owned = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="refstore-hash"), True
     assert pool is not None
-    window: collections.deque[Future[Hashed]] = collections.deque()
+    window: collections.deque[tuple[list[str], Future[Hashed]]] = collections.deque()
     try:
         for batch in pending:  # paths are still being produced: keep a bounded window of batches queued
-            window.append(pool.submit(hash_batch, batch))
-            if len(window) > _AHEAD or window[0].done():
+            window.append((batch, pool.submit(hash_batch, batch)))
+            if len(window) > _AHEAD or window[0][1].done():
                 _check_stop(stop)
-                yield report(window.popleft().result())
+                batch, future = window.popleft()
+                yield report(batch, future.result())
         while window:
             _check_stop(stop)
-            yield report(window.popleft().result())
+            batch, future = window.popleft()
+            yield report(batch, future.result())
     finally:
-        for future in window:
+        for _, future in window:
             future.cancel()
         if owned:
             pool.shutdown(wait=True, cancel_futures=True)

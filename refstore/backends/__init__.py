@@ -8,9 +8,9 @@ from __future__ import annotations
 import importlib
 
 from .._exceptions import UnsupportedSchemeError
-from ._base import Backend, BodyFile, ObjectMeta, ProgressHook
+from ._base import Backend, BodyFile, ObjectMeta, ProgressHook, RecordsHook
 
-__all__ = ["BACKENDS", "Backend", "BodyFile", "ObjectMeta", "ProgressHook", "backend_class"]
+__all__ = ["BACKENDS", "Backend", "BodyFile", "ObjectMeta", "ProgressHook", "RecordsHook", "backend_class"]
 
 #: scheme -> (module:class, the package a user installs for it)
 BACKENDS: dict[str, tuple[str, str]] = {

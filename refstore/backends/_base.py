@@ -50,6 +50,8 @@ class ObjectMeta:
 
 #: ``ObjectMeta(...)`` at a third of the cost, for listings of many objects (see :mod:`refstore._bulk`).
 new_meta = fast_constructor(ObjectMeta)
+#: Called with each batch of records of a listing that is made over time (see ``reference_listing``).
+RecordsHook = Callable[[list[ObjectMeta]], None]
 
 
 class Backend(abc.ABC):
@@ -129,10 +131,12 @@ class Backend(abc.ABC):
         max_objects: int,
         executor: Executor | None = None,
         progress: ProgressHook | None = None,
+        on_records: RecordsHook | None = None,
     ) -> list[ObjectMeta]:
         """:meth:`list_prefix` for a reference. A backend that hashes content to list it (local files)
-        runs the hashing on ``executor`` and reports files done to ``progress``; listings that carry
-        checksums need neither."""
+        runs the hashing on ``executor``, reports files done to ``progress`` and may hand each batch of
+        records to ``on_records`` (in order, from its own thread) while later ones are hashed; listings that
+        carry checksums need none of these. The returned list holds every record either way."""
         return await self.list_prefix(path, max_objects=max_objects)
 
     # -- reading pinned bytes ---------------------------------------------------------------------------

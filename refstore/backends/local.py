@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import stat as stat_module
@@ -18,7 +19,17 @@ from fsspec.implementations.local import LocalFileSystem
 
 from .._exceptions import TooManyObjectsError
 from ..hashing import ALGORITHM, hash_file, hash_stream, stat_and_hash
-from ._base import CHUNK_SIZE, Backend, BodyFile, ObjectMeta, ProgressHook, changed, is_unchecked, new_meta
+from ._base import (
+    CHUNK_SIZE,
+    Backend,
+    BodyFile,
+    ObjectMeta,
+    ProgressHook,
+    RecordsHook,
+    changed,
+    is_unchecked,
+    new_meta,
+)
 
 
 class LocalBackend(Backend):
@@ -67,10 +78,12 @@ class LocalBackend(Backend):
         max_objects: int,
         executor: Executor | None = None,
         progress: ProgressHook | None = None,
+        on_records: RecordsHook | None = None,
     ) -> list[ObjectMeta]:
         stop = threading.Event()
+        listing = functools.partial(self._list_sync, path, max_objects, executor, progress, on_records, stop)
         try:
-            return await asyncio.to_thread(self._list_sync, path, max_objects, executor, progress, stop)
+            return await asyncio.to_thread(listing)
         finally:
             stop.set()  # cancelled (Ctrl-C): the hashing thread stops after its current batch
 
@@ -80,21 +93,17 @@ class LocalBackend(Backend):
         max_objects: int,
         executor: Executor | None,
         progress: ProgressHook | None,
+        on_records: RecordsHook | None,
         stop: threading.Event,
     ) -> list[ObjectMeta]:
-        files: list[str] = []  # the walk's paths, as hashing takes them (it starts before the walk ends)
-
-        def walked() -> Iterator[tuple[str, int]]:
-            for file in _walk_files(path, max_objects, self.url(path)):
-                files.append(file)
-                yield file, 0
-
         found: list[ObjectMeta] = []
-        for done in hash_stream(walked(), executor=executor, progress=progress, stop=stop):
-            names = files[len(found) : len(found) + len(done.sizes)]  # records made while hashing goes on
-            found += [
-                new_meta(f"file://{f}", n, d) for f, n, d in zip(names, done.sizes, done.digests, strict=True)
-            ]
+        walk = _walk_files(path, max_objects, self.url(path))
+        for names, done in hash_stream(walk, executor=executor, progress=progress, stop=stop):
+            facts = zip(names, done.sizes, done.digests, strict=True)  # records made while hashing goes on
+            batch = [new_meta(f"file://{f}", size, digest) for f, size, digest in facts]
+            found += batch
+            if on_records is not None:
+                on_records(batch)
         return found
 
     async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
@@ -142,9 +151,9 @@ class LocalBackend(Backend):
         await asyncio.to_thread(move_atomic, path, new_path)
 
 
-def _walk_files(root: str, max_objects: int, url: str) -> Iterator[str]:
-    """Files under ``root`` (links to files followed, links to folders not), in sorted order, yielded
-    as the walk goes; one ``scandir`` per folder and no ``stat`` for plain files.
+def _walk_files(root: str, max_objects: int, url: str) -> Iterator[tuple[str, int]]:
+    """``(path, 0)`` for each file under ``root`` (links to files followed, links to folders not), in
+    sorted order, yielded as the walk goes; one ``scandir`` per folder and no ``stat`` for plain files.
 
     Each folder's entries are sorted with folders keyed as ``name/``, and a folder's files come out at its
     place: that is exactly the sorted order of the whole paths.
@@ -153,20 +162,21 @@ def _walk_files(root: str, max_objects: int, url: str) -> Iterator[str]:
     stack = [(_prefix(root), iter(_sorted_names(root)))]
     while stack:
         prefix, names = stack[-1]
+        files = []
         for name in names:
             if name[-1] == "/":
-                folder = prefix + name[:-1]
-                stack.append((prefix + name, iter(_sorted_names(folder))))
+                stack.append((prefix + name, iter(_sorted_names(prefix + name[:-1]))))
                 break
-            count += 1
-            if count > max_objects:
-                raise TooManyObjectsError(
-                    f"{url}: more than max_objects={max_objects} files; "
-                    "raise max_objects or reference a narrower folder"
-                )
-            yield prefix + name
+            files.append((prefix + name, 0))
         else:
             stack.pop()
+        count += len(files)
+        if count > max_objects:
+            raise TooManyObjectsError(
+                f"{url}: more than max_objects={max_objects} files; "
+                "raise max_objects or reference a narrower folder"
+            )
+        yield from files
 
 
 def _prefix(folder: str) -> str:
@@ -179,12 +189,13 @@ def _sorted_names(folder: str) -> list[str]:
         entries = os.scandir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return []  # no such folder (or it vanished meanwhile), as os.walk does
+    names: list[str] = []
     with entries:
-        names = [
-            f"{e.name}/" if e.is_dir(follow_symlinks=False) else e.name
-            for e in entries
-            if e.is_dir(follow_symlinks=False) or e.is_file()
-        ]
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                names.append(entry.name + "/")
+            elif entry.is_file():
+                names.append(entry.name)
     names.sort()
     return names
 
