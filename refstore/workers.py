@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from pathlib import Path
@@ -42,29 +43,52 @@ _BOOT = (
 #: Set to ``0`` to keep all hashing in the calling process.
 ENV_SWITCH = "REFSTORE_HASH_PROCESSES"
 
+#: Seconds a new pool's children get to start and answer a first task.
+_BOOT_TIMEOUT = 60.0
+
 _shared: ProcessExecutor | None = None
 _shared_lock = threading.Lock()
+_unusable = False
 
 
 def shared_executor() -> ProcessExecutor | None:
     """The process-wide pool of one worker per core, started on first use and kept for later calls (a
     broken one is replaced); ``None`` where it cannot help or run: one core, ``REFSTORE_HASH_PROCESSES=0``,
-    no ``sys.executable``, or children that cannot be started."""
-    global _shared
+    no ``sys.executable``, or children that do not start (then with one warning, and not tried again)."""
+    global _shared, _unusable
     workers = os.cpu_count() or 1
-    if workers < 2 or os.environ.get(ENV_SWITCH, "1") == "0" or not sys.executable:
+    if workers < 2 or _unusable or os.environ.get(ENV_SWITCH, "1") == "0" or not sys.executable:
         return None
     with _shared_lock:
         if _shared is None or _shared.failure is not None:
             if _shared is not None:
                 _shared.shutdown(wait=False, cancel_futures=True)
+            _shared = None
             try:
-                _shared = ProcessExecutor(workers)
-            except OSError:
-                _shared = None
+                pool = ProcessExecutor(workers)
+            except OSError as exc:
+                _give_up(exc)
                 return None
-            atexit.register(_shared.shutdown, cancel_futures=True)
+            try:
+                pool.submit(os.getpid).result(timeout=_BOOT_TIMEOUT)  # the children import and answer
+            except Exception as exc:
+                pool.kill()
+                _give_up(exc)
+                return None
+            _shared = pool
+            atexit.register(pool.shutdown, cancel_futures=True)
         return _shared
+
+
+def _give_up(exc: BaseException) -> None:
+    global _unusable
+    _unusable = True
+    warnings.warn(
+        f"refstore: worker processes could not start ({exc!r}); hashing small files on the calling thread "
+        f"(set {ENV_SWITCH}=0 to skip trying)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 class ProcessExecutor(Executor):
@@ -110,6 +134,12 @@ class ProcessExecutor(Executor):
         if wait:
             for worker in self._workers:
                 worker.join()
+
+    def kill(self) -> None:
+        """Stop at once: kill the children and fail or cancel what they had not finished."""
+        for worker in self._workers:
+            worker.kill()
+        self.shutdown(wait=False, cancel_futures=True)
 
     def next_task(self) -> _Task | None:
         """The next task for a worker, or ``None`` when it is to stop."""
@@ -157,6 +187,10 @@ class _Worker:
         self._reader = threading.Thread(target=self._read, name="refstore-worker-out", daemon=True)
         self._writer.start()
         self._reader.start()
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self._process.kill()
 
     def join(self) -> None:
         self._writer.join()

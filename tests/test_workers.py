@@ -163,3 +163,20 @@ def test_workers_of_a_killed_caller_exit(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert pids and all(_gone(pid) for pid in pids), "a worker outlived its killed caller"
+
+
+def test_children_that_cannot_start_leave_hashing_on_this_thread_with_one_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As with an embedded interpreter whose ``sys.executable`` is not a Python that imports refstore."""
+    source = _tree(tmp_path / "source", N_FILES)
+    monkeypatch.setattr(workers, "_shared", None)
+    monkeypatch.setattr(workers, "_unusable", False)
+    monkeypatch.setattr(workers, "_BOOT", "import sys; sys.exit(3)")
+    with pytest.warns(RuntimeWarning, match="worker processes could not start.*exit code 3"):
+        entries = refstore.Artifact("w").add_reference(source, max_objects=N_FILES)
+    assert workers._shared is None and workers._unusable
+    assert len(entries) == N_FILES and entries[0].digest == hash_file(source / entries[0].path)
+
+    again = refstore.Artifact("w").add_reference(source, max_objects=N_FILES)  # no second try, no warning
+    assert again == entries
