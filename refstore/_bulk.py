@@ -52,6 +52,8 @@ def fast_constructor(cls: type[T]) -> Callable[..., T]:
     ordinary ``cls`` instance: equal, hashable and frozen like one made by ``cls(...)``.
     """
     params = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if any(f.default_factory is not dataclasses.MISSING or not f.init for f in params):
+        raise TypeError(f"fast_constructor({cls.__name__}): fields with factories or init=False")
     twin: Any = dataclasses.make_dataclass(
         f"_{cls.__name__}Twin",
         [(f.name, f.type, dataclasses.field(default=f.default)) for f in params],
