@@ -82,7 +82,7 @@ def _hash_open(fd: int) -> FileHash:
     if info.st_size <= _WHOLE:
         data = os.read(fd, info.st_size + 1)
         if len(data) <= info.st_size:
-            return FileHash(len(data), info.st_mtime_ns, f"{ALGORITHM}:{xxhash.xxh3_128_hexdigest(data)}")
+            return FileHash(len(data), info.st_mtime_ns, hash_bytes(data))
         digest, size = _stream(fd, xxhash.xxh3_128(data), len(data))  # it grew meanwhile
     else:
         digest, size = _stream(fd, xxhash.xxh3_128(), 0)
