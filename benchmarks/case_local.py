@@ -13,7 +13,7 @@ import os
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from _common import CaseResult, Row, Target, fmt_ratio, fmt_seconds, run_peer, timed
+from _common import CaseResult, Row, Target, fmt_ratio, fmt_seconds, run_peer, settle, timed
 
 MIB = 2**20
 SMALL_SIZES = (512, 1024, 2048, 4096)
@@ -74,6 +74,7 @@ def local_case(trees: list[tuple[str, Path, int, int]], repeat: int, peers: Path
         pools: dict[str, Executor | None] = dict(zip(RAW_WAYS, (None, threads, processes), strict=True))
         for label, root, count, nbytes in trees:
             raw_read(root, processes)  # into the page cache (and the worker processes started)
+            settle()  # the tree was just written: its write-back is not timed
             ours = result.row(label, "refstore add_reference (xxh3_128)", nbytes=nbytes)
             # like the raw process pool above, refstore's worker processes are started before the timed
             # repeats; the call that starts them is shown on its own

@@ -17,7 +17,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _common import CaseResult, Row, Target, close_s3fs, fmt_ratio, fmt_seconds, raw_s3fs, run_peer, timed
+from _common import (
+    CaseResult,
+    Row,
+    Target,
+    close_s3fs,
+    fmt_ratio,
+    fmt_seconds,
+    raw_s3fs,
+    run_peer,
+    settle,
+    timed,
+)
 from servers import S3Server
 
 #: Object sizes: references read metadata only; downloads move bytes. moto copies a bucket's bytes on
@@ -210,15 +221,20 @@ def _download_rows(
         workload, "refstore warm (everything cached; beside the cold download: copies)", nbytes=nbytes
     )
     entries = list(version.manifest.values())
+    # every repeat writes new folders, and nothing is deleted until the case ends: see settle()
     for i in range(repeat):
-        cache = work / f"cache-{n}-{i}"
-        os.environ["REFSTORE_CACHE_DIR"] = str(cache)
+        os.environ["REFSTORE_CACHE_DIR"] = str(work / f"cache-{n}-{i}")
         cold_dest, raw_dest, warm_dest = (work / f"{kind}-{n}-{i}" for kind in ("cold", "raw", "warm"))
-        _measure(server, cold, partial(version.download, cold_dest))
-        _measure(server, raw, partial(_raw_download, server, entries, raw_dest))
+        # the raw client goes first in every other repeat, so neither side always runs second
+        first, second = (raw, cold) if i % 2 else (cold, raw)
+        for row in (first, second):
+            settle()
+            if row is cold:
+                _measure(server, cold, partial(version.download, cold_dest))
+            else:
+                _measure(server, raw, partial(_raw_download, server, entries, raw_dest))
+        settle()
         _measure(server, warm, partial(version.download, warm_dest))
-        for folder in (cold_dest, raw_dest, warm_dest, cache):
-            shutil.rmtree(folder, ignore_errors=True)
     ratio = cold.median / raw.median
     result.targets += [
         Target(
@@ -273,14 +289,20 @@ def _warm_only(server: S3Server, result: CaseResult, work: Path, n: int, source_
         threads: result.row(workload, f"raw copy of the cached files (copyfile, {label})", nbytes=nbytes)
         for threads, label in ((1, "one thread"), (os.cpu_count() or 1, "a thread per core"))
     }
+    # nothing is deleted until the case ends (see settle()): each links repeat gets a copy of the cache
+    # made beforehand, whose files no download holds yet
     for i in range(repeat):
+        os.environ["REFSTORE_CACHE_DIR"] = str(cache.root)
+        settle()
         _measure(server, copies, partial(download, work / f"warm-{i}"))
-        shutil.rmtree(work / f"warm-{i}")
         for threads, row in raws.items():
-            row.seconds.append(timed(partial(_raw_copy, blobs, work / f"raw-{i}", threads))[0])
-            shutil.rmtree(work / f"raw-{i}")
-        shutil.rmtree(holder)
-        _measure(server, links, partial(download, holder))  # and it holds them for the next round
+            settle()
+            row.seconds.append(timed(partial(_raw_copy, blobs, work / f"raw-{threads}-{i}", threads))[0])
+        unheld = work / f"cache-unheld-{i}"
+        shutil.copytree(cache.root, unheld)
+        os.environ["REFSTORE_CACHE_DIR"] = str(unheld)
+        settle()
+        _measure(server, links, partial(download, work / f"links-{i}"))
     floor = min(raws.values(), key=lambda row: row.median)
     for row, how in (
         (links, "no other download holds the files: links"),

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import pickle
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +39,8 @@ from _common import (
 )
 
 CASES = ("s3", "local", "download", "manifest", "import")
+#: The order the cases run in, each in its own process.
+ORDER = ("s3", "download", "local", "manifest", "import")
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else BENCH_DIR / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
     peers = None if args.no_peers else peers_python()
     data = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="refstore-bench-data-"))
+    if args.one_case:  # a child of the run below: one case, its results pickled for the parent
+        results = _run([args.one_case], sizes, repeat, peers, data)
+        Path(args.one_case_out).write_bytes(pickle.dumps(results))
+        return 0
     started = time.monotonic()
-    results: list[CaseResult] = []
+    results = []
     try:
-        results = _run(cases, sizes, repeat, peers, data)
+        for case in (c for c in ORDER if c in cases):
+            results += _isolated(case, argv if argv is not None else sys.argv[1:], data)
     finally:
         if not args.keep_data:
             shutil.rmtree(data, ignore_errors=True)
@@ -92,7 +101,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="where to write the table (default benchmarks/RESULTS.md)")
     parser.add_argument("--data", help="folder for generated data (default: a temporary folder)")
     parser.add_argument("--keep-data", action="store_true", help="keep the generated data afterwards")
+    parser.add_argument("--one-case", help=argparse.SUPPRESS)
+    parser.add_argument("--one-case-out", help=argparse.SUPPRESS)
     return parser
+
+
+def _isolated(case: str, argv: list[str], data: Path) -> list[CaseResult]:
+    """Run one case in a fresh interpreter, so that no case pays for what an earlier one left behind
+    (heap, threads, imports, files being written back); its results come back pickled."""
+    out = data / f"{case}.results.pickle"
+    data.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, str(Path(__file__).resolve()), *argv, "--data", str(data)]
+    command += ["--one-case", case, "--one-case-out", str(out)]
+    finished = subprocess.run(command, check=False)
+    if finished.returncode != 0 or not out.exists():
+        failed = CaseResult(case, notes=[f"This case's process failed (exit code {finished.returncode})."])
+        failed.targets.append(Target(f"{case}: the case ran", "it runs", "failed", False))
+        return [failed]
+    results: list[CaseResult] = pickle.loads(out.read_bytes())
+    out.unlink()
+    return results
 
 
 def _run(cases: list[str], sizes: Sizes, repeat: int, peers: Path | None, data: Path) -> list[CaseResult]:
