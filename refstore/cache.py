@@ -47,20 +47,21 @@ class Cache:
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_cache_dir()
-        self._folders: set[Path] = set()  # folders this instance made (or found): one mkdir each
+        self._root = os.fspath(self.root)  # paths are built as strings: a warm download builds 10,000s
+        self._folders: set[str] = set()  # folders this instance made (or found): one mkdir each
 
     def tmp_dir(self) -> Path:
         """The folder for files in flight, created if needed."""
-        return self._folder(self.root / "tmp")
+        return Path(self._folder(f"{self._root}/tmp"))
 
-    def tmp_path(self) -> Path:
-        return self.tmp_dir() / scratch_name()
+    def tmp_path(self) -> str:
+        return f"{self._folder(f'{self._root}/tmp')}/{scratch_name()}"
 
     def remove_stale_tmp(self) -> None:
         """Delete what crashed processes of this machine left in ``tmp/`` (never admitted, never read)."""
         remove_stale(self.root / "tmp")
 
-    def lookup(self, entry: ManifestEntry) -> Path | None:
+    def lookup(self, entry: ManifestEntry) -> str | None:
         """The cached bytes for ``entry``, or ``None``."""
         content = self._content_hash(entry)
         if content is None:
@@ -72,20 +73,20 @@ class Cache:
             return None
         return blob if stat.S_ISREG(info.st_mode) and info.st_size == entry.size else None
 
-    def admit(self, entry: ManifestEntry, fetched: Path, content: str) -> Path:
+    def admit(self, entry: ManifestEntry, fetched: str, content: str) -> str:
         """Move checked bytes, whose xxh3_128 hex is ``content``, into the cache (consuming ``fetched``)."""
         blob = self._blob(content)
-        self._folder(blob.parent)
+        self._folder(os.path.dirname(blob))
         os.replace(fetched, blob)
         pin = self._pin_file(entry)
         if pin is not None:
-            self._folder(pin.parent)
+            self._folder(os.path.dirname(pin))
             tmp = self.tmp_path()
             _write_new(tmp, content.encode())
             os.replace(tmp, pin)
         return blob
 
-    def place(self, entry: ManifestEntry, cached: Path, dest: Path, scratch: Path) -> None:
+    def place(self, entry: ManifestEntry, cached: str, dest: str, scratch: str) -> None:
         """Put cached bytes at ``dest`` (see :func:`install`), re-hashing them first;
         :class:`CorruptCacheEntry` (the entry dropped, ``dest`` untouched) when they fail their name."""
         try:
@@ -103,18 +104,18 @@ class Cache:
         finally:
             os.close(fd)
 
-    def _check(self, entry: ManifestEntry, cached: Path, digest: str) -> None:
-        if digest != cached.name:
+    def _check(self, entry: ManifestEntry, cached: str, digest: str) -> None:
+        if digest != os.path.basename(cached):
             self.evict(entry, cached)
-            raise CorruptCacheEntry(str(cached))
+            raise CorruptCacheEntry(cached)
 
-    def evict(self, entry: ManifestEntry, cached: Path) -> None:
+    def evict(self, entry: ManifestEntry, cached: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            cached.unlink()
+            os.unlink(cached)
         pin = self._pin_file(entry)
         if pin is not None:
             with contextlib.suppress(FileNotFoundError):
-                pin.unlink()
+                os.unlink(pin)
 
     def _content_hash(self, entry: ManifestEntry) -> str | None:
         if entry.digest.startswith(f"{ALGORITHM}:"):
@@ -129,7 +130,7 @@ class Cache:
                 return None
         return content if _CONTENT_HEX.fullmatch(content) else None  # never a path out of the cache
 
-    def _pin_file(self, entry: ManifestEntry) -> Path | None:
+    def _pin_file(self, entry: ManifestEntry) -> str | None:
         """Where a reference's pin -> content record lives; ``None`` for entries never cached."""
         if entry.digest.startswith("ref:"):
             return None  # unchecked references: whatever is there at download time
@@ -137,21 +138,19 @@ class Cache:
             return None  # copies are named by their content hash already
         identity = canonical_json([entry.ref, entry.version_id, entry.etag, entry.size, entry.digest])
         key = hashlib.sha256(identity).hexdigest()
-        return self.root / "pins" / key[:2] / key
+        return f"{self._root}/pins/{key[:2]}/{key}"
 
-    def _blob(self, content_hex: str) -> Path:
-        return self.root / "blobs" / content_hex[:2] / content_hex
+    def _blob(self, content_hex: str) -> str:
+        return f"{self._root}/blobs/{content_hex[:2]}/{content_hex}"
 
-    def _folder(self, folder: Path) -> Path:
+    def _folder(self, folder: str) -> str:
         if folder not in self._folders:
-            folder.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             self._folders.add(folder)
         return folder
 
 
-def install(
-    blob: Path, dest: Path, scratch: Path, copy: Callable[[Path], object], linkable: bool = True
-) -> None:
+def install(blob: str, dest: str, scratch: str, copy: Callable[[str], object], linkable: bool = True) -> None:
     """Make ``dest`` hold the checked bytes of ``blob`` in one step: a hard link when nothing but the
     cache holds ``blob`` (made at ``dest`` itself, or at ``scratch`` and renamed over what ``dest`` was),
     else ``copy(scratch)`` renamed onto ``dest``."""
@@ -167,7 +166,7 @@ def install(
     os.replace(scratch, dest)
 
 
-def _link_alone(blob: Path, path: Path) -> bool:
+def _link_alone(blob: str, path: str) -> bool:
     """Hard-link ``blob`` to the new ``path`` if no other path links it; ``False`` (nothing made) when one
     does or the filesystem refuses (another device, no hard links, no permission). :class:`FileExistsError`
     when ``path`` exists."""
@@ -185,7 +184,7 @@ def _link_alone(blob: Path, path: Path) -> bool:
     return False
 
 
-def _read_small(path: Path) -> bytes:
+def _read_small(path: str) -> bytes:
     fd = os.open(path, os.O_RDONLY)
     try:
         return os.read(fd, 256)
@@ -193,7 +192,7 @@ def _read_small(path: Path) -> bytes:
         os.close(fd)
 
 
-def _write_new(path: Path, data: bytes) -> None:
+def _write_new(path: str, data: bytes) -> None:
     with BodyFile(path) as out:
         out.write(data)
 
@@ -203,7 +202,7 @@ def _buffer(fd: int) -> bytearray:
     return bytearray(min(_BLOCK, os.fstat(fd).st_size + 1))
 
 
-def _copy_fd(fd: int, dest: Path) -> str:
+def _copy_fd(fd: int, dest: str) -> str:
     """Copy the open file ``fd`` to the new path ``dest``, hashing it on the way; the xxh3_128 hex."""
     buffer = _buffer(fd)
     view = memoryview(buffer)

@@ -48,7 +48,7 @@ class Downloader:
         self.storage_options = dict(storage_options or {})
         #: Where fetches run when given: batches of entries go to its workers (a Dask cluster, processes).
         self.executor = executor
-        self._folders: set[Path] = set()  # destination folders made by this downloader
+        self._folders: set[str] = set()  # destination folders made by this downloader
         self._backends: dict[str, Backend] = {}  # by the scheme and authority of a ref
 
     @functools.cached_property
@@ -60,7 +60,8 @@ class Downloader:
     def download(self, entries: list[ManifestEntry], root: Path, *, description: str) -> Path:
         root = root.expanduser().absolute()
         real = functools.lru_cache(maxsize=None)(os.path.realpath)  # this download's folders, checked once
-        targets = [(entry, safe_destination(root, entry.path, realpath=real)) for entry in entries]
+        top = os.fspath(root)  # paths are strings from here on: 10,000 pathlib objects cost more than the I/O
+        targets = [(entry, destination(top, entry.path, realpath=real)) for entry in entries]
         check_no_clashes(entry.path for entry in entries)
         _ = self._staging  # made before any thread starts
         with progress_bar(sum(e.size for e in entries), description) as bar:
@@ -71,20 +72,20 @@ class Downloader:
                 self._fetch_on(self.executor, missing, bar.update)
         return root
 
-    def fetch_all(self, targets: list[tuple[ManifestEntry, Path]], progress: ProgressHook) -> None:
+    def fetch_all(self, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook) -> None:
         """Fetch every entry to its destination, ``CONCURRENCY`` at a time."""
         run_sync(gather_limited, [self._one(entry, dest, progress) for entry, dest in targets], CONCURRENCY)
 
     def _copy_cached(
-        self, targets: list[tuple[ManifestEntry, Path]], progress: ProgressHook
-    ) -> list[tuple[ManifestEntry, Path]]:
+        self, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook
+    ) -> list[tuple[ManifestEntry, str]]:
         """Place what the cache holds before any network work (a warm download of 10,000 files is file
         system work only); returns the targets still to fetch."""
 
-        def place_batch(batch: list[tuple[ManifestEntry, Path]]) -> list[bool]:
+        def place_batch(batch: list[tuple[ManifestEntry, str]]) -> list[bool]:
             return [place(entry, dest) for entry, dest in batch]
 
-        def place(entry: ManifestEntry, dest: Path) -> bool:
+        def place(entry: ManifestEntry, dest: str) -> bool:
             if not self._from_cache(entry, dest, self._prepare(dest)):
                 return False
             progress(entry.size)
@@ -98,14 +99,15 @@ class Downloader:
                 done = [placed for batch in pool.map(place_batch, batches) for placed in batch]
         return [item for item, placed in zip(targets, done, strict=True) if not placed]
 
-    def _prepare(self, dest: Path) -> Path:
+    def _prepare(self, dest: str) -> str:
         """Make ``dest``'s folder (once per folder) and return a scratch path to build it at."""
-        if dest.parent not in self._folders:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            self._folders.add(dest.parent)
+        folder = os.path.dirname(dest)
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
         return self._staging.path_for(dest)
 
-    def _from_cache(self, entry: ManifestEntry, dest: Path, scratch: Path) -> bool:
+    def _from_cache(self, entry: ManifestEntry, dest: str, scratch: str) -> bool:
         """Put the cached bytes of ``entry`` at ``dest``; ``False`` when the cache has none (or had
         corrupt ones, now dropped)."""
         cached = self.cache.lookup(entry)
@@ -122,7 +124,7 @@ class Downloader:
         return True
 
     def _fetch_on(
-        self, executor: Executor, targets: list[tuple[ManifestEntry, Path]], progress: ProgressHook
+        self, executor: Executor, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook
     ) -> None:
         """Fetch in batches on ``executor``'s workers, each with its own connections and this cache."""
         jobs = [
@@ -132,7 +134,7 @@ class Downloader:
                 self.storage_options,
                 str(self.cache.root),
                 self.skip_cache,
-                [(entry, str(dest)) for entry, dest in targets[start : start + _BATCH]],
+                targets[start : start + _BATCH],
             )
             for start in range(0, len(targets), _BATCH)
         ]
@@ -144,18 +146,18 @@ class Downloader:
             for future in futures:
                 future.cancel()  # interrupted or failed: batches not started never start
 
-    async def _one(self, entry: ManifestEntry, dest: Path, progress: Any) -> None:
+    async def _one(self, entry: ManifestEntry, dest: str, progress: Any) -> None:
         scratch = self._prepare(dest)
         fetched = scratch if self.skip_cache else self.cache.tmp_path()
         try:
-            content = await self._fetch(entry, fetched, progress)
+            content = await self._fetch(entry, Path(fetched), progress)
             await asyncio.to_thread(self._admit, entry, content, fetched, dest, scratch)
         except BaseException:
             _discard(fetched)
             _discard(scratch)
             raise
 
-    def _admit(self, entry: ManifestEntry, content: str, fetched: Path, dest: Path, scratch: Path) -> None:
+    def _admit(self, entry: ManifestEntry, content: str, fetched: str, dest: str, scratch: str) -> None:
         """Check fetched bytes, whose xxh3_128 hex is ``content``, and put them at ``dest``: through the
         cache, whose file ``dest`` then shares (a hard link, else a copy in the kernel)."""
         _check_content(entry, content)
@@ -207,7 +209,7 @@ def _download_batch(batch: _Batch) -> int:
         skip_cache=batch.skip_cache,
         storage_options=batch.storage_options,
     )
-    targets = [(entry, Path(dest)) for entry, dest in batch.items]
+    targets = batch.items
     downloader.fetch_all(targets if batch.skip_cache else downloader._copy_cached(targets, _ignore), _ignore)
     return sum(entry.size for entry, _ in batch.items)
 
@@ -223,9 +225,9 @@ def _authority(ref: str) -> str:
     return ref[:end] if end >= 0 else ref
 
 
-def _discard(path: Path) -> None:
+def _discard(path: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+        os.unlink(path)
 
 
 def blob_path(digest: str) -> str:
@@ -256,16 +258,27 @@ def check_no_clashes(paths: Iterable[str]) -> None:
 def safe_destination(
     root: Path, logical_path: str, *, realpath: Callable[[str], str] = os.path.realpath
 ) -> Path:
-    """``root / logical_path``, refusing any path that would land outside ``root``.
+    """``root / logical_path``, refusing any path that would land outside ``root``."""
+    return Path(destination(os.fspath(root), logical_path, realpath=realpath))
 
-    ``realpath``: a memo of :func:`os.path.realpath` for one download (10,000 files share few folders).
-    """
+
+def destination(root: str, logical_path: str, *, realpath: Callable[[str], str] = os.path.realpath) -> str:
+    """:func:`safe_destination` on strings. ``realpath``: a memo of :func:`os.path.realpath` for one
+    download (10,000 files share few folders)."""
     check_logical_path(logical_path)
-    if any(len(part.encode()) > _MAX_FILE_NAME for part in logical_path.split("/")):
+    # UTF-8 takes at most 4 bytes a character: shorter paths cannot hold a segment over the limit
+    if len(logical_path) * 4 > _MAX_FILE_NAME and any(
+        len(part.encode()) > _MAX_FILE_NAME for part in logical_path.split("/")
+    ):
         raise UnsafePathError(f"logical path {logical_path[:60]!r}...: a segment is longer than 255 bytes")
-    dest = root.joinpath(*logical_path.split("/"))
-    real_root = realpath(str(root))
-    real_parent = realpath(str(dest.parent))
-    if os.path.commonpath([real_root, real_parent]) != real_root:
+    dest = (
+        os.path.join(root, *logical_path.split("/"))
+        if os.sep != "/"
+        else f"{root.rstrip('/')}/{logical_path}"
+    )
+    real_root = realpath(root)
+    real_parent = realpath(os.path.dirname(dest))
+    inside = real_parent == real_root or real_parent.startswith(real_root.rstrip(os.sep) + os.sep)
+    if not inside and os.path.commonpath([real_root, real_parent]) != real_root:
         raise UnsafePathError(f"logical path {logical_path!r}: would be written outside {root}")
     return dest

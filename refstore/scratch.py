@@ -63,17 +63,19 @@ class Staging:
 
     def __init__(self, tmp_dir: Path) -> None:
         self.tmp_dir = tmp_dir
+        self._tmp = os.fspath(tmp_dir)
         self._device = os.stat(tmp_dir).st_dev
         #: destination folder -> whether it shares ``tmp_dir``'s filesystem (checked once per folder)
-        self._shares: dict[Path, bool] = {}
+        self._shares: dict[str, bool] = {}
 
-    def path_for(self, dest: Path) -> Path:
+    def path_for(self, dest: str) -> str:
         """A scratch path on ``dest``'s filesystem, outside the destination when possible."""
-        shares = self._shares.get(dest.parent)
+        folder = os.path.dirname(dest)
+        shares = self._shares.get(folder)
         if shares is None:
-            shares = self._shares[dest.parent] = os.stat(dest.parent).st_dev == self._device
+            shares = self._shares[folder] = os.stat(folder).st_dev == self._device
             if not shares:
-                remove_stale(dest.parent)
+                remove_stale(Path(folder))
         if shares:
-            return self.tmp_dir / scratch_name()
-        return dest.parent / scratch_name(hidden=True)
+            return f"{self._tmp}/{scratch_name()}"
+        return f"{folder}/{scratch_name(hidden=True)}"

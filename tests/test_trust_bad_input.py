@@ -402,12 +402,15 @@ def test_download_replaces_a_file_symlink_instead_of_writing_through_it(tmp_path
     assert outside.read_text() == "must stay"
 
 
-def test_download_refuses_a_folder_symlink_leading_out_of_the_root(tmp_path: Path) -> None:
+# "dest-sibling" starts like the root's path, "dest", without being inside it
+@pytest.mark.parametrize("target", ["outside", "dest-sibling"])
+def test_download_refuses_a_folder_symlink_leading_out_of_the_root(target: str, tmp_path: Path) -> None:
     version = _logged_copies(tmp_path)
-    outside = tmp_path / "outside"
+    outside = tmp_path / target
     outside.mkdir()
     dest = tmp_path / "dest"
     dest.mkdir()
     (dest / "sub").symlink_to(outside, target_is_directory=True)
     assert_writes_nothing(tmp_path, lambda: version.download(dest), refstore.UnsafePathError)
     assert list(outside.iterdir()) == []
+

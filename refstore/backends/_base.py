@@ -197,7 +197,7 @@ class BodyFile:
     ``with BodyFile(dest) as out: out.write(chunk)``; then ``out.size`` and ``out.hexdigest()``.
     """
 
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: str | os.PathLike[str]) -> None:
         self.dest = dest
         self.size = 0
         self._digest = xxhash.xxh3_128()
