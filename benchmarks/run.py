@@ -228,7 +228,8 @@ def _report(
         "",
         f"Produced by `{command}` — do not edit by hand. Medians of {repeat} repeat(s), peers run side by "
         "side on the same data in the same run (interleaved), requests counted on the server (moto's access "
-        "log). The machine is shared and noisy: read the ratios, not the absolute times.",
+        "log). Each case runs in a fresh interpreter, and dirty pages are written back (`os.sync()`) before "
+        "timed steps. The machine is shared and noisy: read the ratios, not the absolute times.",
         "",
         f"- date: {now:%Y-%m-%d %H:%M UTC}; the run took {elapsed / 60:.1f} min",
         f"- machine: {box['nproc']} CPUs ({box['cpu']}), {box['memory']} memory, {box['os']}, "
