@@ -1,6 +1,6 @@
 """Run every benchmark case side by side with the peers and write ``benchmarks/RESULTS.md``.
 
-    python benchmarks/run.py            # the full run (about 25 minutes on 2 cores), writes RESULTS.md
+    python benchmarks/run.py            # the full run (about 30 minutes on 2 cores), writes RESULTS.md
     python benchmarks/run.py --quick    # small N, a minute or so; writes to --out (default: RESULTS-quick.md)
 
 wandb runs in its own venv (``benchmarks/.venv-peers``, created on first use) as a subprocess, so it
