@@ -413,4 +413,3 @@ def test_download_refuses_a_folder_symlink_leading_out_of_the_root(target: str, 
     (dest / "sub").symlink_to(outside, target_is_directory=True)
     assert_writes_nothing(tmp_path, lambda: version.download(dest), refstore.UnsafePathError)
     assert list(outside.iterdir()) == []
-

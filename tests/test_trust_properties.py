@@ -8,7 +8,7 @@ import random
 import string
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import refstore
@@ -97,12 +97,15 @@ def test_bucket_urls_round_trip(scheme: str, name: str, path: str, trailing_slas
 
 @SETTINGS
 @given(st.lists(key_segment, min_size=1, max_size=4))
+@example(["~"]).via("found by a CI run")
+@example(["~", "data"])
 def test_local_paths_become_absolute_file_urls(parts: list[str]) -> None:
     relative = "/".join(parts)
     assume(relative.strip())  # a blank string is refused as an empty URL
     location = resolve(relative)
-    assert location.path == os.path.abspath(relative)
-    assert location.url == f"file://{os.path.abspath(relative)}"
+    absolute = os.path.abspath(os.path.expanduser(relative))  # a leading "~" is the home folder
+    assert location.path == absolute
+    assert location.url == f"file://{absolute}"
     assert resolve(location.url).path == location.path
 
 
