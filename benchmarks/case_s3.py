@@ -225,14 +225,13 @@ def _download_rows(
     for i in range(repeat):
         os.environ["REFSTORE_CACHE_DIR"] = str(work / f"cache-{n}-{i}")
         cold_dest, raw_dest, warm_dest = (work / f"{kind}-{n}-{i}" for kind in ("cold", "raw", "warm"))
-        # the raw client goes first in every other repeat, so neither side always runs second
-        first, second = (raw, cold) if i % 2 else (cold, raw)
-        for row in (first, second):
+        turns = [
+            (cold, partial(version.download, cold_dest)),
+            (raw, partial(_raw_download, server, entries, raw_dest)),
+        ]
+        for row, func in turns[::-1] if i % 2 else turns:  # the raw client goes first every other repeat
             settle()
-            if row is cold:
-                _measure(server, cold, partial(version.download, cold_dest))
-            else:
-                _measure(server, raw, partial(_raw_download, server, entries, raw_dest))
+            _measure(server, row, func)
         settle()
         _measure(server, warm, partial(version.download, warm_dest))
     ratio = cold.median / raw.median

@@ -48,18 +48,19 @@ class Cache:
     def __init__(self, root: Path | None = None) -> None:
         self.root = root or default_cache_dir()
         self._root = os.fspath(self.root)  # paths are built as strings: a warm download builds 10,000s
+        self._tmp = f"{self._root}/tmp"
         self._folders: set[str] = set()  # folders this instance made (or found): one mkdir each
 
     def tmp_dir(self) -> Path:
         """The folder for files in flight, created if needed."""
-        return Path(self._folder(f"{self._root}/tmp"))
+        return Path(self._folder(self._tmp))
 
     def tmp_path(self) -> str:
-        return f"{self._folder(f'{self._root}/tmp')}/{scratch_name()}"
+        return f"{self._folder(self._tmp)}/{scratch_name()}"
 
     def remove_stale_tmp(self) -> None:
         """Delete what crashed processes of this machine left in ``tmp/`` (never admitted, never read)."""
-        remove_stale(self.root / "tmp")
+        remove_stale(Path(self._tmp))
 
     def lookup(self, entry: ManifestEntry) -> str | None:
         """The cached bytes for ``entry``, or ``None``."""
