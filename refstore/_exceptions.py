@@ -5,6 +5,7 @@
     │   ├── UnsupportedSchemeError
     │   └── InvalidNameError
     ├── ObjectNotFoundError (FileNotFoundError)
+    ├── LocalChangesError (FileExistsError)
     ├── ObjectChangedError
     ├── TooManyObjectsError
     ├── ManifestError (ValueError)
@@ -12,6 +13,7 @@
     │   └── UnsafePathError
     ├── ArtifactNotFoundError (LookupError)
     ├── ConflictError
+    ├── StorageAccessError (PermissionError)
     ├── StorageUnavailableError (ConnectionError)
     └── RunError
 
@@ -39,6 +41,10 @@ class InvalidNameError(InvalidURLError):
 
 class ObjectNotFoundError(RefstoreError, FileNotFoundError):
     """A referenced object or local path does not exist."""
+
+
+class LocalChangesError(RefstoreError, FileExistsError):
+    """A download would replace local files whose bytes differ from the manifest (``overwrite=True`` replaces)."""
 
 
 class ObjectChangedError(RefstoreError):
@@ -69,8 +75,13 @@ class ConflictError(RefstoreError):
     """A concurrent writer won a race that cannot be retried."""
 
 
+class StorageAccessError(RefstoreError, PermissionError):
+    """Credentials are missing or were refused; the message names the URL and what to set."""
+
+
 class StorageUnavailableError(RefstoreError, ConnectionError):
-    """Storage kept failing (resets, timeouts, 5xx answers, cut-off bodies) after bounded retries."""
+    """Storage cannot be reached (refused connection, unknown host) or kept failing (resets, timeouts, 5xx
+    answers, cut-off bodies) after bounded retries."""
 
 
 class RunError(RefstoreError):
