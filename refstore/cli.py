@@ -14,6 +14,7 @@ import click
 from . import render
 from ._exceptions import RefstoreError
 from ._version import __version__
+from .cli_options import complete_ref, global_options, settings
 
 
 class _Main(click.Group):
@@ -48,31 +49,31 @@ def _emit(data: Any, as_json: bool, text: str) -> None:
         click.echo(text)
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-
 _human = render.human_size  # kept for the run commands (refstore.runs.commands)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--root", envvar="REFSTORE_ROOT", default=None, help="Registry URL (default ./.refstore).")
+@global_options(group=True)
 @click.version_option(__version__, prog_name="refstore")
 @click.pass_context
-def main(ctx: click.Context, root: str | None) -> None:
-    """Immutable, versioned snapshots of data anywhere fsspec reaches, without copying it."""
-    ctx.ensure_object(dict)
-    ctx.obj["root"] = root
+def main(ctx: click.Context) -> None:
+    """Immutable, versioned snapshots of data anywhere fsspec reaches, without copying it.
+
+    --root, --json, -y/--yes and --debug go before or after the command (refstore ls --root URL).
+    """
+    settings(ctx)
 
 
 @main.command("log")
-@click.argument("name")
-@click.argument("sources", nargs=-1, required=True)
+@click.argument("name", shell_complete=complete_ref)
+@click.argument("sources", nargs=-1, required=True, type=click.Path())
 @click.option("--type", "type_", default="dataset", show_default=True, help="Artifact type.")
 @click.option("--alias", "aliases", multiple=True, help="Alias to point at the version (repeatable).")
 @click.option("--description", default=None, help="A description stored with the version.")
 @click.option("--max-objects", default=10_000, show_default=True, help="Refuse prefixes with more objects.")
 @click.option("--no-checksum", is_flag=True, help="Record locations only; downloads fetch them unchecked.")
 @click.option("--copy", is_flag=True, help="Store copies of local files instead of referencing them.")
-@json_option
+@global_options()
 @click.pass_context
 def log_command(
     ctx: click.Context,
@@ -84,9 +85,9 @@ def log_command(
     max_objects: int,
     no_checksum: bool,
     copy: bool,
-    as_json: bool,
 ) -> None:
     """Snapshot SOURCES (URLs or local paths) as a new version of NAME."""
+    as_json = settings(ctx)["json"]
     from .artifact import Artifact
 
     artifact = Artifact(name, type_, description=description)
@@ -115,11 +116,12 @@ def _add_copy(artifact: Any, source: str, folder: str | None) -> None:
 
 
 @main.command("ls")
-@click.argument("name", required=False)
-@json_option
+@click.argument("name", required=False, shell_complete=complete_ref)
+@global_options()
 @click.pass_context
-def ls_command(ctx: click.Context, name: str | None, as_json: bool) -> None:
+def ls_command(ctx: click.Context, name: str | None) -> None:
     """List artifacts, or the versions of NAME."""
+    as_json = settings(ctx)["json"]
     registry = _registry(ctx)
     if name is not None:
         versions = [render.version_json(v) for v in registry.versions(name)]
@@ -156,14 +158,15 @@ def _counts(version: dict[str, Any]) -> list[str]:
 
 
 @main.command("show")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.option(
     "--all", "show_all", is_flag=True, help=f"List every entry (default: the first {render.TREE_LIMIT})."
 )
-@json_option
+@global_options()
 @click.pass_context
-def show_command(ctx: click.Context, ref: str, show_all: bool, as_json: bool) -> None:
+def show_command(ctx: click.Context, ref: str, show_all: bool) -> None:
     """Show a version: summary (entries, size, schemes, aliases, lineage) and a tree of its entries."""
+    as_json = settings(ctx)["json"]
     version = _registry(ctx).get(ref)
     data = render.version_json(version)
     entries = list(version.manifest.values())
@@ -173,28 +176,28 @@ def show_command(ctx: click.Context, ref: str, show_all: bool, as_json: bool) ->
 
 
 @main.command("get")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.argument("dest", required=False)
 @click.option("--prefix", default=None, help="Only entries whose logical path starts with this.")
 @click.option("--skip-cache", is_flag=True, help="Fetch from the source even when cached.")
-@json_option
+@global_options()
 @click.pass_context
-def get_command(
-    ctx: click.Context, ref: str, dest: str | None, prefix: str | None, skip_cache: bool, as_json: bool
-) -> None:
+def get_command(ctx: click.Context, ref: str, dest: str | None, prefix: str | None, skip_cache: bool) -> None:
     """Download the pinned bytes of REF to DEST (default ./artifacts/NAME:vN)."""
+    as_json = settings(ctx)["json"]
     version = _registry(ctx).get(ref)
     path = version.download(dest, path_prefix=prefix, skip_cache=skip_cache)
     _emit({"version": render.version_json(version), "path": str(path)}, as_json, str(path))
 
 
 @main.command("diff")
-@click.argument("ref_a")
-@click.argument("ref_b")
-@json_option
+@click.argument("ref_a", shell_complete=complete_ref)
+@click.argument("ref_b", shell_complete=complete_ref)
+@global_options()
 @click.pass_context
-def diff_command(ctx: click.Context, ref_a: str, ref_b: str, as_json: bool) -> None:
+def diff_command(ctx: click.Context, ref_a: str, ref_b: str) -> None:
     """What changed from REF_A to REF_B."""
+    as_json = settings(ctx)["json"]
     registry = _registry(ctx)
     old, new = registry.get(ref_a), registry.get(ref_b)
     diff = old.diff(new)
@@ -205,23 +208,25 @@ def diff_command(ctx: click.Context, ref_a: str, ref_b: str, as_json: bool) -> N
 
 
 @main.command("alias")
-@click.argument("ref")
+@click.argument("ref", shell_complete=complete_ref)
 @click.argument("alias")
-@json_option
+@global_options()
 @click.pass_context
-def alias_command(ctx: click.Context, ref: str, alias: str, as_json: bool) -> None:
+def alias_command(ctx: click.Context, ref: str, alias: str) -> None:
     """Point ALIAS at the version REF names."""
+    as_json = settings(ctx)["json"]
     version = _registry(ctx).alias(ref, alias)
     text = f"{version.name}:{alias} -> {version.qualified_name}"
     _emit({"version": render.version_json(version), "alias": alias}, as_json, text)
 
 
 @main.command("verify")
-@click.argument("ref")
-@json_option
+@click.argument("ref", shell_complete=complete_ref)
+@global_options()
 @click.pass_context
-def verify_command(ctx: click.Context, ref: str, as_json: bool) -> None:
+def verify_command(ctx: click.Context, ref: str) -> None:
     """Check REF against live storage from metadata alone; exit 1 on drift."""
+    as_json = settings(ctx)["json"]
     version = _registry(ctx).get(ref)
     report = version.verify()
     lines = [f"changed  {p}" for p in report.changed] + [f"missing  {p}" for p in report.missing]
@@ -235,13 +240,16 @@ def verify_command(ctx: click.Context, ref: str, as_json: bool) -> None:
 
 
 @main.command("gc")
-@click.option("--yes", is_flag=True, help="Delete for real (default: a dry run that only reports).")
-@json_option
+@global_options()
 @click.pass_context
-def gc_command(ctx: click.Context, yes: bool, as_json: bool) -> None:
-    """Delete registry manifests and blobs that no version references; safe beside running logs."""
+def gc_command(ctx: click.Context) -> None:
+    """Delete registry manifests and blobs that no version references; safe beside running logs.
+
+    A dry run that only reports, unless -y/--yes.
+    """
     from .gc import collect_garbage
 
+    as_json, yes = settings(ctx)["json"], settings(ctx)["yes"]
     report = collect_garbage(_registry(ctx), yes=yes)
     _emit(report.to_json(), as_json, "\n".join(render.gc_lines(report)))
 

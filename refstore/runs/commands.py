@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..cli_options import global_options, settings
 from ..render import human_size
 
 if TYPE_CHECKING:  # the rest is imported when a command runs, so that the command line starts fast
     from .clean import RunDirStatus, SyncResult
 
-_json_option = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 _dir_option = click.option(
     "--dir", "dir_", default=None, help="Where run directories live (default $REFSTORE_DIR, else .)."
 )
@@ -29,10 +29,10 @@ def _echo(data: Any, as_json: bool, lines: Sequence[str]) -> None:
 @click.argument("files", nargs=-1)
 @click.option("--dest", default=".", show_default=True, help="Folder to restore FILES into.")
 @click.option("--replace", is_flag=True, help="Overwrite local files that already exist.")
-@_json_option
+@global_options()
 @click.pass_context
 def restore_command(
-    ctx: click.Context, run_path: str, files: Sequence[str], dest: str, replace: bool, as_json: bool
+    ctx: click.Context, run_path: str, files: Sequence[str], dest: str, replace: bool
 ) -> None:
     """Restore FILES of the run RUN_PATH (project/run_id); without FILES, its code.
 
@@ -42,6 +42,7 @@ def restore_command(
     from ..registry import Registry
     from .restoring import restore, restore_code
 
+    as_json = settings(ctx)["json"]
     registry = Registry(ctx.obj["root"])
     if not files:
         branch = restore_code(run_path, registry=registry)
@@ -56,16 +57,16 @@ def restore_command(
 
 @click.command("sync")
 @click.option("--clean", is_flag=True, help="Delete local run directories whose files are all synced.")
-@click.option("--yes", "-y", is_flag=True, help="Delete without asking.")
 @_dir_option
-@_json_option
+@global_options()
 @click.pass_context
-def sync_command(ctx: click.Context, clean: bool, yes: bool, dir_: str | None, as_json: bool) -> None:
+def sync_command(ctx: click.Context, clean: bool, dir_: str | None) -> None:
     """Upload what local run directories have not synced; with --clean, delete the fully synced ones."""
     from .._exceptions import RunError
     from .clean import survey, sync_pending
     from .local import run_area
 
+    as_json, yes = settings(ctx)["json"], settings(ctx)["yes"]
     area = run_area(dir_)
     if clean:
         _clean(survey(area, ctx.obj["root"]), yes, as_json)
