@@ -102,4 +102,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY, "run"})
+    """The public names only: not submodules, imports or helpers."""
+    return sorted({*__all__, "run"})
