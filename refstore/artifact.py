@@ -8,10 +8,10 @@ import posixpath
 from collections.abc import Mapping
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ._bulk import gc_paused
-from ._exceptions import InvalidURLError, ObjectNotFoundError
+from ._exceptions import InvalidURLError, ObjectNotFoundError, RefstoreError
 from ._sync import run_sync
 from .backends import ObjectMeta, ProgressHook, RecordsHook
 from .hashing import ALGORITHM, hash_file, hash_files
@@ -19,6 +19,10 @@ from .locations import Location, resolve
 from .manifest import Manifest, ManifestEntry, new_entry
 from .names import check_logical_path, check_name, join_logical
 from .progress import progress_bar
+
+if TYPE_CHECKING:
+    from .verify import VerifyReport
+    from .version import ArtifactVersion
 
 DEFAULT_MAX_OBJECTS = 10_000
 
@@ -41,6 +45,8 @@ class Artifact:
         self._entries: dict[str, ManifestEntry] = {}
         #: content digest -> local file whose bytes the registry must store at log time
         self._staged: dict[str, Path] = {}
+        #: the version this draft was last logged as, until the draft changes
+        self._logged: ArtifactVersion | None = None
 
     def __repr__(self) -> str:
         return f"Artifact({self.name!r}, type={self.type!r}, {len(self._entries)} entries)"
@@ -152,7 +158,50 @@ class Artifact:
             if existing is not None and existing != entry:
                 raise InvalidURLError(f"{self.name}: logical path {entry.path!r} is already in the artifact")
         self._entries.update((e.path, e) for e in entries)
+        self._logged = None
         return entries
+
+    # -- once logged: the draft acts on its version ------------------------------------------------------
+
+    @property
+    def logged_version(self) -> ArtifactVersion | None:
+        """The version ``Registry.log``, ``run.log_artifact`` or ``run.use_artifact`` last made or found for
+        this draft; ``None`` before, and after an add changed the draft."""
+        return self._logged
+
+    @property
+    def version(self) -> int:
+        """The logged version's number (``mnist:v3`` -> 3)."""
+        return int(self._require_logged("version").version)
+
+    @property
+    def qualified_name(self) -> str:
+        """The logged version's ``name:v<N>``."""
+        return self._require_logged("qualified_name").qualified_name
+
+    def download(self, root: str | os.PathLike[str] | None = None, **options: Any) -> Path:
+        """Download the logged version (:meth:`ArtifactVersion.download`, same options)."""
+        return self._require_logged("download()").download(root, **options)
+
+    def open(self, logical_path: str, mode: str = "rb", **options: Any) -> IO[bytes]:
+        """Stream one entry of the logged version (:meth:`ArtifactVersion.open`)."""
+        return self._require_logged("open()").open(logical_path, mode, **options)
+
+    def verify(self, *args: Any, **options: Any) -> VerifyReport:
+        """Verify the logged version (:meth:`ArtifactVersion.verify`, same arguments)."""
+        return self._require_logged("verify()").verify(*args, **options)
+
+    def _logged_as(self, version: ArtifactVersion) -> None:
+        """Called by ``Registry.log``: from now on this draft acts on ``version``."""
+        self._logged = version
+
+    def _require_logged(self, what: str) -> ArtifactVersion:
+        if self._logged is None:
+            raise RefstoreError(
+                f"artifact {self.name!r} is a draft that is not logged (or changed since): log it first "
+                f"(Registry.log, run.log_artifact or run.use_artifact), then call {what}"
+            )
+        return self._logged
 
 
 async def _list_location(
