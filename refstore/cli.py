@@ -170,8 +170,10 @@ def show_command(ctx: click.Context, ref: str, show_all: bool) -> None:
     version = _registry(ctx).get(ref)
     data = render.version_json(version)
     entries = list(version.manifest.values())
-    tree = render.tree(entries, limit=None if show_all else render.TREE_LIMIT)
-    text = "\n".join([*render.summary(data), "", f"{version.qualified_name}/", *tree])
+    tree = render.tree(
+        entries, limit=None if show_all else render.TREE_LIMIT, title=f"{version.qualified_name}/"
+    )
+    text = "\n".join([*render.summary(data), "", *tree])
     _emit({"version": data, "entries": [render.entry_json(e) for e in entries]}, as_json, text)
 
 

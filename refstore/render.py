@@ -6,6 +6,7 @@ shape everywhere (``{"version": {...}, ...}``; ``ls NAME`` gives ``{"versions": 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -51,20 +52,28 @@ def scheme_counts(entries: Iterable[ManifestEntry]) -> Counter[str]:
 
 
 def summary(data: Mapping[str, Any]) -> list[str]:
-    """The header ``show`` prints above the tree, from :func:`version_json` data."""
-    schemes = ", ".join(f"{s} ({n})" for s, n in data["schemes"].items())
-    lines = [
-        f"{data['qualified_name']}  ({data['type']})",
-        f"  digest     {data['digest']}",
-        f"  created    {data['created_at']}",
-        f"  aliases    {', '.join(data['aliases']) or '-'}",
-        f"  entries    {data['entry_count']}, {human_size(data['size'])}",
-        f"  schemes    {schemes or '-'}",
-        f"  lineage    {_lineage(data)}",
+    """The header ``show`` prints above the tree, from :func:`version_json` data: one labelled field a line
+    (a multi-line description or several metadata keys continue under the first)."""
+    schemes = ", ".join(f"{s} ({n:,})" for s, n in data["schemes"].items())
+    metadata = [f"{key}: {_value(value)}" for key, value in sorted((data["metadata"] or {}).items())]
+    fields = [
+        ("description", (data["description"] or "-").splitlines() or ["-"]),
+        ("digest", [data["digest"]]),
+        ("created", [data["created_at"]]),
+        ("aliases", [", ".join(data["aliases"]) or "-"]),
+        ("entries", [f"{data['entry_count']:,}, {human_size(data['size'])}"]),
+        ("schemes", [schemes or "-"]),
+        ("lineage", [_lineage(data)]),
+        ("metadata", metadata or ["-"]),
     ]
-    if data["description"]:
-        lines.insert(1, f"  {data['description']}")
+    lines = [f"{data['qualified_name']}  ({data['type']})"]
+    for label, values in fields:
+        lines += [f"  {label if i == 0 else '':<11}  {value}".rstrip() for i, value in enumerate(values)]
     return lines
+
+
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
 def _lineage(data: Mapping[str, Any]) -> str:
@@ -73,13 +82,18 @@ def _lineage(data: Mapping[str, Any]) -> str:
     return "; ".join(parts) or "-"
 
 
-def tree(entries: Iterable[ManifestEntry], *, limit: int | None = TREE_LIMIT) -> list[str]:
-    """Logical paths drawn as a folder tree with sizes and sources; at most ``limit`` entries."""
+def tree(entries: Iterable[ManifestEntry], *, limit: int | None = TREE_LIMIT, title: str = "") -> list[str]:
+    """Logical paths drawn as a folder tree with sizes and sources, under ``title`` when given; at most
+    ``limit`` entries, and then it says so above and below the tree."""
     listed = sorted(entries, key=lambda e: e.path)
     shown = listed if limit is None else listed[:limit]
+    cut = len(shown) < len(listed)
     lines = _branch(_nest(shown), "")
-    if len(shown) < len(listed):
-        lines.append(f"... {len(listed) - len(shown)} more entries (--all lists them)")
+    if cut:
+        lines.append(f"... {len(listed) - len(shown):,} more entries (--all lists them)")
+    if title:
+        note = f"  (the first {len(shown):,} of {len(listed):,} entries; --all lists them all)" if cut else ""
+        lines.insert(0, title + note)
     return lines
 
 

@@ -26,7 +26,7 @@ def logged(tmp_path: Path) -> refstore.ArtifactVersion:
     (data / "sub" / "b.bin").write_bytes(b"\0" * 2048)
     (data / "sub" / "deep" / "c.txt").write_text("c")
     registry = refstore.Registry()
-    artifact = refstore.Artifact("ds", description="three files")
+    artifact = refstore.Artifact("ds", description="three files", metadata={"source": "lab", "split": [8, 2]})
     artifact.add_reference(data)
     artifact.add_file(data / "a.txt", name="copies/a.txt")
     version = registry.log(artifact, aliases=["prod"], created_by="proj/trainer")
@@ -36,12 +36,13 @@ def logged(tmp_path: Path) -> refstore.ArtifactVersion:
 
 def test_show_prints_a_summary_and_a_tree(logged: refstore.ArtifactVersion, tmp_path: Path) -> None:
     lines = _run("show", "ds:prod").splitlines()
-    assert lines[0] == "ds:v0  (dataset)" and lines[1] == "  three files"
-    summary = {line.split()[0]: line.split(None, 1)[1] for line in lines[2:8]}
+    assert lines[0] == "ds:v0  (dataset)" and lines[1] == "  description  three files"
+    summary = {line.split()[0]: line.split(None, 1)[1] for line in lines[1:8]}
     assert summary["aliases"] == "latest, prod"
     assert summary["entries"] == "4, 2.0 KiB"
     assert summary["schemes"] == "copy (1), file (3)"
     assert summary["lineage"] == "logged by run proj/trainer; used by proj/evaluator"
+    assert lines[8:10] == ["  metadata     source: lab", "               split: [8, 2]"]
     tree = lines[lines.index("ds:v0/") + 1 :]
     source = f"file://{tmp_path}/data"
     assert tree == [
@@ -63,8 +64,23 @@ def test_show_limits_a_long_tree(tmp_path: Path) -> None:
     artifact = refstore.Artifact("many")
     artifact.add_reference(data)
     refstore.Registry().log(artifact)
-    assert _run("show", "many").splitlines()[-1] == "... 5 more entries (--all lists them)"
-    assert _run("show", "many", "--all").splitlines()[-1].startswith("└── f104")
+    lines = _run("show", "many").splitlines()
+    assert "many:v0/  (the first 100 of 105 entries; --all lists them all)" in lines
+    assert lines[-1] == "... 5 more entries (--all lists them)"
+    assert len([line for line in lines if line.startswith(("├── f", "└── f"))]) == 100
+    everything = _run("show", "many", "--all").splitlines()
+    assert "many:v0/" in everything and everything[-1].startswith("└── f104")
+    assert len([line for line in everything if line.startswith(("├── f", "└── f"))]) == 105
+
+
+def test_show_prints_a_long_description_and_no_metadata(tmp_path: Path) -> None:
+    (tmp_path / "x.txt").write_text("x")
+    artifact = refstore.Artifact("plain", description="first line\nsecond line")
+    artifact.add_file(tmp_path / "x.txt")
+    refstore.Registry().log(artifact)
+    lines = _run("show", "plain").splitlines()
+    assert lines[1:3] == ["  description  first line", "               second line"]
+    assert "  metadata     -" in lines
 
 
 def test_ls_tables(logged: refstore.ArtifactVersion) -> None:
