@@ -23,6 +23,7 @@ from typing import NamedTuple
 
 import xxhash
 
+from ._exceptions import ObjectChangedError
 from .workers import shared_executor
 
 ALGORITHM = "xxh3_128"
@@ -72,21 +73,50 @@ def stat_and_hash(path: str) -> FileHash:
     """Size, mtime and digest of one file, read once through a single file descriptor."""
     fd = os.open(path, _FLAGS)
     try:
-        return _hash_open(fd)
+        return _hash_open(fd, path)
     finally:
         os.close(fd)
 
 
-def _hash_open(fd: int) -> FileHash:
-    info = os.fstat(fd)
-    if info.st_size <= _WHOLE:
-        data = os.read(fd, info.st_size + 1)
-        if len(data) <= info.st_size:
-            return FileHash(len(data), info.st_mtime_ns, hash_bytes(data))
-        digest, size = _stream(fd, xxhash.xxh3_128(data), len(data))  # it grew meanwhile
-    else:
-        digest, size = _stream(fd, xxhash.xxh3_128(), 0)
-    return FileHash(size, info.st_mtime_ns, digest)
+#: Reads of a file that keeps changing while it is hashed, before it is refused.
+_READS = 3
+
+
+def _hash_open(fd: int, path: str) -> FileHash:
+    """:func:`hash_open_checked` without the final stat."""
+    return hash_open_checked(fd, path)[0]
+
+
+def hash_open_checked(fd: int, path: str) -> tuple[FileHash, os.stat_result]:
+    """Size and digest taken from one read, with the file's stat before and after it: a file written to
+    meanwhile (its size, mtime or ctime moved, or the read did not end at its size) is read again, and
+    after :data:`_READS` reads it is refused, so that a record never pairs bytes that did not exist
+    together. The ctime is part of the check because a writer cannot set it back, while ``touch`` can set
+    an mtime (writes through a shared ``mmap`` may update neither until later: not covered)."""
+    for attempt in range(_READS):
+        if attempt:
+            os.lseek(fd, 0, os.SEEK_SET)
+        before = os.fstat(fd)
+        if before.st_size <= _WHOLE:
+            data = os.read(fd, before.st_size + 1)
+            if len(data) <= before.st_size:
+                digest, size = hash_bytes(data), len(data)
+            else:
+                digest, size = _stream(fd, xxhash.xxh3_128(data), len(data))  # it grew meanwhile
+        else:
+            digest, size = _stream(fd, xxhash.xxh3_128(), 0)
+        after = os.fstat(fd)
+        if size == after.st_size and same_state(before, after):
+            return FileHash(size, before.st_mtime_ns, digest), after
+    raise ObjectChangedError(
+        f"{path}: the file kept changing while it was read ({_READS} reads); "
+        "snapshot it once nothing writes to it"
+    )
+
+
+def same_state(a: os.stat_result, b: os.stat_result) -> bool:
+    """Whether two stats of one open file show no write in between (size, mtime and ctime)."""
+    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns and a.st_ctime_ns == b.st_ctime_ns
 
 
 def hash_open_file(fd: int) -> str:
@@ -128,7 +158,7 @@ def hash_batch(paths: Sequence[str]) -> Hashed:
         for path in paths:
             fd = opener.open(path)
             try:
-                size, mtime, digest = _hash_open(fd)
+                size, mtime, digest = _hash_open(fd, path)
             finally:
                 os.close(fd)
             sizes.append(size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import os
 import shutil
 import stat as stat_module
@@ -14,11 +15,12 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+import xxhash
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from .._exceptions import TooManyObjectsError
-from ..hashing import ALGORITHM, hash_file, hash_stream, stat_and_hash
+from ..hashing import ALGORITHM, hash_bytes, hash_open_checked, hash_stream, same_state, stat_and_hash
 from ._base import (
     CHUNK_SIZE,
     Backend,
@@ -130,13 +132,28 @@ class LocalBackend(Backend):
         return out.hexdigest()
 
     def open_pinned(self, pin: ObjectMeta) -> IO[bytes]:
+        """The pinned bytes through one file descriptor, checked: see :class:`PinnedLocalFile`."""
         source = self.path(pin.url)
         try:
-            if hash_file(source) != pin.digest:
-                raise changed(pin, "the file's content changed since the snapshot")
-            return open(source, "rb")
-        except (FileNotFoundError, IsADirectoryError) as exc:
+            fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not hang here
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise changed(pin, "the file no longer exists") from exc
+        try:
+            if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+                raise changed(pin, "not a regular file")
+            facts, state = hash_open_checked(fd, source)
+            if facts.size != pin.size or (not is_unchecked(pin) and facts.digest != pin.digest):
+                raise changed(pin, "the file's content changed since the snapshot")
+            if facts.size <= _IN_MEMORY:
+                data = os.pread(fd, facts.size + 1, 0)
+                if len(data) != facts.size or hash_bytes(data) != facts.digest:
+                    raise changed(pin, "the file changed while it was opened")
+                return io.BytesIO(data)
+            raw = PinnedLocalFile(fd, source, pin, state, facts.digest)
+        except BaseException:
+            os.close(fd)
+            raise
+        return io.BufferedReader(raw, CHUNK_SIZE)
 
     async def put_create_only(self, path: str, data: bytes) -> None:
         await asyncio.to_thread(write_create_only, path, data)
@@ -251,3 +268,61 @@ def _write_synced(path: str, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+#: Local files up to this size are opened by reading them whole: the bytes returned are the bytes hashed.
+_IN_MEMORY = 4 * 2**20
+
+
+class PinnedLocalFile(io.RawIOBase):
+    """Reads of a local file whose bytes were checked against the pinned digest through this same file
+    descriptor. A file descriptor keeps reading the inode it opened, so a same-size ``os.replace`` of the
+    path cannot slip other bytes in; an in-place write can, so every read is followed by an ``fstat``, and
+    a file whose size, mtime or ctime moved since the check fails the read with ``ObjectChangedError``
+    instead of returning its bytes. A read from the start to the end is also hashed as it goes and
+    checked again at the end."""
+
+    def __init__(self, fd: int, name: str, pin: ObjectMeta, state: os.stat_result, digest: str) -> None:
+        super().__init__()
+        self._fd, self.name, self._pin, self._state, self._digest = fd, name, pin, state, digest
+        self._pos = 0
+        self._hasher: Any = xxhash.xxh3_128()  # None once a read is not sequential from the start
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._state.st_size}[whence]
+        if base + offset != self._pos:
+            self._hasher = None
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = os.pread(self._fd, len(view), self._pos)
+        if not same_state(self._state, os.fstat(self._fd)):
+            raise changed(self._pin, "the file was written to while it was read")
+        view[: len(data)] = data
+        self._pos += len(data)
+        if self._hasher is not None:
+            self._hasher.update(data)
+            if self._pos == self._state.st_size:
+                if f"{ALGORITHM}:{self._hasher.hexdigest()}" != self._digest:
+                    raise changed(self._pin, "the bytes read do not match the pinned digest")
+                self._hasher = None
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
