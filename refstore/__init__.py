@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._exceptions import (
     ArtifactNotFoundError,
+    ArtifactTypeError,
     ConflictError,
     IntegrityError,
     InvalidNameError,
@@ -54,6 +55,7 @@ _LAZY = {
 __all__ = [
     "Artifact",
     "ArtifactNotFoundError",
+    "ArtifactTypeError",
     "ArtifactVersion",
     "ConflictError",
     "GCReport",

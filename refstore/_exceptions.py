@@ -12,6 +12,7 @@
     │   ├── IntegrityError
     │   └── UnsafePathError
     ├── ArtifactNotFoundError (LookupError)
+    ├── ArtifactTypeError (ValueError)
     ├── ConflictError
     ├── StorageAccessError (PermissionError)
     ├── StorageUnavailableError (ConnectionError)
@@ -69,6 +70,10 @@ class UnsafePathError(ManifestError):
 
 class ArtifactNotFoundError(RefstoreError, LookupError):
     """No such artifact, version or alias."""
+
+
+class ArtifactTypeError(RefstoreError, ValueError):
+    """A version whose ``type`` differs from the type of the artifact's earlier versions."""
 
 
 class ConflictError(RefstoreError):

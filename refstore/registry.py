@@ -2,10 +2,12 @@
 
 Layout under the root::
 
+    .refstore-registry                      marker: this folder is a registry (``refstore init``, any log)
     manifests/<aa>/<hex>.json              immutable, create-only, named by the manifest digest
     blobs/<aa>/<hex>                        copies made by add_file / add_dir, by xxh3_128 content hash
     artifacts/<name>/versions/<N>.json      version records, claimed with create-only writes
-    artifacts/<name>/digests/<hex>.json     content digest -> version, so unchanged content is not re-logged
+    artifacts/<name>/digests/<hex>.json     content digest -> the first version holding it (create-only);
+                                            a return to that content reuses its stored manifest
     artifacts/<name>/aliases/<alias>.json   pointers to versions, replaced atomically
     artifacts/<name>/lineage/<N>/...        run paths that used a version
 """
@@ -19,20 +21,29 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import ArtifactNotFoundError, ConflictError, IntegrityError, ObjectChangedError
+from ._exceptions import (
+    ArtifactNotFoundError,
+    ArtifactTypeError,
+    ConflictError,
+    IntegrityError,
+    ObjectChangedError,
+)
 from ._sync import gather_limited, run_sync
 from .artifact import Artifact
 from .hashing import hash_file
-from .manifest import Manifest, ManifestDiff
+from .manifest import Manifest, ManifestDiff, canonical_json
 from .names import check_alias, check_name, parse_ref, version_number
 from .records import AliasRecord, VersionRecord
-from .store import Store
+from .store import REGISTRY_MARKER, Store
 
 if TYPE_CHECKING:
     from .version import ArtifactVersion
 
 _MAX_CLAIM_ATTEMPTS = 1000
 _UPLOAD_CONCURRENCY = 16
+
+
+_MARKER_BYTES = canonical_json({"format": "refstore.registry/1"})
 
 
 def _hex(digest: str) -> str:
@@ -47,6 +58,7 @@ class Registry:
     ) -> None:
         self.store = Store(root, storage_options)
         self._manifests: dict[str, Manifest] = {}
+        self._marked = False
 
     @property
     def root(self) -> str:
@@ -61,21 +73,56 @@ class Registry:
     def log(
         self, artifact: Artifact, aliases: Iterable[str] = (), *, created_by: str | None = None
     ) -> ArtifactVersion:
-        """Make an immutable version of ``artifact``; unchanged content returns the existing version."""
+        """Make an immutable version of ``artifact``, so that ``latest`` is always what was logged last.
+
+        Content equal to the latest version's returns that version (``.created`` is False). Any other
+        content, an older version's included, gets the next version number (``.created`` is True); a
+        manifest the registry already holds is not written again. A ``type`` other than the latest
+        version's is refused with :class:`ArtifactTypeError`.
+        """
         from .gc import log_intent
 
         aliases = [check_alias(a) for a in aliases]
         manifest = artifact.manifest
         with log_intent(self.store, manifest):  # a concurrent gc keeps what this log relies on
-            self._store_blobs(artifact.staged_files)
-            existing = self._version_with_content(artifact.name, manifest.content_digest)
-            if existing is None:
-                self._store_manifest(manifest)
-                existing = self._claim_version(artifact, manifest, created_by)
-                self._remember_content(existing)
+            numbers = self._version_numbers(artifact.name)
+            latest = self._record(artifact.name, numbers[-1]) if numbers else None
+            if latest is not None and latest.type != artifact.type:
+                raise ArtifactTypeError(
+                    f"{artifact.name}: type {artifact.type!r} differs from {latest.type!r}, the type of "
+                    f"{artifact.name}:v{latest.version}; log it under another name"
+                )
+            if latest is not None and latest.content_digest == manifest.content_digest:
+                record, created = latest, False
+            else:
+                self._mark()
+                self._store_blobs(artifact.staged_files)
+                earlier = self._version_with_content(artifact.name, manifest.content_digest)
+                if earlier is None or earlier.manifest_digest != manifest.digest:
+                    self._store_manifest(manifest)
+                first = latest.version + 1 if latest is not None else 0
+                record, created = self._claim_version(artifact, manifest, created_by, first)
+                if created:
+                    self._remember_content(record)
         for alias in aliases:
-            self._point_alias(existing, alias)
-        return self._version(existing)
+            self._point_alias(record, alias)
+        version = self._version(record, created=created)
+        artifact._logged_as(version)  # the draft now downloads, opens and verifies this version
+        return version
+
+    def create(self) -> bool:
+        """Make a registry at the root unless one is there (``refstore init``); True when it made one."""
+        existed = self.exists()
+        self._mark()
+        return not existed
+
+    def _mark(self) -> None:
+        """Write the marker that names the root a registry (once per instance; a folder snapshot of a
+        folder that holds a registry leaves it out, see :mod:`refstore.exclusion`)."""
+        if not self._marked:
+            with contextlib.suppress(FileExistsError):  # already there
+                self.store.create(REGISTRY_MARKER, _MARKER_BYTES)
+            self._marked = True
 
     def alias(self, ref: str, alias: str) -> ArtifactVersion:
         """Add ``alias`` to the version ``ref`` names, or move it there."""
@@ -102,8 +149,12 @@ class Registry:
             self.store.create(relative, manifest.to_bytes())
         self._manifests[manifest.digest] = manifest
 
-    def _claim_version(self, artifact: Artifact, manifest: Manifest, created_by: str | None) -> VersionRecord:
-        number = self._next_version(artifact.name)
+    def _claim_version(
+        self, artifact: Artifact, manifest: Manifest, created_by: str | None, number: int
+    ) -> tuple[VersionRecord, bool]:
+        """The record of the version number claimed for ``manifest`` (create-only, the loser of a race
+        tries the next number) and True; or the newest version and False when a concurrent log of the same
+        content claimed it first."""
         for _ in range(_MAX_CLAIM_ATTEMPTS):
             record = VersionRecord(
                 name=artifact.name,
@@ -118,9 +169,13 @@ class Registry:
             )
             try:
                 self.store.create(f"artifacts/{artifact.name}/versions/{number}.json", record.to_bytes())
-                return record
+                return record, True
             except FileExistsError:
-                number = max(number + 1, self._next_version(artifact.name))
+                newest = self._version_numbers(artifact.name)[-1]
+                twin = self._record(artifact.name, newest)
+                if twin.content_digest == manifest.content_digest and twin.type == artifact.type:
+                    return twin, False
+                number = max(number + 1, newest + 1)
         raise ConflictError(
             f"{artifact.name}: could not claim a version number after {_MAX_CLAIM_ATTEMPTS} tries"
         )
@@ -131,32 +186,26 @@ class Registry:
             self.store.create(relative, str(record.version).encode())
 
     def _version_with_content(self, name: str, content_digest: str) -> VersionRecord | None:
+        """A version that holds this content, from the content index (the first one logged); ``None``
+        when the index has none, or names a version that is gone or holds other content."""
         try:
             text = self.store.read(f"artifacts/{name}/digests/{_hex(content_digest)}.json")
-        except FileNotFoundError:
-            return self._unindexed_latest(name, content_digest)
-        try:
-            return self._record(name, int(text))
-        except (ValueError, ArtifactNotFoundError):
-            return None  # a stale or damaged index entry: log anew
-
-    def _unindexed_latest(self, name: str, content_digest: str) -> VersionRecord | None:
-        """The newest version if it holds this content but was never indexed (its writer was killed
-        between claiming it and indexing it): logging the same content again reuses it."""
-        numbers = self._version_numbers(name)
-        if not numbers:
-            return None
-        record = self._record(name, numbers[-1])
-        if record.content_digest != content_digest:
-            return None
-        self._remember_content(record)
-        return record
+            record = self._record(name, int(text))
+        except (FileNotFoundError, ValueError, ArtifactNotFoundError):
+            return None  # not indexed, or a stale or damaged index entry
+        return record if record.content_digest == content_digest else None
 
     def _point_alias(self, record: VersionRecord, alias: str) -> None:
         pointer = AliasRecord(name=record.name, alias=alias, version=record.version)
         self.store.replace(f"artifacts/{record.name}/aliases/{alias}.json", pointer.to_bytes())
 
     # -- reading ----------------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether a registry is at the root: its marker, or (made before markers) any of its folders."""
+        if self.store.exists(REGISTRY_MARKER):
+            return True
+        return any(n in ("artifacts", "manifests", "runs") for n in self.store.list(""))
 
     def get(self, ref: str) -> ArtifactVersion:
         """``"name"``, ``"name:latest"``, ``"name:v3"`` or ``"name:<alias>"``."""
@@ -263,10 +312,10 @@ class Registry:
         numbers = self._version_numbers(name)
         return numbers[-1] + 1 if numbers else 0
 
-    def _version(self, record: VersionRecord) -> ArtifactVersion:
+    def _version(self, record: VersionRecord, *, created: bool = False) -> ArtifactVersion:
         from .version import ArtifactVersion
 
-        return ArtifactVersion(self, record)
+        return ArtifactVersion(self, record, created=created)
 
 
 def _manifest_path(digest: str) -> str:

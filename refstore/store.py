@@ -12,12 +12,30 @@ from ._sync import run_sync
 from .backends._base import call_fs
 from .locations import resolve
 
-DEFAULT_ROOT = "./.refstore"
+#: The folder name of a registry on local disk that no root names (like git's ``.git``).
+DEFAULT_NAME = ".refstore"
+DEFAULT_ROOT = f"./{DEFAULT_NAME}"
+#: The file at the top of every registry that ``refstore init`` made or a ``log`` wrote into.
+REGISTRY_MARKER = ".refstore-registry"
 
 
 def default_root() -> str:
-    """``$REFSTORE_ROOT``, else ``./.refstore``."""
-    return os.environ.get("REFSTORE_ROOT") or DEFAULT_ROOT
+    """``$REFSTORE_ROOT``; else the nearest ``.refstore`` folder in the current folder or its parents (as git
+    finds ``.git``); else ``./.refstore``, made by the first write."""
+    return os.environ.get("REFSTORE_ROOT") or find_default_root() or DEFAULT_ROOT
+
+
+def find_default_root(start: str | os.PathLike[str] | None = None) -> str | None:
+    """The nearest ``.refstore`` folder in ``start`` (default: the current folder) or its parents."""
+    folder = os.path.abspath(start if start is not None else os.getcwd())
+    while True:
+        candidate = os.path.join(folder, DEFAULT_NAME)
+        if os.path.isdir(candidate):
+            return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return None
+        folder = parent
 
 
 class Store:

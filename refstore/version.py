@@ -24,9 +24,10 @@ __all__ = ["ArtifactVersion", "VerifyReport"]
 class ArtifactVersion:
     """One immutable version of an artifact, as a registry holds it."""
 
-    def __init__(self, registry: Registry, record: VersionRecord) -> None:
+    def __init__(self, registry: Registry, record: VersionRecord, *, created: bool = False) -> None:
         self._registry = registry
         self._record = record
+        self._created = created
 
     def __repr__(self) -> str:
         return f"ArtifactVersion({self.qualified_name!r}, {self.digest[:19]}...)"
@@ -45,6 +46,12 @@ class ArtifactVersion:
     description = property(lambda self: self._record.description)
     created_at = property(lambda self: self._record.created_at)
     created_by = property(lambda self: self._record.created_by)
+
+    @property
+    def created(self) -> bool:
+        """True when the ``log`` that returned this version made it; False when the logged content equalled
+        the latest version's, which came back unchanged (and for versions read from a registry)."""
+        return self._created
 
     @property
     def metadata(self) -> dict[str, Any]:

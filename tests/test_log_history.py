@@ -1,0 +1,80 @@
+"""``latest`` is what was logged last: a return to an older version's content makes a new version, content
+equal to the latest comes back unchanged, ``created`` and ``refstore log`` say which, and a version of
+another type is refused. On a local registry and on one inside the S3 server (moto)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import refstore
+
+
+@pytest.fixture(params=["local", "s3"])
+def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[refstore.Registry]:
+    if request.param == "local":
+        yield refstore.Registry(tmp_path / "registry")
+    else:
+        yield refstore.Registry(f"s3://{request.getfixturevalue('s3_bucket')}/registry")
+
+
+def _artifact(tmp_path: Path, content: str, type: str = "dataset") -> refstore.Artifact:
+    source = tmp_path / "source.txt"
+    source.write_text(content)
+    artifact = refstore.Artifact("data", type=type)
+    artifact.add_file(source, name="data.txt")
+    return artifact
+
+
+def test_a_return_to_older_content_is_a_new_latest_version(
+    registry: refstore.Registry, tmp_path: Path
+) -> None:
+    a0 = registry.log(_artifact(tmp_path, "A"))
+    b1 = registry.log(_artifact(tmp_path, "B"))
+    a2 = registry.log(_artifact(tmp_path, "A"))
+    assert (a0.version, b1.version, a2.version) == (0, 1, 2)
+    assert (a0.created, b1.created, a2.created) == (True, True, True)
+    assert registry.get("data:latest") == a2 and registry.get("data") == a2
+    assert [v.digest for v in registry.versions("data")] == [a0.digest, b1.digest, a0.digest]
+    assert a2.manifest_digest == a0.manifest_digest  # the stored manifest is reused, not written anew
+    assert a2.diff(b1).modified == ["data.txt"] and not a2.diff(a0)
+    assert (a2.download(tmp_path / "out") / "data.txt").read_text() == "A"
+
+
+def test_content_equal_to_the_latest_comes_back_unchanged(
+    registry: refstore.Registry, tmp_path: Path
+) -> None:
+    registry.log(_artifact(tmp_path, "A"))
+    first = registry.log(_artifact(tmp_path, "B"), aliases=["one"])
+    again = registry.log(_artifact(tmp_path, "B"), aliases=["two"])
+    assert again == first and again.version == 1
+    assert first.created and not again.created
+    assert [v.version for v in registry.versions("data")] == [0, 1]
+    assert registry.get("data:two") == first and not registry.get("data:v1").created
+
+
+def test_a_version_of_another_type_is_refused(registry: refstore.Registry, tmp_path: Path) -> None:
+    registry.log(_artifact(tmp_path, "A", type="dataset"))
+    for content in ("A", "B"):  # unchanged content or not, the type must match
+        with pytest.raises(refstore.ArtifactTypeError) as caught:
+            registry.log(_artifact(tmp_path, content, type="model"))
+        message = str(caught.value)
+        assert "'model'" in message and "'dataset'" in message and "data:v0" in message
+        assert "\n" not in message and isinstance(caught.value, ValueError)
+    assert [v.version for v in registry.versions("data")] == [0]
+
+
+def test_a_stale_content_index_never_names_a_version_of_other_content(tmp_path: Path) -> None:
+    """The content index maps content to the first version holding it; an entry that names a version of
+    other content (damaged) is ignored: the return gets its own manifest written and stays correct."""
+    registry = refstore.Registry(tmp_path / "registry")
+    a0 = registry.log(_artifact(tmp_path, "A"))
+    b1 = registry.log(_artifact(tmp_path, "B"))
+    index = tmp_path / "registry" / "artifacts" / "data" / "digests" / f"{a0.digest.split(':')[1]}.json"
+    assert index.read_text() == "0"
+    index.write_text(str(b1.version))
+    a2 = registry.log(_artifact(tmp_path, "A"))
+    assert a2.version == 2 and a2.digest == a0.digest
+    assert (a2.download(tmp_path / "out") / "data.txt").read_text() == "A"
