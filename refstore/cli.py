@@ -257,9 +257,10 @@ def gc_command(ctx: click.Context) -> None:
 
 
 def _add_run_commands() -> None:
-    from .runs.commands import restore_command, sync_command
+    from .runs.commands import restore_command, runs_group, sync_command
 
     main.add_command(restore_command)
+    main.add_command(runs_group)
     main.add_command(sync_command)
 
 

@@ -30,14 +30,10 @@ def registry_root(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: p
 
 @pytest.fixture(autouse=True)
 def run_area(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Run directories go to ``<tmp>/work/refstore``; runs a test leaves open are finished after it.
-
-    (A ``./refstore`` folder in the working directory would shadow an editable install of the package
-    for ``python -c`` subprocesses started there.)
-    """
+    """Run directories go to ``<tmp>/work/refstore-runs``; runs a test leaves open are finished after it."""
     monkeypatch.setenv("REFSTORE_DIR", str(tmp_path / "work"))
     monkeypatch.delenv("REFSTORE_IGNORE_GLOBS", raising=False)
-    yield tmp_path / "work" / "refstore"
+    yield tmp_path / "work" / "refstore-runs"
     while (run := current_run()) is not None:
         with contextlib.suppress(Exception):
             run.finish()

@@ -57,9 +57,9 @@ def test_default_run_directory_is_under_the_working_directory(
     monkeypatch.delenv("REFSTORE_DIR")
     with refstore.init() as run:
         assert run.project == "default"
-        assert run.dir.parent == tmp_path / "refstore"
+        assert run.dir.parent == tmp_path / "refstore-runs"
     with refstore.init(dir=tmp_path / "elsewhere") as run:
-        assert run.dir.parent == tmp_path / "elsewhere" / "refstore"
+        assert run.dir.parent == tmp_path / "elsewhere" / "refstore-runs"
 
 
 def test_policy_now_uploads_once(registry_root: str, tmp_path: Path) -> None:

@@ -1,18 +1,34 @@
 """Local run directories after the fact: upload what they still hold (``refstore sync``) and delete the
-ones whose every file is synced (``refstore sync --clean``)."""
+ones whose every file is synced (``refstore sync --clean``).
+
+Each run directory goes to the registry its run recorded (``state.json``), whatever ``REFSTORE_ROOT`` says
+now. A run whose process died without ending it is recorded as ``crashed`` on the way.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..hashing import hash_file
 from ..registry import Registry
+from . import status
 from .files import RunFiles
-from .local import INTERNAL_DIR, LOCAL_RECORD, LocalState, Signature, SyncedFile, files_in, run_dirs
-from .run import republish_record
+from .local import (
+    INTERNAL_DIR,
+    LEGACY_AREA_NAME,
+    LOCAL_RECORD,
+    LocalState,
+    Signature,
+    SyncedFile,
+    files_in,
+    run_dirs,
+)
+from .records import RunRecord
+from .run import keep_record, republish_record
 from .settings import ignore_globs
 from .sync import Syncer, UploadFailure
 
@@ -35,32 +51,37 @@ class RunDirStatus:
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
-    """What ``refstore sync`` did for one run directory."""
+    """What ``refstore sync`` did for one run directory.
+
+    ``uploaded``: the files whose bytes went to the registry now (never a file found unchanged);
+    ``state``: how the run ended (``finished``, ``failed``, ``crashed``), ``running`` when it was skipped.
+    """
 
     dir: Path
     run_path: str
     uploaded: tuple[str, ...] = ()
     failures: tuple[UploadFailure, ...] = ()
     running: bool = False
+    state: str = status.FINISHED
+    error: str | None = None
+    registry: str = ""
 
 
 @dataclass
 class _Registries:
-    """One :class:`Registry` per root URL (``root`` overrides what each run directory recorded)."""
+    """One :class:`Registry` per root URL that run directories recorded."""
 
-    root: str | None
     by_url: dict[str, Registry] = field(default_factory=dict)
 
     def of(self, state: LocalState) -> Registry:
-        url = self.root or state.root
-        if url not in self.by_url:
-            self.by_url[url] = Registry(url)
-        return self.by_url[url]
+        if state.root not in self.by_url:
+            self.by_url[state.root] = Registry(state.root)
+        return self.by_url[state.root]
 
 
-def survey(area: Path, root: str | None = None) -> list[RunDirStatus]:
-    """The status of every run directory in ``area``, oldest first."""
-    registries = _Registries(root)
+def survey(area: Path) -> list[RunDirStatus]:
+    """The status of every run directory in ``area`` (and its legacy area), oldest first."""
+    registries = _Registries()
     return [_status(run_dir, registries) for run_dir in run_dirs(area)]
 
 
@@ -69,6 +90,8 @@ def _status(run_dir: Path, registries: _Registries) -> RunDirStatus:
     size = disk_usage(run_dir)
     if state.is_running():
         return RunDirStatus(run_dir, state.run_path, size, running=True)
+    if state.died():
+        record_crash(run_dir, state, registries.of(state))
     files = RunFiles(registries.of(state).store, state.run_path)
     unsynced = [p for p in files_in(run_dir) if not _is_synced(run_dir / p, p, state.synced.get(p), files)]
     return RunDirStatus(run_dir, state.run_path, size, unsynced=tuple(unsynced))
@@ -96,13 +119,18 @@ def disk_usage(folder: Path) -> int:
 
 
 def delete(status: RunDirStatus) -> None:
-    """Remove a run directory (links inside are removed, never the files they name)."""
+    """Remove a run directory (links inside are removed, never the files they name); the legacy run area
+    (``./refstore``, which shadows the package) goes too once it is empty."""
     shutil.rmtree(status.dir)
+    if status.dir.parent.name == LEGACY_AREA_NAME:
+        with contextlib.suppress(OSError):  # not empty: other run directories, a settings file
+            status.dir.parent.rmdir()
 
 
-def sync_pending(area: Path, root: str | None = None) -> list[SyncResult]:
-    """Upload what each finished (or crashed) run directory in ``area`` has not synced yet."""
-    registries = _Registries(root)
+def sync_pending(area: Path) -> list[SyncResult]:
+    """Upload what each ended (or crashed) run directory in ``area`` has not synced yet, each to the
+    registry its run recorded."""
+    registries = _Registries()
     ignore = ignore_globs(area)
     return [_sync_one(run_dir, registries, ignore) for run_dir in run_dirs(area)]
 
@@ -110,13 +138,38 @@ def sync_pending(area: Path, root: str | None = None) -> list[SyncResult]:
 def _sync_one(run_dir: Path, registries: _Registries, ignore: tuple[str, ...]) -> SyncResult:
     state = LocalState.load(run_dir)
     if state.is_running():
-        return SyncResult(run_dir, state.run_path, running=True)
-    before = dict(state.synced)
+        return SyncResult(run_dir, state.run_path, running=True, state=status.RUNNING, registry=state.root)
     registry = registries.of(state)
-    failures = Syncer(run_dir, state, RunFiles(registry.store, state.run_path), ignore, interval=0).flush()
+    failures: list[UploadFailure] = []
+    if state.died():
+        record_crash(run_dir, state, None)
+    syncer = Syncer(run_dir, state, RunFiles(registry.store, state.run_path), ignore, interval=0)
+    failures += syncer.flush()
     try:
         republish_record(registry, run_dir)
     except Exception as exc:
         failures.append(UploadFailure("run record", run_dir / INTERNAL_DIR / LOCAL_RECORD, str(exc)))
-    uploaded = sorted(p for p, s in state.synced.items() if before.get(p) != s)
-    return SyncResult(run_dir, state.run_path, tuple(uploaded), tuple(failures))
+    return SyncResult(
+        run_dir,
+        state.run_path,
+        tuple(sorted(syncer.uploaded)),
+        tuple(failures),
+        state=state.status,
+        error=state.error,
+        registry=registry.root,
+    )
+
+
+def record_crash(run_dir: Path, state: LocalState, registry: Registry | None) -> None:
+    """Mark the run of ``run_dir``, whose process died, ``crashed``: in its state, in its copy of the run
+    record and, given ``registry``, there too (``refstore sync`` publishes the copy after its uploads)."""
+    state.status = status.CRASHED
+    state.save(run_dir)
+    kept = run_dir / INTERNAL_DIR / LOCAL_RECORD
+    if kept.is_file():
+        record = RunRecord.from_bytes(kept.read_bytes(), str(kept))
+        if record.state == status.RUNNING:
+            keep_record(run_dir, replace(record, state=status.CRASHED))
+    if registry is not None:
+        with contextlib.suppress(Exception):  # unreachable: the next ``refstore sync`` publishes it
+            republish_record(registry, run_dir)

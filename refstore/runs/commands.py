@@ -61,7 +61,11 @@ def restore_command(
 @global_options()
 @click.pass_context
 def sync_command(ctx: click.Context, clean: bool, dir_: str | None) -> None:
-    """Upload what local run directories have not synced; with --clean, delete the fully synced ones."""
+    """Upload what local run directories have not synced; with --clean, delete the fully synced ones.
+
+    Each run directory goes to the registry its run was started with (not --root). A run whose process
+    died is recorded as crashed.
+    """
     from .._exceptions import RunError
     from .clean import survey, sync_pending
     from .local import run_area
@@ -69,9 +73,9 @@ def sync_command(ctx: click.Context, clean: bool, dir_: str | None) -> None:
     as_json, yes = settings(ctx)["json"], settings(ctx)["yes"]
     area = run_area(dir_)
     if clean:
-        _clean(survey(area, ctx.obj["root"]), yes, as_json)
+        _clean(survey(area), yes, as_json)
         return
-    results = sync_pending(area, ctx.obj["root"])
+    results = sync_pending(area)
     _echo([_result_json(r) for r in results], as_json, [_result_line(r) for r in results] or ["no runs"])
     failed = [f for r in results for f in r.failures]
     if failed:
@@ -82,7 +86,8 @@ def _result_line(result: SyncResult) -> str:
     if result.running:
         return f"{result.run_path}: still running, skipped ({result.dir})"
     line = f"{result.run_path}: {len(result.uploaded)} file(s) uploaded"
-    return line + (f", {len(result.failures)} failed" if result.failures else "")
+    line += f", {len(result.failures)} failed" if result.failures else ""
+    return f"{line} (run {result.state}{': ' + result.error if result.error else ''})"
 
 
 def _result_json(result: SyncResult) -> dict[str, Any]:
@@ -90,6 +95,9 @@ def _result_json(result: SyncResult) -> dict[str, Any]:
         "run_path": result.run_path,
         "dir": str(result.dir),
         "running": result.running,
+        "state": result.state,
+        "error": result.error,
+        "registry": result.registry,
         "uploaded": list(result.uploaded),
         "failed": [{"path": f.path, "error": f.error} for f in result.failures],
     }
@@ -128,3 +136,25 @@ def _why_kept(status: RunDirStatus) -> str:
         return "still running"
     shown = ", ".join(status.unsynced[:5]) + (", ..." if len(status.unsynced) > 5 else "")
     return f"{len(status.unsynced)} file(s) not synced: {shown}"
+
+
+@click.group("runs")
+def runs_group() -> None:
+    """Look at runs."""
+
+
+@runs_group.command("show")
+@click.argument("run_path")
+@_dir_option
+@global_options()
+@click.pass_context
+def runs_show_command(ctx: click.Context, run_path: str, dir_: str | None) -> None:
+    """Show the run RUN_PATH (project/run_id): state (finished, failed with its error, crashed), times,
+    config, code and synced files."""
+    from ..registry import Registry
+    from .local import run_area
+    from .overview import overview
+    from .restoring import check_run_path
+
+    found = overview(Registry(settings(ctx)["root"]), check_run_path(run_path), run_area(dir_))
+    _echo(found.to_json(), settings(ctx)["json"], found.lines())

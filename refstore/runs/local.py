@@ -1,7 +1,11 @@
 """Run directories on this machine and the state each keeps in ``<run dir>/.refstore-run/`` (never synced).
 
-The run area is ``<dir or $REFSTORE_DIR or .>/refstore``; each run directory in it is
-``run-YYYYmmdd_HHMMSS-<id>``. ``state.json`` remembers the run (project, id, registry URL, process), the
+The run area is ``<dir or $REFSTORE_DIR or .>/refstore-runs``, a name Python cannot import, so that a
+``python train.py`` run beside it never imports the run area instead of the ``refstore`` package. Each run
+directory in it is ``run-YYYYmmdd_HHMMSS-<id>``. Run directories that older versions made in the legacy area
+``<dir>/refstore`` are still found (``refstore sync``, resume).
+
+``state.json`` remembers the run (project, id, registry URL, process), the
 patterns saved for the directory, the policy of each tracked file and what was synced of each file;
 ``run.json`` is a copy of the run record.
 """
@@ -19,7 +23,10 @@ from typing import Any
 from .._exceptions import RunError
 from ..backends.local import write_atomic
 
-AREA_NAME = "refstore"
+#: Not a valid module name: ``import refstore`` can never pick up the run area instead of the package.
+AREA_NAME = "refstore-runs"
+#: Where runs lived before (it shadowed the package); its run directories are still found.
+LEGACY_AREA_NAME = "refstore"
 INTERNAL_DIR = ".refstore-run"
 _STATE_NAME = "state.json"
 #: The run directory's copy of its run record.
@@ -29,24 +36,38 @@ RACY_NS = 2 * 10**9
 
 
 def run_area(dir: str | os.PathLike[str] | None = None) -> Path:
-    """``<dir or $REFSTORE_DIR or .>/refstore``, absolute."""
+    """``<dir or $REFSTORE_DIR or .>/refstore-runs``, absolute."""
     base = dir if dir is not None else os.environ.get("REFSTORE_DIR") or "."
     return Path(base).expanduser().absolute() / AREA_NAME
+
+
+def legacy_area(area: Path) -> Path:
+    """The run area older versions used beside ``area`` (``<dir>/refstore``)."""
+    return area.parent / LEGACY_AREA_NAME
 
 
 def new_run_dir(area: Path, run_id: str) -> Path:
     return area / f"run-{datetime.now():%Y%m%d_%H%M%S}-{run_id}"
 
 
+def _by_start(found: list[Path]) -> list[Path]:
+    """Run directories oldest first, by the start time in their names, whichever area holds them."""
+    return sorted(found, key=lambda p: (p.name, p.parent.name != LEGACY_AREA_NAME))
+
+
 def find_run_dir(area: Path, run_id: str) -> Path | None:
-    """The newest run directory of ``run_id`` in ``area``, if any."""
-    found = sorted(p for p in area.glob(f"run-*-{run_id}") if (p / INTERNAL_DIR).is_dir())
-    return found[-1] if found else None
+    """The newest run directory of ``run_id`` in ``area`` or its legacy area, if any."""
+    found = [
+        p for a in (area, legacy_area(area)) for p in a.glob(f"run-*-{run_id}") if (p / INTERNAL_DIR).is_dir()
+    ]
+    return _by_start(found)[-1] if found else None
 
 
 def run_dirs(area: Path) -> list[Path]:
-    """Every run directory in ``area``, oldest first."""
-    return sorted(p for p in area.glob("run-*") if (p / INTERNAL_DIR / _STATE_NAME).is_file())
+    """Every run directory in ``area`` and its legacy area, oldest first."""
+    areas = (area, legacy_area(area))
+    found = [p for a in areas for p in a.glob("run-*") if (p / INTERNAL_DIR / _STATE_NAME).is_file()]
+    return _by_start(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +126,7 @@ class LocalState:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     status: str = "running"
+    error: str | None = None
     patterns: list[tuple[str, str]] = field(default_factory=list)
     tracked: dict[str, str] = field(default_factory=dict)
     synced: dict[str, SyncedFile] = field(default_factory=dict)
@@ -127,6 +149,10 @@ class LocalState:
             return cls(**body)
         except (OSError, ValueError, TypeError) as exc:
             raise RunError(f"{path}: cannot read the run directory's state ({exc})") from None
+
+    def died(self) -> bool:
+        """True when the run's process, on this machine, is gone without ending the run (a crash)."""
+        return self.status == "running" and self.host == socket.gethostname() and not self.is_running()
 
     def is_running(self) -> bool:
         """True while the process that runs this run is alive on this machine (this process included)."""

@@ -16,7 +16,8 @@ FILE_STATE_FORMAT = "refstore.runfile/1"
 
 @dataclass(frozen=True, slots=True)
 class RunRecord:
-    """What ``runs/<project>/<id>/run.json`` says."""
+    """What ``runs/<project>/<id>/run.json`` says; ``state`` is ``running``, ``finished``, ``failed`` or
+    ``crashed`` (see :mod:`refstore.runs.status`)."""
 
     project: str
     id: str
@@ -26,6 +27,8 @@ class RunRecord:
     finished_at: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     code: CodeState | None = None
+    #: ``Type: message`` of the exception a ``failed`` run ended on (credentials removed).
+    error: str | None = None
 
     @property
     def path(self) -> str:
@@ -34,6 +37,8 @@ class RunRecord:
     def to_bytes(self) -> bytes:
         body = asdict(self)
         body["code"] = self.code.to_json() if self.code else None
+        if self.error is None:
+            del body["error"]  # a record without an error reads as before
         return seal({"format": RUN_FORMAT, **body})
 
     @classmethod

@@ -84,6 +84,11 @@ def _run_path(run_path: str | None, current: Run | None) -> str:
         if current is None:
             raise RunError("no current run: pass run_path='project/run_id'")
         return current.path
+    return check_run_path(run_path)
+
+
+def check_run_path(run_path: str) -> str:
+    """``run_path`` when it reads ``project/run_id``; :class:`RunError` otherwise."""
     project, _, run_id = run_path.partition("/")
     try:
         check_name(project, "project")

@@ -2,7 +2,7 @@
 
 A run is ``runs/<project>/<id>/`` in a registry (record, synced files, code state) and a local run
 directory. The newest unfinished run is the current one (``refstore.run``); every run still open when the
-interpreter exits is finished then.
+interpreter exits is finished then, as ``failed`` when the process ends on an uncaught exception.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..backends.local import write_atomic
 from ..names import check_name
 from ..registry import Registry
 from ..version import ArtifactVersion
-from . import code_state
+from . import code_state, status
 from .files import RunFiles
 from .globs import is_ignored, run_relative
 from .local import INTERNAL_DIR, LINK_SCRATCH, LOCAL_RECORD, LocalState, find_run_dir, new_run_dir, run_area
@@ -76,6 +76,16 @@ class Run:
     def finished(self) -> bool:
         return self._finished
 
+    @property
+    def state(self) -> str:
+        """``running``, then ``finished`` or ``failed`` (with :attr:`error`)."""
+        return self._record.state
+
+    @property
+    def error(self) -> str | None:
+        """``Type: message`` of the exception a failed run ended on, credentials removed."""
+        return self._record.error
+
     def __repr__(self) -> str:
         return f"Run({self.path!r}, name={self.name!r}, dir={str(self.dir)!r})"
 
@@ -85,7 +95,7 @@ class Run:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.finish()
+        self._end(exc if status.is_failure(exc) else None)
 
     def save(
         self, glob_str: str | os.PathLike[str], base_path: str | None = None, policy: str = "live"
@@ -119,9 +129,16 @@ class Run:
             targets[relpath] = source
         return targets
 
-    def use_artifact(self, ref: str | ArtifactVersion) -> ArtifactVersion:
-        """The version ``ref`` names, recorded as an input of this run (``v.used_by()``)."""
+    def use_artifact(self, ref: str | ArtifactVersion | Artifact) -> ArtifactVersion:
+        """The version ``ref`` names, recorded as an input of this run (``v.used_by()``).
+
+        ``ref`` may be a draft :class:`Artifact`: it is logged first (a new version only when its content
+        changed, the run as ``created_by`` of a new one), and the draft then acts on that version
+        (``artifact.download()``).
+        """
         self._check_open()
+        if isinstance(ref, Artifact):
+            ref = self.registry.log(ref, created_by=self.path)
         name = ref.qualified_name if isinstance(ref, ArtifactVersion) else ref
         return self.registry.record_use(name, self.path)
 
@@ -135,16 +152,22 @@ class Run:
 
         Raises :class:`RunError` naming every file that could not be uploaded; their local copies stay.
         """
+        self._end(None)
+
+    def _end(self, error: BaseException | None) -> None:
+        """Finish the run, as ``failed`` with ``error`` when one is given."""
         with self._finish_lock:
             if self._finished:
                 return
             self._finished = True
         _forget(self)
         problems = [str(f) for f in self._syncer.close()]
-        self._syncer.state.status = "finished"
+        state = status.FAILED if error is not None else status.FINISHED
+        described = status.describe(error) if error is not None else None
+        self._syncer.state.status, self._syncer.state.error = state, described
         self._syncer.state.save(self.dir)
         try:
-            self._record = replace(self._record, state="finished", finished_at=_now())
+            self._record = replace(self._record, state=state, finished_at=_now(), error=described)
             keep_record(self.dir, self._record)
             self.registry.store.replace(record_path(self.path), self._record.to_bytes())
         except Exception as exc:
@@ -193,7 +216,7 @@ def republish_record(reg: Registry, run_dir: Path) -> None:
     except RunError:
         reg.store.create(record_path(record.path), record.to_bytes())
         return
-    if published.state == "running" and record.state == "finished":
+    if published.state == status.RUNNING and record.state in status.ENDED:
         reg.store.replace(record_path(record.path), record.to_bytes())
 
 
@@ -210,8 +233,8 @@ def init(
 ) -> Run:
     """Start run ``id`` (default: a new 8-character id) of ``project``, or continue it with ``resume=True``.
 
-    Its directory is ``<dir or $REFSTORE_DIR or .>/refstore/run-YYYYmmdd_HHMMSS-<id>``; its record goes to
-    ``registry`` (a :class:`Registry` or URL; default ``$REFSTORE_ROOT``, else ``./.refstore``). With
+    Its directory is ``<dir or $REFSTORE_DIR or .>/refstore-runs/run-YYYYmmdd_HHMMSS-<id>``; its record goes
+    to ``registry`` (a :class:`Registry` or URL; default ``$REFSTORE_ROOT``, else ``./.refstore``). With
     ``resume=True`` an existing run continues (in its local directory when this machine has it) and a
     missing one is started. Inside a git repository the commit, branch, remote and ``diff.patch`` of
     uncommitted changes are recorded. ``sync_interval`` is how often live files are checked, in seconds.
@@ -280,7 +303,9 @@ def _resume_record(
     reg: Registry, record: RunRecord, name: str | None, config: Mapping[str, Any] | None
 ) -> RunRecord:
     merged = {**record.config, **_checked_config(config)}
-    resumed = replace(record, name=name or record.name, state="running", finished_at=None, config=merged)
+    resumed = replace(
+        record, name=name or record.name, state=status.RUNNING, finished_at=None, config=merged, error=None
+    )
     reg.store.replace(record_path(record.path), resumed.to_bytes())
     return resumed
 
@@ -301,7 +326,8 @@ def _local_state(run_dir: Path, record: RunRecord, reg: Registry) -> LocalState:
         state = LocalState.load(run_dir)
     except RunError:
         return LocalState(record.project, record.id, record.name, reg.root)
-    state.name, state.root, state.pid, state.status = record.name, reg.root, os.getpid(), "running"
+    state.name, state.root, state.pid, state.status = record.name, reg.root, os.getpid(), status.RUNNING
+    state.error = None
     return state
 
 
@@ -365,9 +391,11 @@ if hasattr(os, "register_at_fork"):
 
 
 def _finish_open_runs() -> None:
+    """At exit: finish every open run, as ``failed`` when the process ends on an uncaught exception."""
+    error = status.uncaught_exception()
     while (run := current_run()) is not None:
         try:
-            run.finish()
+            run._end(error)
         except Exception as exc:
             print(f"refstore: {exc}", file=sys.stderr)
 

@@ -1,9 +1,11 @@
 """Run settings: ignore globs from ``REFSTORE_IGNORE_GLOBS`` and the settings file of the run area.
 
-The settings file is ``<run area>/settings`` (the run area is ``<dir>/refstore``, which holds the run
+The settings file is ``<run area>/settings`` (the run area is ``<dir>/refstore-runs``, which holds the run
 directories), INI style, with or without a ``[default]`` header::
 
     ignore_globs = *.patch,*.tmp
+
+Where the run area has no settings file, the one of the legacy area (``<dir>/refstore/settings``) is read.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 from pathlib import Path
 
 from .._exceptions import RunError
+from .local import legacy_area
 
 SETTINGS_NAME = "settings"
 
@@ -24,12 +27,16 @@ def ignore_globs(area: Path) -> tuple[str, ...]:
 
 
 def read_settings(area: Path) -> dict[str, str]:
-    """The ``[default]`` section of ``<area>/settings``; empty when there is no such file."""
-    path = area / SETTINGS_NAME
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
+    """The ``[default]`` section of ``<area>/settings`` (else of the legacy area's); empty without one."""
+    for path in (area / SETTINGS_NAME, legacy_area(area) / SETTINGS_NAME):
+        try:
+            return _parse(path, path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            continue
+    return {}
+
+
+def _parse(path: Path, text: str) -> dict[str, str]:
     if not text.lstrip().startswith("["):
         text = "[default]\n" + text
     parser = configparser.ConfigParser(interpolation=None)

@@ -70,6 +70,8 @@ class Syncer:
         self._queue: set[str] = set()
         self._seen: dict[str, Signature | None] = {}
         self._failed: dict[str, tuple[Signature | None, str]] = {}
+        #: Files whose bytes this syncer sent as a new state (a re-hash that found them unchanged is not one).
+        self.uploaded: set[str] = set()
 
     # -- what the run asks for ---------------------------------------------------------------------------
 
@@ -195,7 +197,7 @@ class Syncer:
     def _upload_one(self, relpath: str) -> None:
         signature = Signature.of(self.run_dir / relpath)
         try:
-            synced = self._upload(relpath, signature)
+            synced, pushed = self._upload(relpath, signature)
         except Exception as exc:
             with self._lock:
                 self._failed[relpath] = (signature, " ".join(str(exc).split()) or type(exc).__name__)
@@ -203,9 +205,12 @@ class Syncer:
         with self._lock:
             self._failed.pop(relpath, None)
             self.state.synced[relpath] = synced
+            if pushed:
+                self.uploaded.add(relpath)
             self.state.save(self.run_dir)
 
-    def _upload(self, relpath: str, signature: Signature | None) -> SyncedFile:
+    def _upload(self, relpath: str, signature: Signature | None) -> tuple[SyncedFile, bool]:
+        """The file's synced state now, and whether its bytes were sent as a new state."""
         if signature is None:
             raise ObjectNotFoundError(f"{self.run_dir / relpath}: the file is gone; it was never synced")
         with self._lock:
@@ -215,13 +220,13 @@ class Syncer:
         if previous is not None and previous.signature == signature:  # a racy re-check: hash, no copy
             digest = hash_file(self.run_dir / relpath)
             if digest == previous.digest:
-                return SyncedFile.of(digest, previous.size, signature, previous.state, read_ns)
+                return SyncedFile.of(digest, previous.size, signature, previous.state, read_ns), False
         staged, digest, size = self._stage(self.run_dir / relpath)
         try:
-            if previous is not None and previous.digest == digest:
-                return SyncedFile.of(digest, size, signature, previous.state, read_ns)  # touched, not changed
+            if previous is not None and previous.digest == digest:  # touched, not changed
+                return SyncedFile.of(digest, size, signature, previous.state, read_ns), False
             record = self.files.push(relpath, staged, digest, size, policy)
-            return SyncedFile.of(digest, size, signature, record.state, read_ns)
+            return SyncedFile.of(digest, size, signature, record.state, read_ns), True
         finally:
             staged.unlink()
 
