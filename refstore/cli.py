@@ -242,17 +242,28 @@ def verify_command(ctx: click.Context, ref: str) -> None:
 
 
 @main.command("gc")
+@click.option(
+    "--intent-ttl",
+    metavar="DURATION",
+    default=None,
+    help="How long a running log's intent protects what it relies on: 7d, 36h, 90m, 3600 "
+    "(default $REFSTORE_INTENT_TTL, else 7d). Keep it longer than your longest log.",
+)
 @global_options()
 @click.pass_context
-def gc_command(ctx: click.Context) -> None:
+def gc_command(ctx: click.Context, intent_ttl: str | None) -> None:
     """Delete registry manifests and blobs that no version references; safe beside running logs.
 
-    A dry run that only reports, unless -y/--yes.
+    A dry run that only reports, unless -y/--yes. It says what in-flight logs protect and until when.
     """
-    from .gc import collect_garbage
+    from .gc import collect_garbage, parse_duration
 
     as_json, yes = settings(ctx)["json"], settings(ctx)["yes"]
-    report = collect_garbage(_registry(ctx), yes=yes)
+    try:
+        expiry = None if intent_ttl is None else parse_duration(intent_ttl)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--intent-ttl") from None
+    report = collect_garbage(_registry(ctx), yes=yes, intent_expiry=expiry)
     _emit(report.to_json(), as_json, "\n".join(render.gc_lines(report)))
 
 

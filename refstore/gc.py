@@ -27,7 +27,9 @@ and versions second is what closes the gap between "intent deleted" and "version
 sees a trashed object of an existing version: step 2 saw every version that existed when step 3 began.
 
 What it assumes. The store is strongly consistent (S3, GCS, Azure and local disks are). An intent older than
-``intent_expiry`` (7 days) belongs to a log that crashed: it stops protecting anything and gc deletes it.
+``intent_expiry`` (``$REFSTORE_INTENT_TTL``, else 7 days) belongs to a log that crashed: it stops protecting
+anything and gc deletes it. The expiry must exceed the longest log: a live log's intent that expired no longer
+keeps what the log reuses. The report says what each live intent protects and until when.
 One gc at a time: gc holds ``gc.lock`` (create-only; a lock older than a day is taken as abandoned). A gc
 that dies between steps 3 and 5 leaves objects in ``trash/``; the next gc puts back what is referenced
 and deletes the rest. Without ``yes=True`` (``refstore gc --yes``) gc only reports what it would delete.
@@ -38,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import uuid
 from collections.abc import Coroutine, Iterable, Iterator
@@ -45,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import ArtifactNotFoundError, ConflictError, ManifestError
+from ._exceptions import ArtifactNotFoundError, ConflictError, ManifestError, RefstoreError
 from ._sync import gather_limited, run_sync
 from .backends._base import call_fs
 from .download import blob_path
@@ -57,7 +60,7 @@ if TYPE_CHECKING:
     from .registry import Registry
     from .version import ArtifactVersion
 
-__all__ = ["GCReport", "collect_garbage", "log_intent"]
+__all__ = ["GCReport", "InFlightLog", "collect_garbage", "intent_ttl", "log_intent", "parse_duration"]
 
 INTENT_FORMAT = "refstore.intent/1"
 INTENT_EXPIRY = timedelta(days=7)
@@ -66,6 +69,28 @@ COLLECTED = ("manifests", "blobs")
 TRASH = "trash"
 LOCK = "gc.lock"
 CONCURRENCY = 16
+
+
+@dataclass(frozen=True, slots=True)
+class InFlightLog:
+    """A live log intent gc honoured: what it names, and until when it protects it."""
+
+    intent: str  #: registry-relative path, ``intents/<id>.json``
+    created_at: datetime
+    expires_at: datetime
+    #: Every path the log relies on (some may not be uploaded yet).
+    paths: list[str]
+    #: Of the objects gc found, those that nothing but this intent keeps (else they would be garbage).
+    kept: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "intent": self.intent,
+            "created_at": self.created_at.isoformat(),
+            "expires_at": self.expires_at.isoformat(),
+            "paths": self.paths,
+            "kept": self.kept,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +106,10 @@ class GCReport:
     #: Objects a crashed gc left in the trash, put back or deleted by this run (a dry run only lists them).
     leftovers: list[str] = field(default_factory=list)
     expired_intents: list[str] = field(default_factory=list)
+    #: Logs in flight (their intents not expired): what they protect and until when.
+    in_flight: list[InFlightLog] = field(default_factory=list)
+    #: How long an intent protects its paths (``intent_expiry``).
+    intent_expiry: timedelta = INTENT_EXPIRY
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +120,8 @@ class GCReport:
             "restored": self.restored,
             "leftovers": self.leftovers,
             "expired_intents": self.expired_intents,
+            "in_flight": [log.to_json() for log in self.in_flight],
+            "intent_expiry_seconds": self.intent_expiry.total_seconds(),
         }
 
 
@@ -115,38 +146,53 @@ def log_intent(store: Store, manifest: Manifest) -> Iterator[None]:
 
 
 def collect_garbage(
-    registry: Registry, *, yes: bool = False, intent_expiry: timedelta = INTENT_EXPIRY
+    registry: Registry, *, yes: bool = False, intent_expiry: timedelta | None = None
 ) -> GCReport:
-    """Delete (with ``yes=True``; else only report) the manifests and blobs that no version references."""
+    """Delete (with ``yes=True``; else only report) the manifests and blobs that no version references.
+
+    ``intent_expiry``: how long a log's intent protects what it names (default :func:`intent_ttl`).
+    """
+    expiry = intent_ttl() if intent_expiry is None else intent_expiry
     store = registry.store
     if not yes:
         candidates = _listing(store, COLLECTED)
-        keep, expired = _references(registry, intent_expiry)
-        return _report(True, candidates, keep, leftovers=_trash_leftovers(store), expired=expired)
+        marks = _references(registry, expiry)
+        return _report(True, candidates, marks, expiry, leftovers=_trash_leftovers(store))
     with _gc_lock(store):
         leftovers = _trash_leftovers(store)
         candidates = _listing(store, COLLECTED)
-        keep, expired = _references(registry, intent_expiry)
-        garbage = sorted(set(candidates) - keep)
+        marks = _references(registry, expiry)
+        garbage = sorted(set(candidates) - marks.keep)
         _run_all(store.backend.move(store.full(p), store.full(f"{TRASH}/{p}")) for p in garbage)
-        keep_now, _ = _references(registry, intent_expiry)
+        keep_now = _references(registry, expiry).keep
         restored = _empty_trash(store, sorted({*garbage, *leftovers}), keep_now)
-        _delete_all(store, expired)
+        _delete_all(store, marks.expired)
         gone = set(garbage) - set(restored)
-        deleted = {p: size for p, size in candidates.items() if p in gone}
-        return _report(False, deleted, set(), restored=restored, leftovers=leftovers, expired=expired)
+        return _report(False, candidates, marks, expiry, gone=gone, restored=restored, leftovers=leftovers)
 
 
 def _report(
     dry_run: bool,
     candidates: dict[str, int],
-    keep: set[str],
+    marks: _Marks,
+    expiry: timedelta,
     *,
+    gone: set[str] | None = None,
     restored: Iterable[str] = (),
     leftovers: Iterable[str] = (),
-    expired: Iterable[str] = (),
 ) -> GCReport:
-    garbage = sorted(set(candidates) - keep)
+    """``gone``: what was deleted (default: what a dry run would delete)."""
+    garbage = sorted(set(candidates) - marks.keep if gone is None else gone)
+    in_flight = [
+        InFlightLog(
+            intent,
+            created,
+            created + expiry,
+            paths,
+            sorted(p for p in set(paths) & set(candidates) if p not in marks.versions),
+        )
+        for intent, created, paths in marks.intents
+    ]
     return GCReport(
         dry_run=dry_run,
         manifests=[p for p in garbage if p.startswith("manifests/")],
@@ -154,19 +200,35 @@ def _report(
         size=sum(candidates[p] for p in garbage),
         restored=sorted(restored),
         leftovers=sorted(leftovers),
-        expired_intents=sorted(expired),
+        expired_intents=sorted(marks.expired),
+        in_flight=in_flight,
+        intent_expiry=expiry,
     )
 
 
-def _references(registry: Registry, intent_expiry: timedelta) -> tuple[set[str], list[str]]:
+@dataclass(frozen=True, slots=True)
+class _Marks:
+    """What gc found referenced: by versions, and by live intents ``(path, created_at, paths)``."""
+
+    versions: set[str]
+    intents: list[tuple[str, datetime, list[str]]]
+    expired: list[str]
+
+    @property
+    def keep(self) -> set[str]:
+        return self.versions.union(*(paths for _, _, paths in self.intents))
+
+
+def _references(registry: Registry, intent_expiry: timedelta) -> _Marks:
     """Paths that live intents and versions rely on (intents read first), and the expired intents."""
-    keep, expired = _intent_references(registry.store, intent_expiry)
+    intents, expired = _intent_references(registry.store, intent_expiry)
+    versions: set[str] = set()
     for name in registry.artifacts():
         for version in registry.versions(name):
-            keep.add(manifest_path(version.manifest_digest))
+            versions.add(manifest_path(version.manifest_digest))
             manifest = _manifest_of(version, registry.store)
-            keep.update(blob_path(e.digest) for e in manifest.values() if e.is_copy)
-    return keep, expired
+            versions.update(blob_path(e.digest) for e in manifest.values() if e.is_copy)
+    return _Marks(versions, intents, expired)
 
 
 def _manifest_of(version: ArtifactVersion, store: Store) -> Manifest:
@@ -188,8 +250,10 @@ def _trash_leftovers(store: Store) -> list[str]:
     return sorted(p.removeprefix(f"{TRASH}/") for p in _listing(store, [TRASH]))
 
 
-def _intent_references(store: Store, expiry: timedelta) -> tuple[set[str], list[str]]:
-    keep: set[str] = set()
+def _intent_references(
+    store: Store, expiry: timedelta
+) -> tuple[list[tuple[str, datetime, list[str]]], list[str]]:
+    live: list[tuple[str, datetime, list[str]]] = []
     expired: list[str] = []
     oldest = _now() - expiry
     for name in store.list("intents"):
@@ -204,8 +268,32 @@ def _intent_references(store: Store, expiry: timedelta) -> tuple[set[str], list[
         if created < oldest:
             expired.append(relative)
         else:
-            keep.update(str(p) for p in paths)
-    return keep, expired
+            live.append((relative, created, sorted(str(p) for p in paths)))
+    return live, expired
+
+
+# -- how long an intent protects ------------------------------------------------------------------------
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"7d"``, ``"36h"``, ``"90m"``, ``"600s"``, ``"1w"`` or plain seconds (``"3600"``); positive."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", text.lower())
+    if not match or float(match[1]) <= 0:
+        raise ValueError(f"{text!r} is not a positive duration such as 7d, 36h, 90m or 3600")
+    return timedelta(seconds=float(match[1]) * _UNITS[match[2] or "s"])
+
+
+def intent_ttl() -> timedelta:
+    """How long a log intent protects what it names: ``$REFSTORE_INTENT_TTL``, else :data:`INTENT_EXPIRY`."""
+    setting = os.environ.get("REFSTORE_INTENT_TTL", "").strip()
+    if not setting:
+        return INTENT_EXPIRY
+    try:
+        return parse_duration(setting)
+    except ValueError as exc:
+        raise RefstoreError(f"REFSTORE_INTENT_TTL: {exc}") from None
 
 
 def _empty_trash(store: Store, trashed: list[str], keep: set[str]) -> list[str]:

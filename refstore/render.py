@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # not imported at run time: `refstore --help` stays quick (benchmarks/case_import.py)
@@ -128,6 +129,19 @@ def gc_lines(report: GCReport) -> list[str]:
     verb = "would delete" if report.dry_run else "deleted"
     lines = [f"{verb}  {p}" for p in [*report.manifests, *report.blobs]]
     lines += [f"restored  {p}  (a concurrent log needs it)" for p in report.restored]
+    for log in report.in_flight:
+        until = log.expires_at.isoformat(timespec="seconds")
+        lines.append(
+            f"in flight  {log.intent}: a log started {log.created_at.isoformat(timespec='seconds')} "
+            f"protects {_count(len(log.paths), 'path')} until {until}"
+        )
+        lines += [f"kept  {p}  (only this in-flight log relies on it, until {until})" for p in log.kept]
+    expiry = duration(report.intent_expiry)
+    for intent in report.expired_intents:
+        done = "would delete" if report.dry_run else "deleted"
+        lines.append(f"{done}  {intent}  (a log intent older than {expiry}: its log is taken as crashed)")
+    if report.in_flight or report.expired_intents:
+        lines.append(f"log intents protect their paths for {expiry} (REFSTORE_INTENT_TTL or gc --intent-ttl)")
     counts = f"{_count(len(report.manifests), 'manifest')} and {_count(len(report.blobs), 'blob')}"
     if report.leftovers:
         lines.append(f"{len(report.leftovers)} objects in trash/ from an interrupted gc (--yes settles them)")
@@ -139,7 +153,16 @@ def gc_lines(report: GCReport) -> list[str]:
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def duration(span: timedelta) -> str:
+    """``timedelta(days=7)`` -> ``"7 days"``, ``timedelta(hours=36)`` -> ``"36 hours"``."""
+    seconds = span.total_seconds()
+    for noun, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            return _count(int(seconds // size), noun)
+    return _count(int(seconds), "second") if seconds == int(seconds) else f"{seconds:g} seconds"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
