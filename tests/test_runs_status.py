@@ -82,6 +82,15 @@ def test_an_uncaught_exception_at_exit_is_a_failed_run(
     assert SECRET.encode() not in raw
 
 
+def test_an_error_typed_at_the_prompt_does_not_fail_the_run(registry_root: str, tmp_path: Path) -> None:
+    lines = "import refstore\nrun = refstore.init('proj', id='atprompt')\n1 / 0\nprint('still here')\n"
+    done = subprocess.run(
+        [sys.executable, "-i"], input=lines, cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0 and "ZeroDivisionError" in done.stderr and "still here" in done.stdout
+    assert _record(registry_root, "proj/atprompt").state == "finished"
+
+
 def test_a_process_that_died_is_a_crashed_run(registry_root: str, tmp_path: Path, run_area: Path) -> None:
     (tmp_path / "ckpt.pt").write_text("epoch 3")
     code = (

@@ -69,10 +69,16 @@ def uncaught_exception() -> BaseException | None:
     """The exception ending this process, when it ends on one (called while the interpreter shuts down).
 
     Python stores an uncaught exception in ``sys.last_exc`` / ``sys.last_value`` before it prints it,
-    whatever ``sys.excepthook`` is. An interactive session stores there every error typed at the
-    prompt, which ends nothing: there it does not count.
+    whatever ``sys.excepthook`` is. An interactive session (the prompt, IPython, a notebook kernel) stores
+    there every error of a line or cell, which ends nothing: there it does not count.
     """
-    if hasattr(sys, "ps1") or sys.flags.interactive:
+    if hasattr(sys, "ps1") or sys.flags.interactive or _in_ipython():
         return None
     error = getattr(sys, "last_exc", None) or getattr(sys, "last_value", None)
     return error if isinstance(error, BaseException) else None
+
+
+def _in_ipython() -> bool:
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    return callable(get_ipython) and get_ipython() is not None
