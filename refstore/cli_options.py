@@ -87,7 +87,8 @@ def _candidates(ctx: click.Context, incomplete: str) -> list[str]:
 
     from .cli import _registry  # the registry the command would use
 
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+    quiet = contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO())
+    with warnings.catch_warnings(), quiet[0], quiet[1]:
         warnings.simplefilter("ignore")
         registry = _registry(ctx)
         if ":" not in incomplete:
