@@ -16,6 +16,7 @@ import collections
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import CancelledError, Executor, Future, ThreadPoolExecutor
 from pathlib import Path
@@ -79,7 +80,11 @@ def stat_and_hash(path: str) -> FileHash:
 
 
 #: Reads of a file that keeps changing while it is hashed, before it is refused.
-_READS = 3
+_READS = 4
+#: A file whose ctime or mtime is this close to the start of its read may have had a write in progress
+#: when it was first stat'ed (a write stamps the file when it starts, then copies its bytes): it is read
+#: twice, and both reads must agree.
+_RECENT_NS = 1_000_000_000
 
 
 def _hash_open(fd: int, path: str) -> FileHash:
@@ -88,14 +93,22 @@ def _hash_open(fd: int, path: str) -> FileHash:
 
 
 def hash_open_checked(fd: int, path: str) -> tuple[FileHash, os.stat_result]:
-    """Size and digest taken from one read, with the file's stat before and after it: a file written to
-    meanwhile (its size, mtime or ctime moved, or the read did not end at its size) is read again, and
-    after :data:`_READS` reads it is refused, so that a record never pairs bytes that did not exist
-    together. The ctime is part of the check because a writer cannot set it back, while ``touch`` can set
-    an mtime (writes through a shared ``mmap`` may update neither until later: not covered)."""
+    """Size and digest taken from one read, with the file's stat before and after it, so that a record
+    never pairs bytes that did not exist together:
+
+    - a file written to meanwhile (its size, mtime or ctime moved, or the read did not end at its size)
+      is read again;
+    - a file changed less than :data:`_RECENT_NS` before the read started is read a second time and both
+      reads must give the same digest (a write already under way at the first stat leaves no mark on it);
+    - after :data:`_READS` reads without that, it is refused with :class:`ObjectChangedError`.
+
+    The ctime is part of the check because a writer cannot set it back, while ``touch`` can set an mtime
+    (writes through a shared ``mmap`` may update neither until later: not covered)."""
+    agreed: tuple[int, str] | None = None
     for attempt in range(_READS):
         if attempt:
             os.lseek(fd, 0, os.SEEK_SET)
+        start = time.time_ns()
         before = os.fstat(fd)
         if before.st_size <= _WHOLE:
             data = os.read(fd, before.st_size + 1)
@@ -106,12 +119,49 @@ def hash_open_checked(fd: int, path: str) -> tuple[FileHash, os.stat_result]:
         else:
             digest, size = _stream(fd, xxhash.xxh3_128(), 0)
         after = os.fstat(fd)
-        if size == after.st_size and same_state(before, after):
+        if size != after.st_size or not same_state(before, after):
+            agreed = None
+            continue
+        recent = min(abs(start - after.st_ctime_ns), abs(start - after.st_mtime_ns)) < _RECENT_NS
+        if not recent or agreed == (size, digest):
             return FileHash(size, before.st_mtime_ns, digest), after
+        agreed = (size, digest)
     raise ObjectChangedError(
         f"{path}: the file kept changing while it was read ({_READS} reads); "
         "snapshot it once nothing writes to it"
     )
+
+
+def copy_checked(source: str, out: int, digest: str) -> int:
+    """Copy the bytes of the file ``source`` into the open file descriptor ``out`` while hashing them,
+    through one read; return their size. Raises :class:`ObjectChangedError` naming ``source`` unless they
+    hash to ``digest`` and the file did not change meanwhile: the copy is the bytes that were hashed, so a
+    blob is never named by a hash its bytes do not have (checking first and copying after would leave a
+    window for a writer)."""
+    fd = os.open(source, _FLAGS)
+    try:
+        before = os.fstat(fd)
+        hasher, size = xxhash.xxh3_128(), 0
+        buffer = bytearray(_BLOCK)
+        view = memoryview(buffer)
+        while n := os.readv(fd, [buffer]):
+            hasher.update(view[:n])
+            done = 0
+            while done < n:
+                done += os.write(out, view[done:n])
+            size += n
+        after = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if (
+        size != after.st_size
+        or not same_state(before, after)
+        or f"{ALGORITHM}:{hasher.hexdigest()}" != digest
+    ):
+        raise ObjectChangedError(
+            f"{source}: the file changed after it was added to the artifact; add it again"
+        )
+    return size
 
 
 def same_state(a: os.stat_result, b: os.stat_result) -> bool:

@@ -26,11 +26,9 @@ from ._exceptions import (
     ArtifactTypeError,
     ConflictError,
     IntegrityError,
-    ObjectChangedError,
 )
 from ._sync import gather_limited, run_sync
 from .artifact import Artifact
-from .hashing import hash_file
 from .manifest import Manifest, ManifestDiff, canonical_json
 from .names import check_alias, check_name, parse_ref, version_number
 from .records import AliasRecord, VersionRecord
@@ -136,9 +134,7 @@ class Registry:
             relative = f"blobs/{_hex(digest)[:2]}/{_hex(digest)}"
             if await self.store.exists_async(relative):
                 return
-            if hash_file(local) != digest:
-                raise ObjectChangedError(f"{local}: the file changed after it was added to the artifact")
-            await self.store.backend.upload(local, self.store.full(relative))
+            await self.store.backend.upload_checked(local, self.store.full(relative), digest)
 
         if staged:
             run_sync(gather_limited, [upload(d, p) for d, p in staged.items()], _UPLOAD_CONCURRENCY)

@@ -157,3 +157,60 @@ while True:
         os.pwrite(fd, block, at)
     i += 1
 """
+
+
+def _blobs_named_by_their_bytes(root: Path) -> list[str]:
+    """Blobs of a local registry whose bytes do not hash to their name."""
+    return [
+        str(blob)
+        for blob in (root / "blobs").glob("*/*")
+        if blob.is_file() and hash_bytes(blob.read_bytes()).split(":", 1)[1] != blob.name
+    ]
+
+
+def test_a_file_changing_during_log_never_poisons_the_blob_store(tmp_path: Path) -> None:
+    """A writer swaps a copied file between two contents while it is logged into fresh registries: each log
+    stores the bytes that were added or refuses naming the file; no blob ever holds other bytes than its
+    name says (before, the blob named by hash Y could hold X, and every later log of Y reused it)."""
+    size = 2 * 2**20
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"Y" * size)
+    writer = subprocess.Popen([sys.executable, "-c", _SWAPPER, str(path), str(size)], stdout=subprocess.PIPE)
+    assert writer.stdout is not None and writer.stdout.readline() == b"swapping\n"
+    poisoned: list[str] = []
+    logged = refused = 0
+    try:
+        deadline = time.monotonic() + 4
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            root = tmp_path / f"reg-{n}"
+            art = refstore.Artifact("copy", type="dataset")
+            try:
+                art.add_file(path)
+                refstore.Registry(str(root)).log(art)
+                logged += 1
+            except (refstore.ObjectChangedError, FileNotFoundError) as exc:
+                assert "data.bin" in str(exc)
+                refused += 1
+            if root.exists():
+                poisoned += _blobs_named_by_their_bytes(root)
+    finally:
+        writer.kill()
+        writer.wait()
+    assert not poisoned, f"{len(poisoned)} poisoned blobs ({logged} logged, {refused} refused)"
+    assert logged > 0
+
+
+_SWAPPER = """
+import os, sys
+path, size = sys.argv[1], int(sys.argv[2])
+print("swapping", flush=True)
+i = 0
+while True:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as out:
+        out.write((b"X" if i % 2 == 0 else b"Y") * size)
+    os.replace(tmp, path)
+    i += 1
+"""

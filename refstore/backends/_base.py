@@ -12,6 +12,7 @@ import asyncio
 import base64
 import os
 import random
+import tempfile
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
@@ -24,6 +25,7 @@ from fsspec import AbstractFileSystem
 
 from .._bulk import fast_constructor
 from .._exceptions import ObjectChangedError, RefstoreError, StorageUnavailableError
+from ..hashing import copy_checked
 
 #: Called with the number of bytes just transferred; drives progress bars.
 ProgressHook = Callable[[int], None]
@@ -167,6 +169,20 @@ class Backend(abc.ABC):
     async def upload(self, local: Path, path: str) -> None:
         """Copy a local file to ``path``; readers never see it half-written."""
         await _maybe_async(self.fs, "put_file", str(local), path)
+
+    async def upload_checked(self, local: Path, path: str, digest: str) -> None:
+        """Copy a local file to ``path`` only as bytes that hash to ``digest`` (else
+        :class:`~refstore.ObjectChangedError`): they are first copied aside through one checked read
+        (:func:`~refstore.hashing.copy_checked`), and the private copy is uploaded."""
+        fd, staged = tempfile.mkstemp(prefix="refstore-upload-")
+        try:
+            try:
+                await asyncio.to_thread(copy_checked, str(local), fd, digest)
+            finally:
+                os.close(fd)
+            await self.upload(Path(staged), path)
+        finally:
+            os.unlink(staged)
 
     async def put_atomic(self, path: str, data: bytes) -> None:
         """Write (or replace) ``path`` so that a reader sees the old or the new bytes, never a mix."""

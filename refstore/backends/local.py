@@ -20,7 +20,15 @@ from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from .._exceptions import TooManyObjectsError
-from ..hashing import ALGORITHM, hash_bytes, hash_open_checked, hash_stream, same_state, stat_and_hash
+from ..hashing import (
+    ALGORITHM,
+    copy_checked,
+    hash_bytes,
+    hash_open_checked,
+    hash_stream,
+    same_state,
+    stat_and_hash,
+)
 from ._base import (
     CHUNK_SIZE,
     Backend,
@@ -164,6 +172,9 @@ class LocalBackend(Backend):
     async def upload(self, local: Path, path: str) -> None:
         await asyncio.to_thread(copy_atomic, local, path)
 
+    async def upload_checked(self, local: Path, path: str, digest: str) -> None:
+        await asyncio.to_thread(copy_checked_atomic, local, path, digest)
+
     async def move(self, path: str, new_path: str) -> None:
         await asyncio.to_thread(move_atomic, path, new_path)
 
@@ -250,6 +261,24 @@ def copy_atomic(source: Path, path: str) -> None:
     tmp = _temp_name(path)
     try:
         shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def copy_checked_atomic(source: Path, path: str, digest: str) -> None:
+    """Copy ``source`` to ``path`` through a temporary file and a rename, only as bytes that hash to
+    ``digest`` (:func:`~refstore.hashing.copy_checked`)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = _temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            copy_checked(os.fspath(source), fd, digest)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
