@@ -14,6 +14,15 @@ server that cannot be found or started FAILS every test that needs it, it is nev
   directory to write into, ``.base_url`` serves it (no trailing slash), ``.url("a/b.txt")``, and the
   same request counting. aiohttp sends ETag and Last-Modified, honours Range and If-Match (412 on a
   mismatch) but ignores an ETag in If-Range (it answers 206 anyway).
+- ``rgw_server``: Ceph RADOS Gateway on the RADOS store (tests/rgw/start_rgw.sh: one monitor, one memstore
+  OSD, radosgw; ~20 s to start, once per session). ``.endpoint_url``, ``.access_key``, ``.secret_key``,
+  ``.version``, same request counting. Ceph comes from PATH (``.ci/run`` installs Debian 12's packages)
+  or, with ``REFSTORE_RGW_CEPH=trixie``, from Debian 13 packages unpacked into /tmp/rgw-rootfs.
+
+Which S3 server: ``s3_endpoint`` (function-scoped) is moto, unless the module sets
+``S3_SERVERS = ("moto", "rgw")`` (its tests that use ``s3_fs``/``s3_bucket``/... then run once per
+server) or the test is marked ``@pytest.mark.s3_server("rgw")``. For RGW it points AWS_S3_ENDPOINT_URL and
+the AWS keys at RGW for the test. ``s3_server`` is always moto (request counting, ``reset()``).
 
 Raw clients for writing test objects (function-scoped, fresh instance and listing cache per test):
 ``s3_fs`` (s3fs, ``version_aware=True``), ``gcs_fs`` (gcsfs, ``version_aware=True``: pinned reads are
@@ -59,11 +68,13 @@ from servers import (
     GCSServer,
     HTTPDir,
     HTTPServer,
+    RGWServer,
     S3Server,
     ServerError,
     start_azurite,
     start_fake_gcs,
     start_moto,
+    start_rgw,
 )
 
 T = TypeVar("T")
@@ -147,14 +158,60 @@ def s3_server(cloud_env: pytest.MonkeyPatch, server_dir: Path) -> Iterator[S3Ser
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def rgw_server(server_dir: Path) -> Iterator[RGWServer]:
+    """Ceph RGW (RADOS store); tests reach it through ``s3_endpoint`` (which also sets the environment)."""
+    server = _start("Ceph RGW (S3)", lambda: start_rgw(server_dir))
+    yield server
+    server.stop()
+
+
+#: The S3 servers a test can run against: ``s3_endpoint``'s parameter values.
+S3_SERVER_NAMES = ("moto", "rgw")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "s3_server(name): run this test's S3 fixtures against moto or rgw")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A module with ``S3_SERVERS = ("moto", "rgw")`` runs each test that uses ``s3_endpoint`` (``s3_fs``,
+    ``s3_bucket``, ...) once per server; a test that asks for ``s3_server`` itself stays on moto."""
+    servers = getattr(metafunc.module, "S3_SERVERS", None)
+    if servers and "s3_endpoint" in metafunc.fixturenames and "s3_server" not in metafunc.fixturenames:
+        metafunc.parametrize("s3_endpoint", servers, indirect=True)
+
+
 @pytest.fixture
-def s3_fs(s3_server: S3Server) -> Any:
+def s3_endpoint(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> S3Server | RGWServer:
+    """The S3 server of this test: moto unless parametrized (``S3_SERVERS``) or marked
+    ``@pytest.mark.s3_server("rgw")``. For RGW, AWS_S3_ENDPOINT_URL and the AWS keys point at it for the
+    test (and the processes it starts)."""
+    name = getattr(request, "param", None)
+    if name is None:
+        marker = request.node.get_closest_marker("s3_server")
+        name = marker.args[0] if marker is not None else "moto"
+    if name == "moto":
+        server: S3Server = request.getfixturevalue("s3_server")
+        return server
+    if name != "rgw":
+        raise ValueError(f"unknown S3 server {name!r}: one of {S3_SERVER_NAMES}")
+    rgw: RGWServer = request.getfixturevalue("rgw_server")
+    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", rgw.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", rgw.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", rgw.secret_key)
+    return rgw
+
+
+@pytest.fixture
+def s3_fs(s3_endpoint: S3Server | RGWServer) -> Any:
     import s3fs
 
+    rgw = isinstance(s3_endpoint, RGWServer)
     return s3fs.S3FileSystem(
-        key="testing",
-        secret="testing",
-        client_kwargs={"endpoint_url": s3_server.endpoint_url},  # no region_name: moto refuses it
+        key=s3_endpoint.access_key if rgw else "testing",
+        secret=s3_endpoint.secret_key if rgw else "testing",
+        client_kwargs={"endpoint_url": s3_endpoint.endpoint_url},  # no region_name: moto refuses it
         skip_instance_cache=True,
         version_aware=True,
     )

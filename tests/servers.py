@@ -336,6 +336,101 @@ def start_moto(workdir: Path) -> S3Server:
     return S3Server(process, FileRequestLog(process.log_path, ignore_prefixes=["/moto-api"]))
 
 
+# -- S3: Ceph RADOS Gateway -----------------------------------------------------------------------------
+
+#: The launcher and its stopper (a one-node Ceph cluster: monitor, memstore OSD, radosgw).
+RGW_SCRIPTS = Path(__file__).resolve().parent / "rgw"
+#: Ceph's vstart.sh / s3-tests keys (public test values), created as user "testid" by the launcher.
+RGW_ACCESS_KEY = "0555b35654ad1656d804"
+RGW_SECRET_KEY = "h7GhxuBLTrlhVUyxSPUKUV8r/2EI4ngqJxD7iBdBYLhwluN30JaT3Q=="
+#: Monitor, OSD and radosgw start in about 20 s; a first ``REFSTORE_RGW_CEPH=trixie`` run downloads first.
+RGW_STARTUP_TIMEOUT = 600.0
+
+
+@dataclass
+class RGWServer:
+    """Ceph's RADOS Gateway on its RADOS store (one monitor, one memstore OSD), started by
+    ``tests/rgw/start_rgw.sh``. Its beast frontend logs one access line per request."""
+
+    port: int
+    data_dir: Path
+    version: str
+    log: FileRequestLog
+    access_key: str = RGW_ACCESS_KEY
+    secret_key: str = RGW_SECRET_KEY
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def mark(self) -> int:
+        return self.log.mark()
+
+    def requests_since(self, mark: int) -> list[str]:
+        return self.log.requests_since(mark)
+
+    def entries_since(self, mark: int) -> list[Request]:
+        return self.log.entries_since(mark)
+
+    def stop(self) -> None:
+        """Stop radosgw, the OSD and the monitor by their recorded PIDs."""
+        subprocess.run(
+            ["bash", str(RGW_SCRIPTS / "stop_rgw.sh"), str(self.data_dir)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        _RGW_RUNNING.pop(str(self.data_dir), None)
+
+
+_RGW_RUNNING: dict[str, RGWServer] = {}
+
+
+@atexit.register
+def _stop_rgw_at_exit() -> None:
+    for server in list(_RGW_RUNNING.values()):
+        server.stop()
+
+
+def start_rgw(workdir: Path) -> RGWServer:
+    """Start a fresh, empty RGW cluster in ``workdir/rgw`` on free ports.
+
+    Ceph comes from ``$REFSTORE_RGW_CEPH``: ``system`` (default; Debian 12's ``ceph-mon``, ``ceph-osd`` and
+    ``radosgw`` on PATH, which ``.ci/run`` installs with apt) or a Debian suite name such as ``trixie``
+    (downloaded into a private folder, nothing installed; see ``tests/rgw/start_rgw.sh``).
+    """
+    if shutil.which("bash") is None or shutil.which("curl") is None:
+        raise ServerError("RGW: the launcher needs bash and curl")
+    data_dir = workdir / "rgw"
+    port, mon_port = free_port(), free_port()
+    env = {**os.environ, "RGW_CEPH": os.environ.get("REFSTORE_RGW_CEPH", "system")}
+    env["RGW_MON_PORT"] = str(mon_port)
+    env["RGW_ACCESS_KEY"], env["RGW_SECRET_KEY"] = RGW_ACCESS_KEY, RGW_SECRET_KEY
+    argv = ["bash", str(RGW_SCRIPTS / "start_rgw.sh"), str(port), str(data_dir)]
+    server = RGWServer(port, data_dir, "", FileRequestLog(data_dir / "log" / "client.rgw.log"))
+    _RGW_RUNNING[str(data_dir)] = server
+    try:
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=RGW_STARTUP_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        server.stop()
+        raise ServerError(f"RGW did not start within {RGW_STARTUP_TIMEOUT:.0f} s: {' '.join(argv)}") from exc
+    if done.returncode != 0:
+        server.stop()
+        raise ServerError(f"RGW did not start ({' '.join(argv)}):\n{done.stderr[-3000:]}")
+    exports = dict(re.findall(r"^export (\w+)='?(.*?)'?$", done.stdout, re.MULTILINE))
+    server.version = exports.get("RGW_VERSION", "")
+    return server
+
+
 # -- GCS: fake-gcs-server -------------------------------------------------------------------------------
 
 

@@ -18,6 +18,9 @@ import pytest
 import refstore
 from refstore.fs import RefstoreFileSystem
 
+#: Tests on S3 run against moto and Ceph RGW (see conftest.s3_endpoint).
+S3_SERVERS = ("moto", "rgw")
+
 SALES_V0 = pd.DataFrame({"region": ["eu", "eu", "us"], "units": [3, 5, 7]})
 SALES_LATER = pd.DataFrame({"region": ["apac"], "units": [99]})
 
