@@ -9,10 +9,12 @@ options it was given, so a value after the subcommand wins over one before it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from click.shell_completion import CompletionItem
+
+if TYPE_CHECKING:  # imported when a completion runs: `refstore --help` stays quick
+    from click.shell_completion import CompletionItem
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -65,15 +67,10 @@ def global_options(*, group: bool = False) -> Callable[[F], F]:
     return decorate
 
 
-def confirm(ctx: click.Context, question: str) -> bool:
-    """``True`` with ``-y/--yes``; otherwise ask on stderr (no answer, as from a closed stdin, is no)."""
-    if settings(ctx)["yes"]:
-        return True
-    return click.confirm(question, err=True)
-
-
 def complete_ref(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """Shell completion of artifact names, and of ``NAME:`` versions and aliases; never raises or prints."""
+    from click.shell_completion import CompletionItem
+
     try:
         return [CompletionItem(c) for c in _candidates(ctx, incomplete) if c.startswith(incomplete)]
     except Exception:  # a completion that fails offers nothing: a traceback would garble the shell

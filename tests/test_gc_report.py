@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
@@ -20,6 +21,16 @@ def _cli(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
 
 
+def _registry() -> refstore.Registry:
+    """The default registry ($REFSTORE_ROOT) with one version logged."""
+    Path("kept.txt").write_text("referenced by v0")
+    artifact = refstore.Artifact("kept")
+    artifact.add_file("kept.txt")
+    registry = refstore.Registry()
+    registry.log(artifact)
+    return registry
+
+
 def _orphan_with_intent(registry: refstore.Registry, age: timedelta) -> tuple[str, datetime]:
     """An orphan blob, and the intent of a log started ``age`` ago that is about to reuse it."""
     data = b"about to be reused by a running log"
@@ -32,7 +43,7 @@ def _orphan_with_intent(registry: refstore.Registry, age: timedelta) -> tuple[st
 
 
 def test_gc_reports_what_an_in_flight_log_protects_and_until_when() -> None:
-    registry = refstore.Registry()
+    registry = _registry()
     blob, created = _orphan_with_intent(registry, timedelta(hours=2))
     until = (created + timedelta(days=7)).isoformat()
     result = _cli("gc")
@@ -56,7 +67,7 @@ def test_gc_reports_what_an_in_flight_log_protects_and_until_when() -> None:
 
 
 def test_the_intent_expiry_is_set_by_environment_option_or_argument(monkeypatch: pytest.MonkeyPatch) -> None:
-    registry = refstore.Registry()
+    registry = _registry()
     blob, created = _orphan_with_intent(registry, timedelta(hours=2))
     assert collect_garbage(registry).in_flight[0].kept == [blob]  # 7 days by default
     assert collect_garbage(registry, intent_expiry=timedelta(minutes=30)).blobs == [blob]
@@ -83,7 +94,7 @@ EXPIRED, CRASHED = "a log intent older than", "its log is taken as crashed"
 
 
 def test_a_bad_expiry_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    refstore.Registry().store.create("intents/x.json", b"{}")  # the registry exists
+    _registry()
     bad_option = _cli("gc", "--intent-ttl", "0")
     assert bad_option.exit_code == 2 and "--intent-ttl" in bad_option.output and "'0'" in bad_option.output
     monkeypatch.setenv("REFSTORE_INTENT_TTL", "soon")
