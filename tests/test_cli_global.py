@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -105,3 +107,29 @@ def test_version_in_a_new_process(tmp_path: Path) -> None:
         [sys.executable, "-m", "refstore", "--version"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0 and result.stdout.strip() == f"refstore, version {refstore.__version__}"
+
+
+def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
+    for name, command in group.commands.items():
+        yield prefix + name, command
+        if isinstance(command, click.Group):
+            yield from _commands(command, f"{prefix}{name} ")
+
+
+def test_every_command_and_group_has_the_global_options() -> None:
+    commands = dict(_commands(main))
+    assert {"log", "ls", "show", "get", "diff", "alias", "verify", "gc", "sync", "restore"} <= commands.keys()
+    for name, command in [("", main), *commands.items()]:
+        options = {opt for param in command.params for opt in getattr(param, "opts", [])}
+        assert {"--root", "--json", "-y", "--yes", "--debug"} <= options, f"refstore {name}"
+
+
+def test_json_before_a_nested_command(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a")
+    with refstore.init("proj", id="nested01") as run:
+        run.save("a.txt", policy="now")
+    shown = [
+        _ok(*args) for args in (["runs", "show", run.path, "--json"], ["runs", "--json", "show", run.path])
+    ]
+    assert shown[0] == shown[1] and json.loads(shown[0])
+    assert shown[0] == _ok("--json", "runs", "show", run.path)

@@ -139,6 +139,7 @@ def _why_kept(status: RunDirStatus) -> str:
 
 
 @click.group("runs")
+@global_options()
 def runs_group() -> None:
     """Look at runs."""
 
