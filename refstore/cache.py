@@ -3,7 +3,8 @@
 Layout under ``$REFSTORE_CACHE_DIR`` (default ``~/.cache/refstore``)::
 
     blobs/<aa>/<xxh3_128 hex>     bytes, admitted only after they were checked against their pin
-    pins/<aa>/<sha256 of pin>     the xxh3_128 hex of the bytes a reference pin resolved to
+    pins/<aa>/<sha256 of pin>     the xxh3_128 hex of the bytes a reference pin resolved to (recorded by
+                                  every download, ``skip_cache`` too: it checks files already in place)
     tmp/                          downloads in flight (same filesystem, so admission is a rename); what
                                   crashed processes left there is removed at the start of each download
 
@@ -79,13 +80,23 @@ class Cache:
         blob = self._blob(content)
         self._folder(os.path.dirname(blob))
         os.replace(fetched, blob)
+        self.remember(entry, content)
+        return blob
+
+    def remember(self, entry: ManifestEntry, content: str) -> None:
+        """Record that the pinned object of ``entry`` holds the bytes whose xxh3_128 hex is ``content``
+        (fetched and checked): files already at a destination can then be checked with no request."""
         pin = self._pin_file(entry)
         if pin is not None:
             self._folder(os.path.dirname(pin))
             tmp = self.tmp_path()
             _write_new(tmp, content.encode())
             os.replace(tmp, pin)
-        return blob
+
+    def known_content(self, entry: ManifestEntry) -> str | None:
+        """The xxh3_128 hex of ``entry``'s bytes when known without a request: pinned by the entry, or
+        recorded by :meth:`remember` when this cache's machine fetched it (the bytes need not be cached)."""
+        return self._content_hash(entry)
 
     def place(self, entry: ManifestEntry, cached: str, dest: str, scratch: str) -> None:
         """Put cached bytes at ``dest`` (see :func:`install`), re-hashing them first;

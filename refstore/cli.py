@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,26 @@ from .cli_options import complete_ref, global_options, settings
 
 
 class _Main(click.Group):
-    """Turns refstore errors into one line on stderr and exit status 1, never a traceback."""
+    """Turns refstore, storage and client errors into one line on stderr and exit status 1, never a
+    traceback (``--debug`` prints it first); only a bug in refstore shows one."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (RefstoreError, OSError) as exc:
-            click.echo(f"refstore: error: {_one_line(exc)}", err=True)
-            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("refstore: interrupted", err=True)
             ctx.exit(130)
+        except Exception as exc:
+            from .backends import is_client_error
+
+            told = isinstance(exc, (RefstoreError, OSError))
+            if not told and not is_client_error(exc):
+                raise  # click's own exits and usage errors, or a bug whose traceback is wanted
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            text = _one_line(exc) if told else f"{type(exc).__name__}: {_one_line(exc)}"
+            click.echo(f"refstore: error: {text}", err=True)
+            ctx.exit(1)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -7,17 +7,19 @@ import contextlib
 import functools
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._exceptions import ObjectChangedError, UnsafePathError
+from ._exceptions import LocalChangesError, ObjectChangedError, RefstoreError, UnsafePathError
 from ._sync import gather_limited, run_sync
 from .backends import Backend, ObjectMeta, ProgressHook
 from .cache import Cache, CorruptCacheEntry, install
-from .hashing import ALGORITHM, parallel_pays
+from .hashing import ALGORITHM, hash_file, parallel_pays
+from .local_folder import FolderState, replaced, scan
 from .locations import resolve
 from .manifest import ManifestEntry
 from .names import check_logical_path
@@ -57,20 +59,88 @@ class Downloader:
         self.cache.remove_stale_tmp()
         return Staging(self.cache.tmp_dir())
 
-    def download(self, entries: list[ManifestEntry], root: Path, *, description: str) -> Path:
+    def download(
+        self,
+        entries: list[ManifestEntry],
+        root: Path,
+        *,
+        description: str,
+        overwrite: bool = False,
+        clean: bool = False,
+        prefix: str | None = None,
+    ) -> DownloadedPath:
+        """Make ``root`` hold ``entries``' pinned bytes, keeping the files already right (see the module
+        :mod:`refstore.local_folder` for how they are checked). Refuses with :class:`LocalChangesError`,
+        before writing anything, when files there hold other bytes (``overwrite`` replaces them) or stand
+        where a folder must go; ``clean`` removes the files the entries do not name (under ``prefix``)."""
         root = root.expanduser().absolute()
         real = functools.lru_cache(maxsize=None)(os.path.realpath)  # this download's folders, checked once
         top = os.fspath(root)  # paths are strings from here on: 10,000 pathlib objects cost more than the I/O
         targets = [(entry, destination(top, entry.path, realpath=real)) for entry in entries]
         check_no_clashes(entry.path for entry in entries)
+        if os.path.lexists(top) and not os.path.isdir(top):
+            raise LocalChangesError(f"{top}: a file stands where the download folder {description} goes")
+        state = scan(top, entries, cache=self.cache, prefix=prefix, protected=self._protected())
+        undecided = state.paths("undecided")
+        if undecided:
+            self._settle(state, [e for e in entries if e.path in set(undecided)])
+        _refuse_local_changes(state, description, overwrite=overwrite, clean=clean)
+        removed = _remove(state, [*state.extra, *state.blocking], folders=True) if clean else []
+        if overwrite and not clean:  # files where the version needs folders: replaced by those folders
+            removed = _remove(state, state.blocking, folders=False)
+        extra = [] if clean else [path for path in state.extra if path not in set(removed)]
+        kept = set(state.paths("ok"))
+        todo = [(entry, dest) for entry, dest in targets if entry.path not in kept]
+        try:
+            self._place(todo, description)
+        except Exception as exc:
+            placed = len(kept) + sum(replaced(state, entry.path) for entry, _ in todo)
+            note = (
+                f"{description}: {placed} of {len(entries)} entries in place in {top}, "
+                f"{len(entries) - placed} not; run the download again to complete it"
+            )
+            raise _with_note(exc, note) from exc
+        return DownloadedPath(root, extra=extra, removed=removed)
+
+    def _place(self, targets: list[tuple[ManifestEntry, str]], description: str) -> None:
+        """Fetch (or copy from the cache) each target's bytes and rename them into place."""
         _ = self._staging  # made before any thread starts
-        with progress_bar(sum(e.size for e in entries), description) as bar:
+        with progress_bar(sum(e.size for e, _ in targets), description) as bar:
             missing = targets if self.skip_cache else self._copy_cached(targets, bar.update)
             if self.executor is None:
                 self.fetch_all(missing, bar.update)
             else:
                 self._fetch_on(self.executor, missing, bar.update)
-        return root
+
+    def _protected(self) -> list[str]:
+        """Folders a download never lists as extra nor cleans: the cache, and a registry on local disk."""
+        folders = [os.fspath(self.cache.root)]
+        if self.store.backend.protocol == "file":
+            folders.append(self.store.base)
+        return folders
+
+    def _settle(self, state: FolderState, entries: list[ManifestEntry]) -> None:
+        """Decide files whose bytes cannot be checked locally by fetching their pinned objects into the
+        cache (never to the destination) and comparing; the next download checks them with no request."""
+        _ = self._staging
+
+        async def compare(entry: ManifestEntry) -> tuple[str, str]:
+            fetched = self.cache.tmp_path()
+            try:
+                content = await self._fetch(entry, Path(fetched), None)
+                _check_content(entry, content)
+                await asyncio.to_thread(self.cache.admit, entry, fetched, content)
+            except RefstoreError as exc:
+                _discard(fetched)
+                note = f"fetched to compare with {state.absolute(entry.path)}; nothing was written there"
+                raise _with_note(exc, note) from exc
+            except BaseException:
+                _discard(fetched)
+                raise
+            local = await asyncio.to_thread(hash_file, state.absolute(entry.path))
+            return entry.path, "ok" if local == f"{ALGORITHM}:{content}" else "changed"
+
+        state.states.update(run_sync(gather_limited, [compare(e) for e in entries], CONCURRENCY))
 
     def fetch_all(self, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook) -> None:
         """Fetch every entry to its destination, ``CONCURRENCY`` at a time."""
@@ -162,6 +232,7 @@ class Downloader:
         cache, whose file ``dest`` then shares (a hard link, else a copy in the kernel)."""
         _check_content(entry, content)
         if fetched == scratch:
+            self.cache.remember(entry, content)
             os.replace(scratch, dest)
             return
         blob = self.cache.admit(entry, fetched, content)
@@ -216,6 +287,88 @@ def _download_batch(batch: _Batch) -> int:
 
 def _ignore(done: int) -> None:
     """A progress hook that reports nowhere."""
+
+
+if sys.platform == "win32":
+    from pathlib import WindowsPath as _ConcretePath
+else:
+    from pathlib import PosixPath as _ConcretePath
+
+
+class DownloadedPath(_ConcretePath):
+    """The folder a download filled: a :class:`pathlib.Path` that also tells what else it found there.
+
+    ``extra``: files under the folder (under ``path_prefix`` when one was given) that the version does not
+    hold, left in place; ``removed``: those that ``clean=True`` deleted instead. Logical paths (relative,
+    POSIX), sorted. Paths made from this one (``path / "x"``) have both empty.
+    """
+
+    extra: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+
+    def __init__(self, *args: Any, extra: Iterable[str] = (), removed: Iterable[str] = ()) -> None:
+        if sys.version_info >= (3, 12):
+            super().__init__(*args)
+        self.extra = tuple(extra)
+        self.removed = tuple(removed)
+
+    if sys.version_info < (3, 12):
+
+        def __new__(cls, *args: Any, **kwargs: Any) -> DownloadedPath:
+            return super().__new__(cls, *args)
+
+
+def _refuse_local_changes(state: FolderState, description: str, *, overwrite: bool, clean: bool) -> None:
+    """:class:`LocalChangesError` naming the files a download would destroy, if there are any."""
+    changed = state.paths("changed", "special") if not overwrite else []
+    folders = [] if clean else state.paths("folder")
+    blocking = [] if (clean or overwrite) else state.blocking
+    found = [*(f"{p} (changed)" for p in changed), *(f"{p} (a folder)" for p in folders)]
+    found += [f"{p} (a file where the version has a folder)" for p in blocking]
+    if not found:
+        return
+    hint = "--clean (clean=True) removes folders and files the version does not hold"
+    if changed or blocking:
+        hint = "--force (overwrite=True) replaces them" + ("" if not folders else f"; {hint}")
+    raise LocalChangesError(
+        f"{state.root}: {len(found)} local file(s) differ from {description} and would be replaced: "
+        f"{first_few(found)}; nothing was written; {hint}"
+    )
+
+
+def first_few(items: Sequence[str], count: int = 5) -> str:
+    """The first ``count`` items, and how many more there are."""
+    shown = ", ".join(items[:count])
+    return shown if len(items) <= count else f"{shown} and {len(items) - count} more"
+
+
+def _remove(state: FolderState, paths: list[str], *, folders: bool) -> list[str]:
+    """Delete the files (or links: never what they point to) at ``paths``, then (``folders``) the spare
+    folders that are empty now; the paths deleted."""
+    removed = []
+    for path in paths:
+        try:
+            os.unlink(state.absolute(path))
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    for folder in state.spare_folders if folders else []:
+        with contextlib.suppress(OSError):  # not empty: it holds something the walk leaves alone
+            os.rmdir(state.absolute(folder))
+    return sorted(removed)
+
+
+def _with_note(exc: Exception, note: str) -> Exception:
+    """``exc`` again, its message ending with ``note`` (a refstore error or an OS error keeps its type)."""
+    try:
+        if isinstance(exc, RefstoreError):
+            return type(exc)(f"{exc}; {note}")
+        if isinstance(exc, OSError) and exc.strerror is not None:
+            return type(exc)(exc.errno, f"{exc.strerror}; {note}", exc.filename)
+    except Exception:  # an exception class with another signature
+        pass
+    exc.add_note(note)
+    return exc
 
 
 def _authority(ref: str) -> str:

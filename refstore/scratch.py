@@ -28,6 +28,11 @@ def scratch_name(*, hidden: bool = False) -> str:
     return f".refstore-{name}" if hidden else name
 
 
+def is_scratch_name(name: str) -> bool:
+    """Whether ``name`` is a scratch file's name (of any process, running or not)."""
+    return _SCRATCH.fullmatch(name) is not None
+
+
 def is_stale(name: str) -> bool:
     """Whether ``name`` is a scratch file left by a process of this machine that is gone."""
     match = _SCRATCH.fullmatch(name)

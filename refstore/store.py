@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from ._exceptions import RefstoreError, StorageUnavailableError
+from ._exceptions import RefstoreError
 from ._sync import run_sync
 from .backends._base import call_fs
 from .locations import resolve
@@ -68,7 +68,8 @@ class Store:
 
     async def exists_async(self, relative: str) -> bool:
         self.backend.fs.invalidate_cache(self.full(relative))
-        return bool(await call_fs(self.backend.fs, "exists", self.full(relative)))
+        with self._failures(relative):
+            return bool(await call_fs(self.backend.fs, "exists", self.full(relative)))
 
     def list(self, relative: str) -> list[str]:
         """Names (not paths) directly inside the folder ``relative``; empty when it does not exist."""
@@ -76,7 +77,9 @@ class Store:
         try:
             with self._failures(relative):
                 found = run_sync(call_fs, self.backend.fs, "ls", self.full(relative), detail=False)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if isinstance(exc, RefstoreError):  # a missing bucket, not an empty folder
+                raise
             return []
         prefix = self.full(relative).rstrip("/") + "/"
         names = []
@@ -99,16 +102,10 @@ class Store:
 
     @contextlib.contextmanager
     def _failures(self, relative: str) -> Iterator[None]:
-        """Storage that kept failing after the backend's own retries: :class:`StorageUnavailableError`."""
-        try:
+        """Failures told by the backend (``Backend.storage_error``): :class:`StorageUnavailableError` for
+        storage that kept failing after its retries, :class:`StorageAccessError` for refused credentials."""
+        with self.backend.storage_errors(self.url_of(relative)):
             yield
-        except Exception as exc:
-            if isinstance(exc, RefstoreError) or not self.backend.is_unavailable(exc):
-                raise
-            reason = type(exc).__name__
-            raise StorageUnavailableError(
-                f"{self.url_of(relative)}: storage did not answer ({reason})"
-            ) from exc
 
     def delete(self, relative: str) -> None:
         run_sync(call_fs, self.backend.fs, "rm_file", self.full(relative))

@@ -1,23 +1,32 @@
-"""Checking a version against live storage from metadata alone: never a body download.
+"""Checking a version against live storage from metadata alone (never a body download), or a downloaded
+folder against the manifest (no request at all).
 
-Entries are grouped by the folder that holds them. A group of several entries on a backend whose listings
-carry every object's metadata (S3, GCS, Azure) is checked with **one listing** of its topmost folder, which
-costs one request per 1,000 objects instead of one HEAD per entry; a lone entry, a backend without such
-listings (HTTP, local files) and a folder that holds far more objects than the group checks
-(:data:`LISTING_BUDGET` per entry) get one stat per entry instead.
+Against storage, entries are grouped by the folder that holds them. A group of several entries on a
+backend whose listings carry every object's metadata (S3, GCS, Azure) is checked with **one listing** of its
+topmost folder, which costs one request per 1,000 objects instead of one HEAD per entry; a lone entry, a
+backend without such listings (HTTP, local files) and a folder that holds far more objects than the group
+checks (:data:`LISTING_BUDGET` per entry) get one stat per entry instead. Then only the entries that drifted
+(or whose current version is not the pinned one) are probed for their pinned version: one metadata request
+each (a HEAD of the S3 version, the GCS generation, a conditional Azure or HTTP HEAD), never a body, so that
+"the source moved on but the pinned bytes are still there" is told apart from "the bytes are gone".
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import posixpath
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from ._exceptions import TooManyObjectsError
+from ._exceptions import ObjectChangedError, ObjectNotFoundError, TooManyObjectsError
 from ._sync import gather_limited, run_sync
 from .backends import Backend, ObjectMeta
-from .download import Downloader
+from .download import Downloader, check_no_clashes, destination
+from .local_folder import scan
 from .manifest import ManifestEntry
 
 CONCURRENCY = 32
@@ -27,17 +36,43 @@ LISTING_BUDGET = 100
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
-    """Each entry checked against live storage: sorted logical paths."""
+    """Each entry checked against live storage, or against a local folder: sorted logical paths.
+
+    ``ok`` / ``changed`` / ``missing``: what stands at each entry's place now, compared with the manifest.
+    ``unretrievable`` (storage checks): the entries whose pinned bytes the source no longer serves, so
+    that a download of the version fails; an entry can be ``changed`` or ``missing`` and still retrievable
+    (a versioned bucket keeps the pinned version). ``extra`` and ``unverified`` (folder checks): files
+    the version does not hold, and files of the pinned size whose bytes cannot be checked without the
+    source (no content hash of theirs is known on this machine). ``bool(report)``: nothing changed or
+    went missing.
+    """
 
     ok: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    unretrievable: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    unverified: list[str] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return not (self.changed or self.missing)
 
-    def to_json(self) -> dict[str, list[str]]:
-        return {"ok": self.ok, "changed": self.changed, "missing": self.missing}
+    @property
+    def retrievable(self) -> bool:
+        """Whether every entry's pinned bytes can still be fetched (always true for a folder check, which
+        asks the source nothing)."""
+        return not self.unretrievable
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "changed": self.changed,
+            "missing": self.missing,
+            "unretrievable": self.unretrievable,
+            "retrievable": self.retrievable,
+            "extra": self.extra,
+            "unverified": self.unverified,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +89,54 @@ class _Check:
 
 
 def verify_entries(entries: Iterable[ManifestEntry], downloader: Downloader) -> VerifyReport:
-    """Compare every entry with the current metadata of its object (listings where cheaper, else stats)."""
+    """Compare every entry with the current metadata of its object (listings where cheaper, else stats),
+    then probe the pinned version of each entry that drifted."""
     checks = [_Check(e.path, *downloader.source(e)) for e in entries]
     jobs = [_check_folder(folder, group) for folder, group in _by_folder(checks)]
     jobs += [_check_one(c) for c in checks if not _listable(c)]
-    states: dict[str, str] = {}
+    results: dict[str, _Result] = {}
     for result in run_sync(gather_limited, jobs, CONCURRENCY):
-        states.update(result)
-    report = VerifyReport()
-    for path in sorted(states):
-        getattr(report, states[path]).append(path)
+        results.update(result)
+    to_probe = [c for c in checks if results[c.path][1] == "probe"]
+    found = run_sync(gather_limited, [_pinned_readable(c) for c in to_probe], CONCURRENCY)
+    gone = [c.path for c, readable in zip(to_probe, found, strict=True) if not readable]
+    gone += [path for path, (_, retrieval) in results.items() if retrieval == "gone"]
+    report = VerifyReport(unretrievable=sorted(gone))
+    for path in sorted(results):
+        getattr(report, results[path][0]).append(path)
     return report
+
+
+def verify_folder(entries: Iterable[ManifestEntry], root: Path, downloader: Downloader) -> VerifyReport:
+    """Compare the folder ``root`` with the entries, locally: no request to any source."""
+    entries = list(entries)
+    top = os.fspath(root.expanduser().absolute())
+    if not os.path.isdir(top):
+        raise ObjectNotFoundError(f"{top}: no such folder to verify")
+    check_no_clashes(e.path for e in entries)
+    for entry in entries:
+        destination(top, entry.path)  # a manifest from elsewhere never makes us read outside the folder
+    state = scan(top, entries, cache=downloader.cache, protected=[os.fspath(downloader.cache.root)])
+    return VerifyReport(
+        ok=state.paths("ok"),
+        changed=state.paths("changed", "link", "folder", "special"),
+        missing=state.paths("missing"),
+        extra=state.extra,
+        unverified=state.paths("undecided"),
+    )
+
+
+async def _pinned_readable(check: _Check) -> bool:
+    """Whether the pinned version of ``check`` can still be read: one metadata request, no body."""
+
+    def probe() -> bool:
+        try:
+            check.backend.open_pinned(check.pin).close()
+        except (ObjectChangedError, FileNotFoundError):
+            return False
+        return True
+
+    return await asyncio.to_thread(probe)
 
 
 def _listable(check: _Check) -> bool:
@@ -98,7 +170,12 @@ def _parent(check: _Check) -> str:
     return posixpath.dirname(check.location)
 
 
-async def _check_folder(folder: str, group: list[_Check]) -> dict[str, str]:
+#: An entry's state (``ok``, ``changed``, ``missing``) and what that says about its pinned bytes:
+#: ``None`` (still there), ``"probe"`` (ask for the pinned version) or ``"gone"``.
+_Result = tuple[str, str | None]
+
+
+async def _check_folder(folder: str, group: list[_Check]) -> dict[str, _Result]:
     """One listing of ``folder`` for the whole group; a lone entry or an oversized folder: stats."""
     backend = group[0].backend
     if len(group) > 1:
@@ -108,15 +185,26 @@ async def _check_folder(folder: str, group: list[_Check]) -> dict[str, str]:
             pass
         else:
             current = {backend.path(meta.url): meta for meta in listed}
-            return {c.path: drift(c.pin, current.get(c.location)) for c in group}
-    results: dict[str, str] = {}
+            return {c.path: _result(c.pin, current.get(c.location)) for c in group}
+    results: dict[str, _Result] = {}
     for partial in await gather_limited([_check_one(c) for c in group], CONCURRENCY):
         results.update(partial)
     return results
 
 
-async def _check_one(check: _Check) -> dict[str, str]:
-    return {check.path: drift(check.pin, await check.backend.stat(check.location))}
+async def _check_one(check: _Check) -> dict[str, _Result]:
+    return {check.path: _result(check.pin, await check.backend.stat(check.location))}
+
+
+def _result(pin: ObjectMeta, current: ObjectMeta | None) -> _Result:
+    """The drift of an object, and what it says about its pinned bytes. A pin without a version id is
+    read from the current object, so drift means they are gone; a versioned pin that drifted, or whose
+    object is now another version (maybe the same bytes, but the pinned version may be gone), is probed."""
+    state = drift(pin, current)
+    if pin.version_id is None:
+        return state, None if state == "ok" else "gone"
+    other_version = current is not None and current.version_id not in (None, pin.version_id)
+    return state, "probe" if state != "ok" or other_version else None
 
 
 def drift(pin: ObjectMeta, current: ObjectMeta | None) -> str:

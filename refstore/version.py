@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ._exceptions import ObjectNotFoundError
-from .download import Downloader
+from .download import DownloadedPath, Downloader
 from .manifest import Manifest, ManifestDiff, ManifestEntry
 from .names import check_logical_path
 from .records import VersionRecord
-from .verify import VerifyReport, verify_entries
+from .verify import VerifyReport, verify_entries, verify_folder
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -97,18 +97,39 @@ class ArtifactVersion:
         skip_cache: bool = False,
         storage_options: Mapping[str, Any] | None = None,
         executor: Executor | None = None,
-    ) -> Path:
+        overwrite: bool = False,
+        clean: bool = False,
+    ) -> DownloadedPath:
         """Fetch exactly the pinned bytes to ``root`` (default ``./artifacts/<name>:v<N>/``).
+
+        Never destroys local work: files already there with the pinned bytes are kept (not fetched again);
+        a file with other bytes makes the download refuse, before writing anything, with
+        :class:`~refstore.LocalChangesError` naming it, unless ``overwrite=True``. Files the version does
+        not hold are left alone and listed in the returned path's ``extra``; ``clean=True`` removes them
+        (never following links) and lists them in ``removed``. A download that fails half-way says how many
+        entries are in place; running it again completes it. ``path_prefix`` matching no entry is
+        :class:`~refstore.ObjectNotFoundError`.
 
         Fetches run on ``executor`` when given (any :class:`concurrent.futures.Executor`, e.g. a Dask
         cluster's ``client.get_executor()``), in batches; what the local cache holds is copied here.
         """
         target = Path(root) if root is not None else Path("artifacts") / self.qualified_name
         entries = [e for p, e in self.manifest.items() if path_prefix is None or p.startswith(path_prefix)]
+        if path_prefix is not None and not entries:
+            raise ObjectNotFoundError(
+                f"{self.qualified_name}: no entry starts with the prefix {path_prefix!r}"
+            )
         downloader = Downloader(
             self._registry.store, skip_cache=skip_cache, storage_options=storage_options, executor=executor
         )
-        return downloader.download(entries, target, description=self.qualified_name)
+        return downloader.download(
+            entries,
+            target,
+            description=self.qualified_name,
+            overwrite=overwrite,
+            clean=clean,
+            prefix=path_prefix,
+        )
 
     def open(
         self, logical_path: str, mode: str = "rb", *, storage_options: Mapping[str, Any] | None = None
@@ -120,9 +141,20 @@ class ArtifactVersion:
         backend, pin = Downloader(self._registry.store, storage_options=storage_options).source(entry)
         return backend.open_pinned(pin)
 
-    def verify(self, *, storage_options: Mapping[str, Any] | None = None) -> VerifyReport:
-        """Check every entry against live storage from metadata alone (listings where cheaper, no bodies)."""
+    def verify(
+        self, root: str | os.PathLike[str] | None = None, *, storage_options: Mapping[str, Any] | None = None
+    ) -> VerifyReport:
+        """Without ``root``: check every entry against live storage from metadata alone (listings where
+        cheaper, no bodies); entries that drifted are then probed for their pinned version, so that
+        ``report.retrievable`` says whether the version can still be downloaded.
+
+        With ``root``: check a downloaded folder against the manifest, with no request to the source;
+        ``report.extra`` lists the files the version does not hold, ``report.unverified`` the files whose
+        bytes cannot be checked without the source (see :mod:`refstore.local_folder`).
+        """
         downloader = Downloader(self._registry.store, storage_options=storage_options)
+        if root is not None:
+            return verify_folder(self.manifest.values(), Path(root), downloader)
         return verify_entries(self.manifest.values(), downloader)
 
     def _entry(self, logical_path: str) -> ManifestEntry:

@@ -84,7 +84,7 @@ def test_download_over_an_earlier_one_replaces_each_file_whole(
         (dest / name).unlink()
     (dest / "part-2.bin").write_bytes(b"stale")  # a new file at the place of a download's file
     mark = s3_server.mark()
-    version.download(dest)
+    version.download(dest, overwrite=True)
     assert _gets(s3_server, mark) == []
     assert {name: (dest / name).read_bytes() for name in CONTENT} == CONTENT
     assert sorted(os.listdir(dest)) == sorted(CONTENT)  # no scratch file left beside them

@@ -40,7 +40,10 @@ def test_s3_drift_and_a_missing_object_from_one_listing(s3_server: Any, s3_fs: A
     report = version.verify()
     assert (report.ok, report.changed, report.missing) == (["a.txt", "sub/d.txt"], ["b.txt"], ["c.txt"])
     assert not report
-    assert _object_requests(s3_server.requests_since(mark), s3_bucket) == []  # no HEAD, no body GET
+    assert report.retrievable and report.unretrievable == []  # the bucket keeps the pinned versions
+    probes = _object_requests(s3_server.requests_since(mark), s3_bucket)
+    pinned = {p: version.manifest[p].version_id for p in ("b.txt", "c.txt")}
+    assert sorted(probes) == [f"HEAD /{s3_bucket}/v/{p}?versionId={v}" for p, v in sorted(pinned.items())]
 
 
 def test_s3_a_few_entries_in_a_crowded_folder_are_stat_ed(s3_server: Any, s3_fs: Any, s3_bucket: str) -> None:
@@ -56,7 +59,8 @@ def test_s3_a_few_entries_in_a_crowded_folder_are_stat_ed(s3_server: Any, s3_fs:
     report = version.verify()
     assert (report.ok, report.changed, report.missing) == (["f001"], ["f002"], [])
     heads = [r for r in s3_server.requests_since(mark) if r.startswith("HEAD ")]
-    assert sorted(heads) == [f"HEAD /{s3_bucket}/crowd/f001", f"HEAD /{s3_bucket}/crowd/f002"]
+    probe = f"HEAD /{s3_bucket}/crowd/f002?versionId={version.manifest['f002'].version_id}"
+    assert sorted(heads) == [f"HEAD /{s3_bucket}/crowd/f001", f"HEAD /{s3_bucket}/crowd/f002", probe]
 
 
 def test_copies_in_an_s3_registry(s3_fs: Any, s3_bucket: str, tmp_path: Path) -> None:
@@ -85,17 +89,19 @@ def test_http_entries_are_checked_with_one_head_each(http_server: Any) -> None:
     mark = http_server.mark()
     report = version.verify()
     assert (report.ok, report.missing) == (["a.txt"], ["b.txt"])
+    assert report.unretrievable == ["b.txt"]  # no versions on HTTP: what is gone is gone, no probe needed
     assert sorted(r.split(" ", 1)[0] for r in http_server.requests_since(mark)) == ["HEAD", "HEAD"]
 
 
-def test_cli_exit_status_and_json(s3_fs: Any, s3_bucket: str) -> None:
-    _log_prefix(s3_fs, s3_bucket, {"a.txt": b"a", "b.txt": b"b"})
+def test_cli_exit_status_and_json(s3_fs: Any, s3_unversioned_bucket: str) -> None:
+    _log_prefix(s3_fs, s3_unversioned_bucket, {"a.txt": b"a", "b.txt": b"b"})
     runner = CliRunner()
     clean = runner.invoke(main, ["verify", "checked:v0"])
     assert clean.exit_code == 0 and "2 ok, 0 changed, 0 missing" in clean.output
-    s3_fs.rm_file(f"{s3_bucket}/v/a.txt")
+    s3_fs.rm_file(f"{s3_unversioned_bucket}/v/a.txt")
     drifted = runner.invoke(main, ["verify", "checked:v0", "--json"])
     assert drifted.exit_code == 1
     data = json.loads(drifted.output)
     assert (data["ok"], data["changed"], data["missing"]) == (["b.txt"], [], ["a.txt"])
+    assert (data["retrievable"], data["unretrievable"]) == (False, ["a.txt"])
     assert data["version"]["qualified_name"] == "checked:v0"

@@ -10,27 +10,42 @@ import importlib
 from .._exceptions import UnsupportedSchemeError
 from ._base import Backend, BodyFile, ObjectMeta, ProgressHook, RecordsHook
 
-__all__ = ["BACKENDS", "Backend", "BodyFile", "ObjectMeta", "ProgressHook", "RecordsHook", "backend_class"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BodyFile",
+    "ObjectMeta",
+    "ProgressHook",
+    "RecordsHook",
+    "backend_class",
+    "is_client_error",
+]
 
-#: scheme -> (module:class, the package a user installs for it)
+#: scheme -> (module:class, the extra of ``refstore`` that installs its client; "" for the core install)
 BACKENDS: dict[str, tuple[str, str]] = {
-    "s3": ("refstore.backends.s3:S3Backend", "s3fs"),
-    "s3a": ("refstore.backends.s3:S3Backend", "s3fs"),
-    "gs": ("refstore.backends.gcs:GCSBackend", "gcsfs"),
-    "gcs": ("refstore.backends.gcs:GCSBackend", "gcsfs"),
-    "az": ("refstore.backends.azure:AzureBackend", "adlfs"),
-    "abfs": ("refstore.backends.azure:AzureBackend", "adlfs"),
-    "abfss": ("refstore.backends.azure:AzureBackend", "adlfs"),
-    "http": ("refstore.backends.http:HTTPBackend", "aiohttp"),
-    "https": ("refstore.backends.http:HTTPBackend", "aiohttp"),
-    "file": ("refstore.backends.local:LocalBackend", "fsspec"),
+    "s3": ("refstore.backends.s3:S3Backend", "s3"),
+    "s3a": ("refstore.backends.s3:S3Backend", "s3"),
+    "gs": ("refstore.backends.gcs:GCSBackend", "gcs"),
+    "gcs": ("refstore.backends.gcs:GCSBackend", "gcs"),
+    "az": ("refstore.backends.azure:AzureBackend", "azure"),
+    "abfs": ("refstore.backends.azure:AzureBackend", "azure"),
+    "abfss": ("refstore.backends.azure:AzureBackend", "azure"),
+    "http": ("refstore.backends.http:HTTPBackend", ""),
+    "https": ("refstore.backends.http:HTTPBackend", ""),
+    "file": ("refstore.backends.local:LocalBackend", ""),
 }
+
+#: Top-level packages of the storage clients: an exception of theirs that reaches the command line is a
+#: storage failure told in one line, not a bug.
+_CLIENT_PACKAGES = frozenset(
+    {"aiobotocore", "aiohttp", "adlfs", "azure", "botocore", "fsspec", "gcsfs", "google", "s3fs"}
+)
 
 
 def backend_class(scheme: str) -> type[Backend]:
-    """The backend class for ``scheme``; :class:`UnsupportedSchemeError` names what to install."""
+    """The backend class for ``scheme``; :class:`UnsupportedSchemeError` names the extra to install."""
     try:
-        target, package = BACKENDS[scheme]
+        target, extra = BACKENDS[scheme]
     except KeyError:
         known = ", ".join(sorted(BACKENDS))
         raise UnsupportedSchemeError(f"{scheme}://: no backend for this scheme (known: {known})") from None
@@ -38,8 +53,17 @@ def backend_class(scheme: str) -> type[Backend]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if not extra or missing in ("", "refstore"):
+            raise
         raise UnsupportedSchemeError(
-            f"{scheme}://: the backend needs the package {package!r}: pip install {package}"
+            f"{scheme}://: this backend needs the package {missing!r}, which is not installed: "
+            f"pip install 'refstore[{extra}]'"
         ) from exc
     cls: type[Backend] = getattr(module, class_name)
     return cls
+
+
+def is_client_error(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from a storage client library (botocore, aiohttp, the Azure SDK, ...)."""
+    return any(cls.__module__.split(".")[0] in _CLIENT_PACKAGES for cls in type(exc).__mro__)

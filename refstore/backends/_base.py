@@ -10,21 +10,24 @@ from __future__ import annotations
 import abc
 import asyncio
 import base64
+import contextlib
+import functools
+import inspect
 import os
 import random
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, NoReturn
 
 import xxhash
 from fsspec import AbstractFileSystem
 
 from .._bulk import fast_constructor
-from .._exceptions import ObjectChangedError, RefstoreError, StorageUnavailableError
+from .._exceptions import ObjectChangedError, RefstoreError, StorageAccessError, StorageUnavailableError
 from ..hashing import copy_checked
 
 #: Called with the number of bytes just transferred; drives progress bars.
@@ -56,8 +59,64 @@ new_meta = fast_constructor(ObjectMeta)
 RecordsHook = Callable[[list[ObjectMeta]], None]
 
 
+def _storage_call(method: Callable[..., Any], position: int) -> Callable[..., Any]:
+    """``method`` with its failures told by :meth:`Backend.storage_error`, about the object named by its
+    argument at ``position`` (a path of the backend, or an :class:`ObjectMeta`)."""
+
+    def url_of(backend: Backend, args: tuple[Any, ...]) -> str:
+        target = args[position] if len(args) > position else None
+        if isinstance(target, ObjectMeta):
+            return target.url
+        if isinstance(target, str):
+            return target if "://" in target else backend.url(target)
+        return backend.url_prefix
+
+    if inspect.iscoroutinefunction(method):
+
+        @functools.wraps(method)
+        async def call_async(self: Backend, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return await method(self, *args, **kwargs)
+            except Exception as exc:
+                self.reraise(exc, url_of(self, args))
+
+        wrapper: Any = call_async
+    else:
+
+        @functools.wraps(method)
+        def call(self: Backend, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                self.reraise(exc, url_of(self, args))
+
+        wrapper = call
+    wrapper.storage_call = True
+    return wrapper  # type: ignore[no-any-return]
+
+
+#: The backend methods whose failures every backend tells in refstore's terms, with the position of the
+#: argument naming the object (see :meth:`Backend.storage_error`).
+STORAGE_CALLS = {
+    "stat": 0,
+    "list_prefix": 0,
+    "reference_listing": 0,
+    "fetch": 0,
+    "open_pinned": 0,
+    "put_create_only": 0,
+    "upload": 1,
+    "put_atomic": 0,
+    "move": 0,
+}
+
+
 class Backend(abc.ABC):
-    """One scheme's knowledge, over one fsspec filesystem."""
+    """One scheme's knowledge, over one fsspec filesystem.
+
+    Every method in :data:`STORAGE_CALLS`, in every subclass, raises what its client raised through
+    :meth:`storage_error`: refused or missing credentials are :class:`~refstore.StorageAccessError`, a
+    storage that cannot be reached :class:`~refstore.StorageUnavailableError`, each naming the URL.
+    """
 
     #: URL schemes served by this backend; the first is the canonical one written into manifests.
     protocols: ClassVar[tuple[str, ...]]
@@ -68,6 +127,16 @@ class Backend(abc.ABC):
     #: Whether a listing carries each object's metadata without reading its bytes, so that one listing is
     #: cheaper than a stat per object (local files are hashed to be listed, HTTP cannot list).
     lists_metadata: ClassVar[bool] = True
+    #: What a user sets to give this backend credentials, named when they are missing or refused; ``None``
+    #: for backends without credentials (a refused local file stays a plain :class:`PermissionError`).
+    credentials_hint: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name, position in STORAGE_CALLS.items():
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "storage_call", False):
+                setattr(cls, name, _storage_call(method, position))
 
     def __init__(
         self,
@@ -92,10 +161,46 @@ class Backend(abc.ABC):
                     try:
                         self._fs = self._make_fs()
                     except (ValueError, TypeError, OSError) as exc:
-                        raise RefstoreError(
+                        told = self.storage_error(exc, self.url_prefix)
+                        raise told or RefstoreError(
                             f"{self.url_prefix}: cannot set up the {self.package} filesystem: {exc}"
                         ) from exc
         return self._fs
+
+    # -- errors -----------------------------------------------------------------------------------------
+
+    def storage_error(self, exc: BaseException, url: str) -> Exception | None:
+        """What ``exc``, raised by this backend's client while working on ``url``, means to a user: a
+        :class:`~refstore.StorageAccessError` (credentials missing or refused), a
+        :class:`~refstore.StorageUnavailableError`, an :class:`~refstore.ObjectNotFoundError` for a missing
+        bucket, or ``None`` to let ``exc`` through as it is. Backends add what their clients raise."""
+        if isinstance(exc, RefstoreError):
+            return None
+        if isinstance(exc, PermissionError) and self.credentials_hint is not None:
+            return self.access_error(url, f"access refused ({short_reason(exc)})")
+        if self.is_unavailable(exc):
+            return StorageUnavailableError(f"{url}: storage did not answer ({short_reason(exc)})")
+        return None
+
+    def access_error(self, url: str, why: str) -> StorageAccessError:
+        """``url: why; <what to set>``; never a credential's value."""
+        hint = self.credentials_hint or "pass credentials in storage_options"
+        return StorageAccessError(f"{url}: {why}; {hint}")
+
+    def reraise(self, exc: Exception, url: str) -> NoReturn:
+        """Raise what :meth:`storage_error` makes of ``exc`` (chained to it), else ``exc`` itself."""
+        told = self.storage_error(exc, url)
+        if told is None:
+            raise exc
+        raise told from exc
+
+    @contextlib.contextmanager
+    def storage_errors(self, url: str) -> Iterator[None]:
+        """Failures inside the block told by :meth:`storage_error` (for calls outside the backend)."""
+        try:
+            yield
+        except Exception as exc:
+            self.reraise(exc, url)
 
     @classmethod
     @abc.abstractmethod
@@ -126,6 +231,7 @@ class Backend(abc.ABC):
         error, never truncated.
         """
 
+    @functools.partial(_storage_call, position=0)
     async def reference_listing(
         self,
         path: str,
@@ -162,10 +268,12 @@ class Backend(abc.ABC):
 
     # -- registry writes --------------------------------------------------------------------------------
 
+    @functools.partial(_storage_call, position=0)
     async def put_create_only(self, path: str, data: bytes) -> None:
         """Write ``data`` at ``path`` only if nothing is there; else raise :class:`FileExistsError`."""
         await _maybe_async(self.fs, "pipe_file", path, data, mode="create")
 
+    @functools.partial(_storage_call, position=1)
     async def upload(self, local: Path, path: str) -> None:
         """Copy a local file to ``path``; readers never see it half-written."""
         await _maybe_async(self.fs, "put_file", str(local), path)
@@ -184,10 +292,12 @@ class Backend(abc.ABC):
         finally:
             os.unlink(staged)
 
+    @functools.partial(_storage_call, position=0)
     async def put_atomic(self, path: str, data: bytes) -> None:
         """Write (or replace) ``path`` so that a reader sees the old or the new bytes, never a mix."""
         await _maybe_async(self.fs, "pipe_file", path, data)
 
+    @functools.partial(_storage_call, position=0)
     async def move(self, path: str, new_path: str) -> None:
         """Move the object at ``path`` to ``new_path`` (replacing what is there): a copy, then a delete."""
         await _maybe_async(self.fs, "cp_file", path, new_path)
@@ -291,6 +401,12 @@ class _CountingHook:
         if self.progress is not None and self.reported:
             self.progress(-self.reported)
         self.reported = 0
+
+
+def short_reason(exc: BaseException) -> str:
+    """A failure in a few words for a message: its type and its first 200 characters, on one line."""
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text and text != "None" else type(exc).__name__
 
 
 def changed(pin: ObjectMeta, why: str) -> ObjectChangedError:

@@ -32,7 +32,7 @@ from fsspec import AbstractFileSystem
 from fsspec.asyn import sync
 from fsspec.spec import AbstractBufferedFile
 
-from .._exceptions import InvalidURLError
+from .._exceptions import InvalidURLError, StorageAccessError
 from ._base import (
     CHUNK_SIZE,
     Backend,
@@ -47,6 +47,7 @@ from ._base import (
 __all__ = ["HTTPBackend"]
 
 _GONE = (404, 410)
+_CREDENTIALS = "pass storage_options={'headers': {'Authorization': ...}} (or client_kwargs={'auth': ...})"
 
 
 class HTTPBackend(Backend):
@@ -56,6 +57,7 @@ class HTTPBackend(Backend):
     package: ClassVar[str] = "aiohttp"
     can_list: ClassVar[bool] = False
     lists_metadata: ClassVar[bool] = False
+    credentials_hint: ClassVar[str | None] = _CREDENTIALS
 
     @classmethod
     def filesystem(cls, protocol: str, storage_options: Mapping[str, Any]) -> AbstractFileSystem:
@@ -241,10 +243,10 @@ def _read_only(url: str) -> InvalidURLError:
 def _raise_for_status(url: str, response: Any) -> None:
     if response.status < 400:
         return
-    message = f"{url}: HTTP {response.status} {response.reason or ''}".rstrip()
+    answer = f"HTTP {response.status} {response.reason or ''}".rstrip()
     if response.status in (401, 403):
-        raise PermissionError(message)
-    raise OSError(message)
+        raise StorageAccessError(f"{url}: access refused ({answer}); {_CREDENTIALS}")
+    raise OSError(f"{url}: {answer}")
 
 
 def _identity_length(headers: Mapping[str, str]) -> int | None:

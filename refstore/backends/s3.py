@@ -21,7 +21,13 @@ import botocore.parsers
 import s3fs
 from fsspec import AbstractFileSystem
 
-from .._exceptions import ObjectChangedError, StorageUnavailableError, TooManyObjectsError
+from .._exceptions import (
+    ObjectChangedError,
+    ObjectNotFoundError,
+    StorageAccessError,
+    StorageUnavailableError,
+    TooManyObjectsError,
+)
 from ._base import (
     CHUNK_SIZE,
     Backend,
@@ -30,6 +36,7 @@ from ._base import (
     DamagedTransfer,
     ObjectMeta,
     ProgressHook,
+    _maybe_async,
     changed,
     check_received,
     fetch_with_retries,
@@ -59,6 +66,26 @@ _NETWORK_ERRORS: tuple[type[BaseException], ...] = (
     botocore.parsers.ResponseParserError,
 )
 _SERVER_ERRNOS = (errno.EIO, errno.EBUSY, errno.ETIMEDOUT, getattr(errno, "EREMOTEIO", errno.EIO))
+#: Error codes that mean "these credentials may not do this", whatever the HTTP status says.
+_REFUSED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccountProblem",
+        "AllAccessDisabled",
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "SignatureDoesNotMatch",
+        "TokenRefreshRequired",
+    }
+)
+#: What botocore raises, before sending anything, when the credential chain found nothing usable.
+_NO_CREDENTIALS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.NoAuthTokenError,
+)
 
 
 class S3Backend(Backend):
@@ -66,6 +93,10 @@ class S3Backend(Backend):
 
     protocols: ClassVar[tuple[str, ...]] = ("s3", "s3a")
     package: ClassVar[str] = "s3fs"
+    credentials_hint: ClassVar[str | None] = (
+        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass "
+        "storage_options={'key': ..., 'secret': ...}"
+    )
 
     def url(self, path: str) -> str:
         return f"s3://{path}"
@@ -91,16 +122,51 @@ class S3Backend(Backend):
     def is_unavailable(self, exc: BaseException) -> bool:
         return _is_unavailable(exc)
 
+    def storage_error(self, exc: BaseException, url: str) -> Exception | None:
+        """S3 answers told by their HTTP status and error code (the botocore response behind s3fs's
+        exception), never by their message, which some servers leave empty (Ceph RGW)."""
+        if isinstance(exc, (ObjectChangedError, StorageAccessError, StorageUnavailableError)):
+            return None
+        if isinstance(exc, _NO_CREDENTIALS):
+            return self.access_error(url, f"no AWS credentials were found ({type(exc).__name__})")
+        answer = _answer(exc)
+        if answer is not None:
+            status, code, _ = answer
+            if status == 403 or code in _REFUSED_CODES:
+                return self.access_error(url, f"S3 refused the request ({_describe(answer)})")
+            if code == "NoSuchBucket":
+                bucket = _split(self.path(url))[0]
+                status_code = _describe((status, code, ""))
+                return ObjectNotFoundError(f"s3://{bucket}: no such bucket ({status_code}, for {url})")
+        if _is_unavailable(exc):
+            return StorageUnavailableError(f"{url}: S3 did not answer after retries ({_reason(exc)})")
+        if answer is not None and isinstance(exc, OSError) and _unnamed(exc, url):
+            # the same kind of error, saying where and what the server answered (Ceph RGW sends empty
+            # messages, which s3fs would print as "None")
+            message = f"{url}: S3 answered {_describe(answer)}"
+            return type(exc)(exc.errno, message) if exc.errno is not None else type(exc)(message)
+        return None
+
     async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        """One S3 call, retried by botocore and s3fs; a network or server failure that outlasts the
-        retries becomes :class:`~refstore.StorageUnavailableError` naming ``url``."""
+        """One S3 call, retried by botocore and s3fs; what still fails is told by :meth:`storage_error`:
+        a network or server failure that outlasts the retries is :class:`~refstore.StorageUnavailableError`
+        naming ``url``, refused credentials :class:`~refstore.StorageAccessError`."""
         try:
             return await self.fs._call_s3(method, **kwargs)
         except Exception as exc:
-            if _is_unavailable(exc):
-                raise StorageUnavailableError(
-                    f"{url}: S3 did not answer after retries ({_reason(exc)})"
-                ) from exc
+            self.reraise(exc, url)
+
+    async def put_create_only(self, path: str, data: bytes) -> None:
+        """``If-None-Match: *``; a refusal is :class:`FileExistsError` by its status (412) or code
+        (``PreconditionFailed``), also from servers whose 412 names no condition (Ceph RGW)."""
+        try:
+            await _maybe_async(self.fs, "pipe_file", path, data, mode="create")
+        except OSError as exc:
+            answer = _answer(exc)
+            if isinstance(exc, FileExistsError) or (
+                answer is not None and (answer[0] == 412 or answer[1] == "PreconditionFailed")
+            ):
+                raise FileExistsError(f"{self.url(path)} already exists") from exc
             raise
 
     # -- metadata ---------------------------------------------------------------------------------------
@@ -225,6 +291,8 @@ class S3Backend(Backend):
         bucket, key = _split(self.path(pin.url))
         try:
             return await self._call("get_object", pin.url, Bucket=bucket, Key=key, **_pinned(pin))
+        except (StorageAccessError, StorageUnavailableError):
+            raise
         except (FileNotFoundError, PermissionError) as exc:
             raise changed(pin, _why_gone(pin)) from exc
         except OSError as exc:
@@ -262,6 +330,40 @@ def _is_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, (FileNotFoundError, PermissionError, FileExistsError)):
         return False
     return isinstance(exc, _NETWORK_ERRORS) or (isinstance(exc, OSError) and exc.errno in _SERVER_ERRNOS)
+
+
+def _answer(exc: BaseException) -> tuple[int | None, str, str] | None:
+    """(HTTP status, error code, message) of the S3 answer behind ``exc``: the botocore ``ClientError``
+    itself, or the one s3fs translated (its ``__cause__``, or ``__context__`` where s3fs sets no cause)."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        response = getattr(seen, "response", None)
+        if isinstance(response, Mapping) and isinstance(response.get("Error"), Mapping):
+            error = response["Error"]
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            message = error.get("Message")
+            return (
+                int(status) if status is not None else None,
+                str(error.get("Code") or ""),
+                "" if message in (None, "None") else " ".join(str(message).split())[:200],
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _unnamed(exc: OSError, url: str) -> bool:
+    """An error of Python's own types (as s3fs makes them) that does not name ``url``."""
+    return type(exc).__module__ == "builtins" and url not in str(exc)
+
+
+def _describe(answer: tuple[int | None, str, str]) -> str:
+    """``HTTP 403 AccessDenied: message`` (the message left out when the server sent none)."""
+    status, code, message = answer
+    code = "" if code == str(status) else code  # botocore's code for an answer without a body
+    text = " ".join(part for part in (f"HTTP {status}" if status else "", code) if part) or "an error"
+    return f"{text}: {message}" if message and message != code else text
 
 
 def _versions_refused(exc: OSError) -> bool:

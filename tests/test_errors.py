@@ -1,0 +1,186 @@
+"""Storage errors in refstore's terms (issue 12 item 3, issue 13's error mapping): refused or missing
+credentials are ``StorageAccessError`` naming the URL and what to set, a missing bucket is
+``ObjectNotFoundError`` naming it, a refused port ``StorageUnavailableError``; S3 answers are told by their
+status and code, never their message (Ceph RGW sends empty ones); and the command line prints one line.
+
+Refused credentials need a server that checks them (moto accepts any key): :class:`AnsweringServer` is a
+tiny aiohttp server on 127.0.0.1 that gives every request the same answer, the way S3, GCS, Azure or a
+web server refuse one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import S3Server, free_port
+
+import refstore
+from refstore.locations import clear_backends
+from refstore.store import Store
+
+SECRET = "wJalrXUtnFEMI-do-not-print-me"
+
+
+class AnsweringServer:
+    """Answers every request with ``status``, ``body`` and ``headers`` (no body to a HEAD)."""
+
+    def __init__(self) -> None:
+        self.status, self.body, self.headers = 403, b"", {}
+        self.requests: list[str] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: Any = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def answer(self, status: int, body: str | bytes = b"", **headers: str) -> None:
+        self.status, self.body, self.headers = (
+            status,
+            body.encode() if isinstance(body, str) else body,
+            headers,
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+
+    async def _start(self) -> None:
+        from aiohttp import web
+
+        async def handle(request: web.Request) -> web.Response:
+            self.requests.append(f"{request.method} {request.path_qs}")
+            await request.read()
+            body = b"" if request.method == "HEAD" else self.body
+            return web.Response(status=self.status, body=body, headers=self.headers)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def answering() -> Iterator[AnsweringServer]:
+    server = AnsweringServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def s3_error(code: str, message: str | None) -> str:
+    text = "" if message is None else f"<Message>{message}</Message>"
+    return f'<?xml version="1.0"?><Error><Code>{code}</Code>{text}<RequestId>r1</RequestId></Error>'
+
+
+@pytest.fixture
+def fake_s3(answering: AnsweringServer, monkeypatch: pytest.MonkeyPatch) -> AnsweringServer:
+    """S3 at the answering server, with a secret that must never be printed."""
+    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", answering.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    clear_backends()
+    return answering
+
+
+@pytest.fixture
+def no_aws_credentials(s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """moto, with no AWS credentials anywhere (environment, files, instance metadata)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        empty = tmp_path / name.lower()
+        empty.write_text("")
+        monkeypatch.setenv(name, str(empty))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    clear_backends()
+    return s3_server
+
+
+# -- S3, from Python -----------------------------------------------------------------------------------
+
+
+def test_s3_without_credentials_is_storage_access_error(no_aws_credentials: S3Server, s3_bucket: str) -> None:
+    art = refstore.Artifact("d")
+    with pytest.raises(refstore.StorageAccessError) as caught:
+        art.add_reference(f"s3://{s3_bucket}/data")
+    assert str(caught.value).startswith(f"s3://{s3_bucket}/data: no AWS credentials were found")
+    assert "AWS_ACCESS_KEY_ID" in str(caught.value) and "storage_options" in str(caught.value)
+    with pytest.raises(refstore.StorageAccessError, match=f"s3://{s3_bucket}/reg"):
+        refstore.Registry(f"s3://{s3_bucket}/reg").artifacts()
+    assert isinstance(caught.value, PermissionError)
+
+
+@pytest.mark.parametrize("message", ["Access Denied", "", None])
+def test_s3_refused_credentials_name_the_url_never_the_secret(
+    fake_s3: AnsweringServer, message: str | None
+) -> None:
+    fake_s3.answer(403, s3_error("SignatureDoesNotMatch", message))
+    with pytest.raises(refstore.StorageAccessError) as caught:
+        refstore.Artifact("d").add_reference("s3://secure/data")
+    text = str(caught.value)
+    assert text.startswith("s3://secure/data: S3 refused the request (HTTP 403")  # a HEAD: no code
+    assert "AWS_SECRET_ACCESS_KEY" in text and SECRET not in text and "None" not in text
+    with pytest.raises(refstore.StorageAccessError) as caught:
+        refstore.Registry("s3://secure/reg").artifacts()  # a listing: the code from the body
+    text = str(caught.value)
+    assert text.startswith("s3://secure/reg/") and "(HTTP 403 SignatureDoesNotMatch" in text
+    assert SECRET not in text and "None" not in text
+
+
+def test_s3_missing_bucket_is_object_not_found_naming_it(fake_s3: AnsweringServer) -> None:
+    fake_s3.answer(404, s3_error("NoSuchBucket", ""))  # Ceph RGW: an empty message
+    with pytest.raises(refstore.ObjectNotFoundError, match=r"^s3://nobucket: no such bucket \(HTTP 404"):
+        refstore.Artifact("d").add_reference("s3://nobucket/data")
+    with pytest.raises(refstore.ObjectNotFoundError, match=r"^s3://nobucket: no such bucket"):
+        refstore.Registry("s3://nobucket/reg").artifacts()  # not "(no artifacts)"
+
+
+def test_s3_refused_create_only_write_without_condition_is_file_exists(fake_s3: AnsweringServer) -> None:
+    # Ceph RGW's 412 names no <Condition>: s3fs alone makes it OSError(EINVAL, None)
+    fake_s3.answer(412, s3_error("PreconditionFailed", ""))
+    with pytest.raises(FileExistsError, match=r"^s3://reg/r/versions/x/0 already exists$"):
+        Store("s3://reg/r", None).create("versions/x/0", b"{}")
+
+
+def test_s3_empty_message_is_replaced_by_status_code_and_url(fake_s3: AnsweringServer) -> None:
+    fake_s3.answer(400, s3_error("InvalidArgument", ""))
+    with pytest.raises(OSError, match=r"^\[Errno \d+\] s3://reg/r/a: S3 answered HTTP 400 InvalidArgument$"):
+        Store("s3://reg/r", None).list("a")
+    with pytest.raises(OSError, match=r"s3://reg/r/b: S3 answered HTTP 400"):  # a GET: no body parsed
+        Store("s3://reg/r", None).read("b")
+
+
+def test_s3_refused_port_is_storage_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    clear_backends()
+    with pytest.raises(refstore.StorageUnavailableError, match=r"^s3://b/data: S3 did not answer"):
+        refstore.Artifact("d").add_reference("s3://b/data")
+
+
+# -- HTTP --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_http_refused_is_storage_access_error(answering: AnsweringServer, status: int) -> None:
+    answering.answer(status, "no")
+    url = f"{answering.url}/private/a.bin"
+    with pytest.raises(refstore.StorageAccessError) as caught:
+        refstore.Artifact("d").add_reference(url)
+    assert str(caught.value).startswith(f"{url}: access refused")
+    assert "headers" in str(caught.value)
