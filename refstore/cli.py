@@ -192,14 +192,39 @@ def show_command(ctx: click.Context, ref: str, show_all: bool) -> None:
 @click.argument("dest", required=False)
 @click.option("--prefix", default=None, help="Only entries whose logical path starts with this.")
 @click.option("--skip-cache", is_flag=True, help="Fetch from the source even when cached.")
+@click.option("--force", is_flag=True, help="Replace local files whose bytes differ from the version.")
+@click.option("--clean", is_flag=True, help="Remove files the version does not hold (under --prefix).")
 @global_options()
 @click.pass_context
-def get_command(ctx: click.Context, ref: str, dest: str | None, prefix: str | None, skip_cache: bool) -> None:
-    """Download the pinned bytes of REF to DEST (default ./artifacts/NAME:vN)."""
+def get_command(
+    ctx: click.Context,
+    ref: str,
+    dest: str | None,
+    prefix: str | None,
+    skip_cache: bool,
+    force: bool,
+    clean: bool,
+) -> None:
+    """Download the pinned bytes of REF to DEST (default ./artifacts/NAME:vN).
+
+    Files already holding the pinned bytes are kept; a file with other bytes stops the download before
+    anything is written (--force replaces it); files REF does not hold are listed (--clean removes them).
+    """
+    from .download import first_few
+
     as_json = settings(ctx)["json"]
     version = _registry(ctx).get(ref)
-    path = version.download(dest, path_prefix=prefix, skip_cache=skip_cache)
-    _emit({"version": render.version_json(version), "path": str(path)}, as_json, str(path))
+    path = version.download(dest, path_prefix=prefix, skip_cache=skip_cache, overwrite=force, clean=clean)
+    data = {"version": render.version_json(version), "path": str(path)}
+    _emit({**data, "extra": list(path.extra), "removed": list(path.removed)}, as_json, str(path))
+    if path.removed and not as_json:
+        click.echo(f"refstore: removed {len(path.removed)} file(s): {first_few(path.removed)}", err=True)
+    if path.extra and not as_json:
+        click.echo(
+            f"refstore: left {len(path.extra)} file(s) that {version.qualified_name} does not hold: "
+            f"{first_few(path.extra)} (--clean removes them)",
+            err=True,
+        )
 
 
 @main.command("diff")
@@ -234,20 +259,42 @@ def alias_command(ctx: click.Context, ref: str, alias: str) -> None:
 
 @main.command("verify")
 @click.argument("ref", shell_complete=complete_ref)
+@click.option(
+    "--local", metavar="DIR", default=None, help="Check a downloaded folder, asking the source nothing."
+)
+@click.option("--strict", is_flag=True, help="Exit 1 on any drift (with --local: extra files too).")
 @global_options()
 @click.pass_context
-def verify_command(ctx: click.Context, ref: str) -> None:
-    """Check REF against live storage from metadata alone; exit 1 on drift."""
+def verify_command(ctx: click.Context, ref: str, local: str | None, strict: bool) -> None:
+    """Check REF against live storage from metadata alone: exit 1 when it can no longer be downloaded
+    (its pinned bytes are gone), 0 when the source moved on but the pinned version is still retrievable.
+
+    With --local DIR, check a downloaded folder against the manifest instead: exit 1 when a file is changed
+    or missing.
+    """
     as_json = settings(ctx)["json"]
     version = _registry(ctx).get(ref)
-    report = version.verify()
-    lines = [f"changed  {p}" for p in report.changed] + [f"missing  {p}" for p in report.missing]
+    report = version.verify(local) if local is not None else version.verify()
+    gone = set(report.unretrievable)
+    lines = [f"changed  {p}" + (" (gone)" if p in gone else "") for p in report.changed]
+    lines += [f"missing  {p}" + (" (gone)" if p in gone else "") for p in report.missing]
+    lines += [f"gone     {p}" for p in sorted(gone - set(report.changed) - set(report.missing))]
     summary = f"{version.qualified_name}: {len(report.ok)} ok, {len(report.changed)} changed, "
     summary += f"{len(report.missing)} missing"
+    if local is not None:
+        lines += [f"extra    {p}" for p in report.extra] + [f"unverified {p}" for p in report.unverified]
+        summary += f", {len(report.extra)} extra, {len(report.unverified)} unverified"
+        failed = not report or (strict and bool(report.extra))
+    else:
+        if not report.retrievable:
+            summary += f"; {len(gone)} can no longer be downloaded"
+        elif not report:
+            summary += "; the pinned version can still be downloaded"
+        failed = not report.retrievable or (strict and not report)
     _emit(
         {"version": render.version_json(version), **report.to_json()}, as_json, "\n".join([*lines, summary])
     )
-    if not report:
+    if failed:
         ctx.exit(1)
 
 
