@@ -164,7 +164,7 @@ def _artifact_json(registry: Any, name: str) -> dict[str, Any]:
 
 
 def _counts(version: dict[str, Any]) -> list[str]:
-    return [str(version["entry_count"]), render.human_size(version["size"])]
+    return [f"{version['entry_count']:,}", render.human_size(version["size"])]
 
 
 @main.command("show")

@@ -108,3 +108,20 @@ def test_json_renders_a_version_the_same_way_in_every_command(
     for command, shape in shapes.items():
         assert shape.keys() == expected.keys(), command
         assert shape["qualified_name"] == "ds:v0" and shape["schemes"] == {"copy": 1, "file": 3}, command
+
+
+def test_counts_have_thousands_separators(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REFSTORE_HASH_PROCESSES", "0")
+    data = tmp_path / "many"
+    data.mkdir()
+    for i in range(1088):
+        (data / f"{i:04d}").write_text("x")
+    artifact = refstore.Artifact("many")
+    artifact.add_reference(data)
+    refstore.Registry().log(artifact)
+    lines = _run("show", "many").splitlines()
+    assert "  entries      1,088, 1.1 KiB" in lines and "  schemes      file (1,088)" in lines
+    assert "many:v0/  (the first 100 of 1,088 entries; --all lists them all)" in lines
+    assert lines[-1] == "... 988 more entries (--all lists them)"
+    assert _run("ls").splitlines()[1].split()[4] == "1,088"
+    assert _run("ls", "many").splitlines()[1].split()[3] == "1,088"
