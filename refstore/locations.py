@@ -14,6 +14,8 @@ from ._exceptions import InvalidURLError
 from .backends import BACKENDS, Backend, backend_class
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+#: A scheme with one slash, no colon or no slashes: ``s3:/b/k``, ``s3//b/k``, ``s3:b/k``.
+_MISTYPED = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)(?::/(?!/)|//|:(?!/))(?P<rest>.*)$", re.DOTALL)
 _AZURE_HTTPS = re.compile(r"^https://(?P<account>[a-z0-9]{3,24})\.blob\.core\.windows\.net/(?P<rest>.*)$")
 _BUCKET_SCHEMES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"}
 #: Query parameters that carry credentials (pre-signed S3/GCS URLs, Azure SAS tokens, API keys):
@@ -91,6 +93,12 @@ def _reject_malformed(text: str) -> None:
         raise InvalidURLError(f"{_redact(text)!r}: a URL cannot contain NUL")
     if "://" in text and not _SCHEME.match(text):
         raise InvalidURLError(f"{_redact(text)}: malformed URL scheme")
+    typo = None if "://" in text else _MISTYPED.match(text)
+    if typo and typo["scheme"].lower() in BACKENDS:  # never a local path named "s3:"
+        scheme, rest = typo["scheme"].lower(), typo["rest"].lstrip("/")
+        root = "/" if scheme == "file" else ""
+        meant = f"{scheme}://{root}{rest}" if rest else f"{scheme}://{root or '<bucket>/<key>'}"
+        raise InvalidURLError(f"{_redact(text)}: a malformed {scheme}:// URL; did you mean {meant}?")
 
 
 def _local(path: str, options: dict[str, Any]) -> Location:

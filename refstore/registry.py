@@ -15,6 +15,7 @@ Layout under the root::
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
@@ -212,7 +213,7 @@ class Registry:
         check_name(name)
         numbers = self._version_numbers(name)
         if not numbers:
-            raise ArtifactNotFoundError(f"{name}: no such artifact in {self.root}")
+            raise self._unknown(name)
         return [self._version(self._record(name, n)) for n in numbers]
 
     def artifacts(self) -> list[str]:
@@ -263,12 +264,18 @@ class Registry:
         """Run paths that used ``name:v<version>``."""
         return sorted(n.replace("~", "/") for n in self.store.list(f"artifacts/{name}/lineage/{version}"))
 
+    def _unknown(self, name: str) -> ArtifactNotFoundError:
+        """``name: no such artifact``, naming the closest existing ones (a typo, most often)."""
+        close = difflib.get_close_matches(name, self.store.list("artifacts"), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return ArtifactNotFoundError(f"{name}: no such artifact in {self.root}{hint}")
+
     def _resolve(self, ref: str) -> VersionRecord:
         name, selector = parse_ref(ref)
         if selector == "latest":
             numbers = self._version_numbers(name)
             if not numbers:
-                raise ArtifactNotFoundError(f"{name}: no such artifact in {self.root}")
+                raise self._unknown(name)
             return self._record(name, numbers[-1])
         number = version_number(selector)
         if number is None:

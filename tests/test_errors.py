@@ -184,3 +184,46 @@ def test_http_refused_is_storage_access_error(answering: AnsweringServer, status
         refstore.Artifact("d").add_reference(url)
     assert str(caught.value).startswith(f"{url}: access refused")
     assert "headers" in str(caught.value)
+
+
+# -- URLs and names ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("s3:/lake/x", "s3://lake/x"),
+        ("gs:/bucket/k", "gs://bucket/k"),
+        ("s3//lake/x", "s3://lake/x"),
+        ("s3:lake/x", "s3://lake/x"),
+        ("S3:/lake", "s3://lake"),
+        ("az:/container/k", "az://container/k"),
+        ("https:/example.com/a", "https://example.com/a"),
+        ("file:/tmp/x", "file:///tmp/x"),
+    ],
+)
+def test_mistyped_url_says_what_was_meant_never_a_local_path(tmp_path: Path, typed: str, meant: str) -> None:
+    with pytest.raises(refstore.InvalidURLError) as caught:
+        refstore.Artifact("d").add_reference(typed)
+    assert str(caught.value) == f"{typed}: a malformed {meant.split(':')[0]}:// URL; did you mean {meant}?"
+    with pytest.raises(refstore.InvalidURLError, match="did you mean"):
+        refstore.Registry(typed)
+    assert list(tmp_path.iterdir()) == []  # no folder named "s3:" was made
+
+
+def test_unknown_artifact_suggests_the_closest_names(tmp_path: Path) -> None:
+    (tmp_path / "f.txt").write_text("x")
+    registry = refstore.Registry(tmp_path / "reg")
+    for name in ("sales", "salaries", "images"):
+        art = refstore.Artifact(name)
+        art.add_reference(tmp_path / "f.txt")
+        registry.log(art)
+    with pytest.raises(
+        refstore.ArtifactNotFoundError, match=r"^sale: no such artifact in .*; did you mean sales"
+    ):
+        registry.get("sale")
+    with pytest.raises(refstore.ArtifactNotFoundError, match=r"did you mean images\?$"):
+        registry.versions("imagse")
+    with pytest.raises(refstore.ArtifactNotFoundError) as caught:
+        registry.get("zzz:latest")
+    assert "did you mean" not in str(caught.value)
