@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,45 @@ def test_restore_files_from_the_command_line(registry_root: str, tmp_path: Path)
         ("https://host.example/r.git", "https://host.example/r.git"),
         ("git@github.com:team/r.git", "git@github.com:team/r.git"),
         ("user:pw@host.example:team/r.git", "host.example:team/r.git"),
+        ("https://gitlab.example/r.git?private_token=glpat-SECRET", "https://gitlab.example/r.git"),
+        ("https://host.example/r.git#access_token=SECRET", "https://host.example/r.git"),
+        ("https://host.example/r.git?a=1&x-oauth-basic=SECRET#f", "https://host.example/r.git"),
+        ("https://host.example/r.git;token=SECRET", "https://host.example/r.git"),
+        ("https://oauth2:SECRET@[::1]:8443/Team/r.git?SECRET", "https://[::1]:8443/Team/r.git"),
+        ("ssh://git@signal.example:2222/r.git", "ssh://signal.example:2222/r.git"),
+        ("git@host.example:team/r.git?SECRET", "git@host.example:team/r.git"),
     ],
 )
 def test_remote_urls_lose_their_credentials(url: str, redacted: str) -> None:
     assert redact_url(url) == redacted
+
+
+def test_no_part_of_a_remote_url_with_credentials_is_recorded(
+    registry_root: str, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14 item 14: a token in the user info, the query or the fragment of the remote is recorded
+    nowhere: not in run.json (registry and run directory), not in the run directory's state, not in any
+    byte of the registry; a record an older version wrote with a token is shown without it."""
+    monkeypatch.setenv("DEPLOY_TOKEN", "envSECRETvalue")
+    remote = "https://oauth2:userSECRET@git.example.com/team/model.git/envSECRETvalue?private_token=qSECRET#fSECRET"
+    git(repo, "remote", "set-url", "origin", remote)
+    (repo / "train.py").write_text("lr = 0.2\n")
+    with refstore.init("proj") as run:
+        assert run.code is not None
+        assert run.code.remote == "https://git.example.com/team/model.git/***"
+    recorded = _all_registry_bytes(registry_root)
+    assert b"git.example.com/team/model.git" in recorded
+    for secret in (b"userSECRET", b"qSECRET", b"fSECRET", b"envSECRETvalue", b"private_token"):
+        assert secret not in recorded
+        for path in run.dir.rglob("*"):
+            assert path.is_dir() or secret not in path.read_bytes(), path
+
+    from refstore.runs.records import RunRecord
+
+    store = Registry(registry_root).store
+    record = RunRecord.from_bytes(store.read(f"runs/{run.path}/run.json"), "run.json")
+    assert record.code is not None
+    old = replace(record, code=replace(record.code, remote=remote))  # as older versions recorded it
+    store.replace(f"runs/{run.path}/run.json", old.to_bytes())
+    shown = CliRunner().invoke(main, ["runs", "show", "--json", run.path], catch_exceptions=False)
+    assert shown.exit_code == 0 and "SECRET" not in shown.output

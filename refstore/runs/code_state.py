@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .._exceptions import RunError
+from .status import redact_environment
 
 PATCH_NAME = "diff.patch"
 _GIT_TIMEOUT = 30.0
@@ -35,7 +36,9 @@ class CodeState:
     def from_json(cls, data: Any) -> CodeState:
         if not isinstance(data, dict) or not isinstance(data.get("commit"), str):
             raise RunError(f"malformed code state {data!r}")
-        return cls(data["commit"], data.get("branch"), data.get("remote"), bool(data.get("patch")))
+        remote = data.get("remote")
+        remote = redact_url(remote) if isinstance(remote, str) else None  # records of older versions too
+        return cls(data["commit"], data.get("branch"), remote, bool(data.get("patch")))
 
 
 def capture(cwd: Path) -> tuple[CodeState, bytes] | None:
@@ -60,16 +63,23 @@ def _remote_url(cwd: Path) -> str | None:
 
 
 def redact_url(url: str) -> str:
-    """A remote URL without user or password (``https://user:token@host/r`` -> ``https://host/r``)."""
+    """A remote URL that names the repository and nothing more.
+
+    Credentials hide in every part of a URL: ``user:token@`` (or a token alone as the user name),
+    ``?private_token=...``, a fragment, a ``;token=...`` path parameter. Naming the repository needs none of
+    them, so the user information, the query, the fragment and path parameters are dropped whole (not
+    filtered by name: a token under an unexpected name must not survive), and the value of any
+    secret-looking environment variable left in the path is replaced by ``***``. An scp-like
+    ``user:password@host:path`` loses ``user:password@`` (and anything after ``?`` or ``#``);
+    ``git@host:path`` is kept.
+    """
     if "://" not in url:
-        return re.sub(r"^[^@/]*:[^@/]*@", "", url)  # scp-like "user:pw@host:path"; "git@host:path" kept
-    parts = urlsplit(url)
-    if not (parts.username or parts.password):
-        return url
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        url = re.sub(r"^[^@/]*:[^@/]*@", "", url).partition("?")[0].partition("#")[0]
+    else:
+        parts = urlsplit(url)
+        path = re.sub(r";[^/]*", "", parts.path)
+        url = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], path, "", ""))
+    return redact_environment(url)
 
 
 def restore_code(state: CodeState, run_path: str, patch: Path | None, cwd: Path) -> str:

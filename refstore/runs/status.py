@@ -39,14 +39,20 @@ def redact(text: str) -> str:
     """``text`` without credentials: URL ``user:password@`` parts and query strings, ``name=value`` pairs
     whose name says secret, bearer tokens, AWS key ids and the value of any secret-looking environment
     variable."""
-    for name, value in os.environ.items():
-        if len(value) >= 6 and _SECRET_VARIABLE.search(name) and value in text:
-            text = text.replace(value, _REDACTED)
+    text = redact_environment(text)
     text = _URL_USERINFO.sub(r"\1", text)
     text = _URL_QUERY.sub(r"\1", text)
     text = _ASSIGNED_SECRET.sub(rf"\1\2{_REDACTED}", text)
     text = _BEARER.sub(rf"\1 {_REDACTED}", text)
     return _AWS_KEY_ID.sub(_REDACTED, text)
+
+
+def redact_environment(text: str) -> str:
+    """``text`` with the value of every secret-looking environment variable replaced by ``***``."""
+    for name, value in os.environ.items():
+        if len(value) >= 6 and _SECRET_VARIABLE.search(name) and value in text:
+            text = text.replace(value, _REDACTED)
+    return text
 
 
 def describe(error: BaseException) -> str:
