@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -14,6 +14,7 @@ from ._bulk import gc_paused
 from ._exceptions import InvalidURLError, ObjectNotFoundError, RefstoreError
 from ._sync import run_sync
 from .backends import ObjectMeta, ProgressHook, RecordsHook
+from .exclusion import Exclusion, exclusion_for, files_under
 from .hashing import ALGORITHM, hash_file, hash_files
 from .locations import Location, resolve
 from .manifest import Manifest, ManifestEntry, new_entry
@@ -77,14 +78,19 @@ class Artifact:
         max_objects: int = DEFAULT_MAX_OBJECTS,
         storage_options: Mapping[str, Any] | None = None,
         executor: Executor | None = None,
+        exclude: Iterable[str] | str | None = None,
     ) -> list[ManifestEntry]:
         """Record the objects at ``uri`` (one object, or every object under a prefix) without copying them.
 
         With ``checksum=False`` only locations are recorded (no ETag, version or hash): a download then
         fetches whatever is there at that time, unchecked. Local files are hashed on ``executor`` (any
         :class:`concurrent.futures.Executor`, e.g. a Dask cluster's; default: a thread per core).
+        Under a prefix or folder, files matched by an ``exclude`` glob (matched against logical paths) and
+        refstore's own folders (the registry, the download cache, the run area) are left out, as
+        :mod:`refstore.exclusion` says.
         """
         location = resolve(uri, storage_options)
+        exclusion = exclusion_for(location.url, exclude, name)
         hashing = not location.backend.lists_metadata
         entries: list[ManifestEntry] = []
 
@@ -94,10 +100,12 @@ class Artifact:
         with gc_paused():  # the records of a large listing make no cycles
             with progress_bar(None, f"hashing {location.url}", unit="files", show=hashing) as bar:
                 objects, is_folder = run_sync(
-                    _list_location, location, max_objects, executor, bar.update, on_records
+                    _list_location, location, max_objects, executor, bar.update, on_records, exclusion
                 )
             if not objects:
                 what = "no objects under this prefix" if location.is_folder else "no such object or prefix"
+                if exclude:
+                    what = "no objects under this prefix that the exclude globs leave in"
                 raise ObjectNotFoundError(f"{location.url}: {what}")
             # records the backend returned only at the end
             entries += self._entries_for(location, objects[len(entries) :], is_folder, name, checksum)
@@ -135,13 +143,15 @@ class Artifact:
         name: str | None = None,
         *,
         executor: Executor | None = None,
+        exclude: Iterable[str] | str | None = None,
     ) -> list[ManifestEntry]:
         """Copy every file under a local folder, logical paths relative to it (under ``name``); the files
-        are hashed on ``executor`` (default: a thread per core)."""
+        are hashed on ``executor`` (default: a thread per core). Files matched by an ``exclude`` glob and
+        refstore's own folders are left out, as for :meth:`add_reference`."""
         root = Path(local_path).expanduser()
         if not root.is_dir():
             raise ObjectNotFoundError(f"{root}: no such directory")
-        files = sorted(p for p in root.rglob("*") if p.is_file())
+        files = files_under(root, exclusion_for(resolve(root).url, exclude, name))
         digests = hash_files(files, executor=executor)
         entries = [
             self._copy_entry(f, join_logical(name, f.relative_to(root).as_posix()), digests[f]) for f in files
@@ -210,8 +220,9 @@ async def _list_location(
     executor: Executor | None,
     progress: ProgressHook,
     on_records: RecordsHook,
+    exclude: Exclusion,
 ) -> tuple[list[ObjectMeta], bool]:
-    """The objects a URL names, and whether it named a folder."""
+    """The objects a URL names (in a folder, those ``exclude`` keeps), and whether it named a folder."""
     if not location.is_folder:
         single = await location.backend.stat(location.path)
         if single is not None:
@@ -220,7 +231,12 @@ async def _list_location(
             return [], False
     backend = location.backend
     found = await backend.reference_listing(
-        location.path, max_objects=max_objects, executor=executor, progress=progress, on_records=on_records
+        location.path,
+        max_objects=max_objects,
+        executor=executor,
+        progress=progress,
+        on_records=on_records,
+        exclude=exclude,
     )
     return found, True
 

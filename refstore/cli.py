@@ -46,10 +46,24 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _registry(ctx: click.Context) -> Any:
+def _registry(ctx: click.Context, *, create: bool = False) -> Any:
+    """The registry at ``--root`` / ``$REFSTORE_ROOT``, else the nearest ``.refstore`` in the current folder
+    or its parents (else ``./.refstore``). Unless ``create`` (``log``), one that does not exist is an error
+    naming it: reading a typo'd root never looks like an empty registry."""
+    from ._exceptions import ObjectNotFoundError
     from .registry import Registry
 
-    return Registry(ctx.obj["root"])
+    registry = Registry(ctx.obj["root"])
+    if not create and not registry.exists():
+        if ctx.obj["root"] is None:
+            raise ObjectNotFoundError(
+                f"no registry: no .refstore in {os.getcwd()} or its parents; `refstore init` makes one "
+                "here, or pass --root URL (or set REFSTORE_ROOT)"
+            )
+        raise ObjectNotFoundError(
+            f"{registry.root}: no registry there; `refstore init {ctx.obj['root']}` makes one"
+        )
+    return registry
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
@@ -83,6 +97,13 @@ def main(ctx: click.Context) -> None:
 @click.option("--max-objects", default=10_000, show_default=True, help="Refuse prefixes with more objects.")
 @click.option("--no-checksum", is_flag=True, help="Record locations only; downloads fetch them unchecked.")
 @click.option("--copy", is_flag=True, help="Store copies of local files instead of referencing them.")
+@click.option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="GLOB",
+    help="Leave out files or folders whose logical path matches (repeatable; *.tmp, raw/*.csv, cache/).",
+)
 @global_options()
 @click.pass_context
 def log_command(
@@ -95,34 +116,59 @@ def log_command(
     max_objects: int,
     no_checksum: bool,
     copy: bool,
+    excludes: Sequence[str],
 ) -> None:
-    """Snapshot SOURCES (URLs or local paths) as a new version of NAME."""
+    """Snapshot SOURCES (URLs or local paths) as a new version of NAME: a new version unless the content
+    equals the latest version's. Folders leave out refstore's own (registry, cache, run area)."""
     as_json = settings(ctx)["json"]
     from .artifact import Artifact
 
+    registry = _registry(ctx, create=True)  # first: a folder that holds it leaves it out
     artifact = Artifact(name, type_, description=description)
     for source in sources:
         folder = _source_name(source) if len(sources) > 1 else None
         if copy:
-            _add_copy(artifact, source, folder)
+            _add_copy(artifact, source, folder, excludes)
         else:
-            artifact.add_reference(source, folder, checksum=not no_checksum, max_objects=max_objects)
-    version = _registry(ctx).log(artifact, aliases=aliases)
-    _emit({"version": render.version_json(version)}, as_json, f"{version.qualified_name} {version.digest}")
+            artifact.add_reference(
+                source, folder, checksum=not no_checksum, max_objects=max_objects, exclude=excludes
+            )
+    version = registry.log(artifact, aliases=aliases)
+    outcome = "created" if version.created else "unchanged: the content equals the latest version"
+    _emit(
+        {"version": render.version_json(version), "created": version.created},
+        as_json,
+        f"{version.qualified_name} {version.digest} ({outcome})",
+    )
 
 
 def _source_name(source: str) -> str:
     return os.path.basename(source.rstrip("/")) or source
 
 
-def _add_copy(artifact: Any, source: str, folder: str | None) -> None:
+def _add_copy(artifact: Any, source: str, folder: str | None, excludes: Sequence[str]) -> None:
     path = Path(source).expanduser()
     if "://" in source:
         raise click.UsageError(f"{source}: --copy takes local paths only")
     if path.is_dir():
-        artifact.add_dir(path, folder)
+        artifact.add_dir(path, folder, exclude=excludes)
     else:
         artifact.add_file(path, folder)
+
+
+@main.command("init")
+@click.argument("target", required=False, metavar="[ROOT]")
+@global_options()
+@click.pass_context
+def init_command(ctx: click.Context, target: str | None) -> None:
+    """Create a registry at ROOT (default: --root, $REFSTORE_ROOT, else ./.refstore in this folder)."""
+    from .registry import Registry
+    from .store import DEFAULT_ROOT
+
+    registry = Registry(target or ctx.obj["root"] or DEFAULT_ROOT)
+    created = registry.create()
+    text = f"created registry {registry.root}" if created else f"registry {registry.root} already exists"
+    _emit({"root": registry.root, "created": created}, settings(ctx)["json"], text)
 
 
 @main.command("ls")

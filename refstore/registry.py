@@ -30,6 +30,7 @@ from ._exceptions import (
 )
 from ._sync import gather_limited, run_sync
 from .artifact import Artifact
+from .exclusion import note_registry
 from .manifest import Manifest, ManifestDiff, canonical_json
 from .names import check_alias, check_name, parse_ref, version_number
 from .records import AliasRecord, VersionRecord
@@ -43,6 +44,8 @@ _UPLOAD_CONCURRENCY = 16
 
 
 _MARKER_BYTES = canonical_json({"format": "refstore.registry/1"})
+#: What only a registry holds at its top (registries made before the marker have no marker).
+_REGISTRY_ENTRIES = frozenset({"artifacts", "manifests", "blobs", "runs", "intents", "gc.lock"})
 
 
 def _hex(digest: str) -> str:
@@ -58,6 +61,7 @@ class Registry:
         self.store = Store(root, storage_options)
         self._manifests: dict[str, Manifest] = {}
         self._marked = False
+        note_registry(self.store.url)  # a snapshot of a folder that holds it leaves it out
 
     @property
     def root(self) -> str:
@@ -202,7 +206,7 @@ class Registry:
         """Whether a registry is at the root: its marker, or (made before markers) any of its folders."""
         if self.store.exists(REGISTRY_MARKER):
             return True
-        return any(n in ("artifacts", "manifests", "runs") for n in self.store.list(""))
+        return any(n in _REGISTRY_ENTRIES for n in self.store.list(""))
 
     def get(self, ref: str) -> ArtifactVersion:
         """``"name"``, ``"name:latest"``, ``"name:v3"`` or ``"name:<alias>"``."""

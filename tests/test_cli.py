@@ -71,6 +71,7 @@ def test_references_and_verify_exit_status(runner: CliRunner, tmp_path: Path) ->
     ],
 )
 def test_errors_are_one_line_without_traceback(runner: CliRunner, args: list[str], needle: str) -> None:
+    _ok(runner, "init")  # a registry that exists: these errors are about what is asked of it
     result = runner.invoke(main, args)
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
@@ -83,6 +84,7 @@ def test_python_dash_m_and_console_script(tmp_path: Path) -> None:
             [*command, "--version"], capture_output=True, text=True, cwd=tmp_path, check=False
         )
         assert result.returncode == 0 and "refstore" in result.stdout
+        subprocess.run([*command, "init"], capture_output=True, cwd=tmp_path, check=True)
         failed = subprocess.run(
             [*command, "get", "x:v9"], capture_output=True, text=True, cwd=tmp_path, check=False
         )

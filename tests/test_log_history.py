@@ -4,12 +4,15 @@ another type is refused. On a local registry and on one inside the S3 server (mo
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import refstore
+from refstore.cli import main
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -78,3 +81,25 @@ def test_a_stale_content_index_never_names_a_version_of_other_content(tmp_path: 
     a2 = registry.log(_artifact(tmp_path, "A"))
     assert a2.version == 2 and a2.digest == a0.digest
     assert (a2.download(tmp_path / "out") / "data.txt").read_text() == "A"
+
+
+def test_log_command_says_whether_it_created_a_version(tmp_path: Path) -> None:
+    runner = CliRunner()
+    data = tmp_path / "data"
+    data.mkdir()
+
+    def log(content: str, *extra: str) -> str:
+        (data / "a.txt").write_text(content)
+        result = runner.invoke(main, ["log", "ds", str(data), "--copy", *extra])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert log("A").startswith("ds:v0 sha256:") and "created" in log("B")
+    unchanged = log("B")
+    assert unchanged.startswith("ds:v1 ") and "unchanged" in unchanged and "created" not in unchanged
+    returned = json.loads(log("A", "--json"))
+    assert returned["created"] is True and returned["version"]["qualified_name"] == "ds:v2"
+    assert json.loads(log("A", "--json"))["created"] is False
+    result = runner.invoke(main, ["log", "ds", str(data), "--copy", "--type", "model"])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and "'model'" in result.output and "'dataset'" in result.output

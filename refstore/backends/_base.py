@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, ClassVar, NoReturn
+from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import xxhash
 from fsspec import AbstractFileSystem
@@ -29,6 +29,9 @@ from fsspec import AbstractFileSystem
 from .._bulk import fast_constructor
 from .._exceptions import ObjectChangedError, RefstoreError, StorageAccessError, StorageUnavailableError
 from ..hashing import copy_checked
+
+if TYPE_CHECKING:
+    from ..exclusion import Exclusion
 
 #: Called with the number of bytes just transferred; drives progress bars.
 ProgressHook = Callable[[int], None]
@@ -240,12 +243,15 @@ class Backend(abc.ABC):
         executor: Executor | None = None,
         progress: ProgressHook | None = None,
         on_records: RecordsHook | None = None,
+        exclude: Exclusion | None = None,
     ) -> list[ObjectMeta]:
         """:meth:`list_prefix` for a reference. A backend that hashes content to list it (local files)
         runs the hashing on ``executor``, reports files done to ``progress`` and may hand each batch of
         records to ``on_records`` (in order, from its own thread) while later ones are hashed; listings that
-        carry checksums need none of these. The returned list holds every record either way."""
-        return await self.list_prefix(path, max_objects=max_objects)
+        carry checksums need none of these. The returned list holds every record either way, except those
+        ``exclude`` leaves out (filtered here once listed; a walk skips them as it goes)."""
+        found = await self.list_prefix(path, max_objects=max_objects)
+        return found if exclude is None else exclude.keep(found, self.url(path))
 
     # -- reading pinned bytes ---------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import xxhash
 from fsspec import AbstractFileSystem
@@ -40,6 +40,9 @@ from ._base import (
     is_unchecked,
     new_meta,
 )
+
+if TYPE_CHECKING:
+    from ..exclusion import Exclusion
 
 
 class LocalBackend(Backend):
@@ -89,9 +92,12 @@ class LocalBackend(Backend):
         executor: Executor | None = None,
         progress: ProgressHook | None = None,
         on_records: RecordsHook | None = None,
+        exclude: Exclusion | None = None,
     ) -> list[ObjectMeta]:
         stop = threading.Event()
-        listing = functools.partial(self._list_sync, path, max_objects, executor, progress, on_records, stop)
+        listing = functools.partial(
+            self._list_sync, path, max_objects, executor, progress, on_records, stop, exclude
+        )
         try:
             return await asyncio.to_thread(listing)
         finally:
@@ -105,9 +111,10 @@ class LocalBackend(Backend):
         progress: ProgressHook | None,
         on_records: RecordsHook | None,
         stop: threading.Event,
+        exclude: Exclusion | None = None,
     ) -> list[ObjectMeta]:
         found: list[ObjectMeta] = []
-        walk = _walk_files(path, max_objects, self.url(path))
+        walk = _walk_files(path, max_objects, self.url(path), exclude)
         for names, done in hash_stream(walk, executor=executor, progress=progress, stop=stop):
             facts = zip(names, done.sizes, done.digests, strict=True)  # records made while hashing goes on
             batch = [new_meta(f"file://{f}", size, digest) for f, size, digest in facts]
@@ -179,22 +186,34 @@ class LocalBackend(Backend):
         await asyncio.to_thread(move_atomic, path, new_path)
 
 
-def _walk_files(root: str, max_objects: int, url: str) -> Iterator[tuple[str, int]]:
+def _walk_files(
+    root: str, max_objects: int, url: str, exclude: Exclusion | None = None
+) -> Iterator[tuple[str, int]]:
     """``(path, 0)`` for each file under ``root`` (links to files followed, links to folders not), in
     sorted order, yielded as the walk goes; one ``scandir`` per folder and no ``stat`` for plain files.
+    What ``exclude`` leaves out is not walked: a folder it excludes or that holds one of its markers, a file
+    it excludes; the files left out are not counted against ``max_objects``.
 
     Each folder's entries are sorted with folders keyed as ``name/``, and a folder's files come out at its
     place: that is exactly the sorted order of the whole paths.
     """
     count = 0
-    stack = [(_prefix(root), iter(_sorted_names(root)))]
+    top = _prefix(root)
+    cut = len(top)
+    markers = exclude.markers if exclude is not None else frozenset()
+    check_files = exclude is not None and exclude.checks_files
+    stack = [(top, iter(_sorted_names(root)))]
     while stack:
         prefix, names = stack[-1]
         files = []
         for name in names:
             if name[-1] == "/":
-                stack.append((prefix + name, iter(_sorted_names(prefix + name[:-1]))))
+                if exclude is not None and exclude.excludes((prefix + name[:-1])[cut:], True):
+                    continue
+                stack.append((prefix + name, iter(_sorted_names(prefix + name[:-1], markers))))
                 break
+            if check_files and exclude.excludes((prefix + name)[cut:], False):  # type: ignore[union-attr]
+                continue
             files.append((prefix + name, 0))
         else:
             stack.pop()
@@ -211,8 +230,9 @@ def _prefix(folder: str) -> str:
     return folder if folder.endswith("/") else folder + "/"
 
 
-def _sorted_names(folder: str) -> list[str]:
-    """The names of the files in ``folder`` and, ending in ``/``, of its folders, sorted."""
+def _sorted_names(folder: str, markers: frozenset[str] = frozenset()) -> list[str]:
+    """The names of the files in ``folder`` and, ending in ``/``, of its folders, sorted; none when it holds
+    an entry named in ``markers`` (a folder that is refstore's own)."""
     try:
         entries = os.scandir(folder)
     except (FileNotFoundError, NotADirectoryError):
@@ -220,6 +240,8 @@ def _sorted_names(folder: str) -> list[str]:
     names: list[str] = []
     with entries:
         for entry in entries:
+            if entry.name in markers:
+                return []
             if entry.is_dir(follow_symlinks=False):
                 names.append(entry.name + "/")
             elif entry.is_file():
