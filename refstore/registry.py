@@ -174,14 +174,24 @@ class Registry:
                 self.store.create(f"artifacts/{artifact.name}/versions/{number}.json", record.to_bytes())
                 return record, True
             except FileExistsError:
-                newest = self._version_numbers(artifact.name)[-1]
-                twin = self._record(artifact.name, newest)
-                if twin.content_digest == manifest.content_digest and twin.type == artifact.type:
+                numbers = self._version_numbers(artifact.name)
+                twin = self._newest_of(artifact.name, numbers)
+                if twin is not None and (twin.content_digest, twin.type) == (
+                    record.content_digest,
+                    record.type,
+                ):
                     return twin, False
-                number = max(number + 1, newest + 1)
+                number = max(number + 1, numbers[-1] + 1 if numbers else 0)
         raise ConflictError(
             f"{artifact.name}: could not claim a version number after {_MAX_CLAIM_ATTEMPTS} tries"
         )
+
+    def _newest_of(self, name: str, numbers: list[int]) -> VersionRecord | None:
+        """The record of the highest of ``numbers``; ``None`` when there is none (a listing that lags)."""
+        try:
+            return self._record(name, numbers[-1]) if numbers else None
+        except ArtifactNotFoundError:
+            return None
 
     def _remember_content(self, record: VersionRecord) -> None:
         relative = f"artifacts/{record.name}/digests/{_hex(record.content_digest)}.json"

@@ -103,3 +103,24 @@ def test_log_command_says_whether_it_created_a_version(tmp_path: Path) -> None:
     result = runner.invoke(main, ["log", "ds", str(data), "--copy", "--type", "model"])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and "'model'" in result.output and "'dataset'" in result.output
+
+
+def test_a_concurrent_log_of_the_same_content_is_not_doubled(
+    registry: refstore.Registry, tmp_path: Path
+) -> None:
+    """Another writer logs the same new content between this log's look at ``latest`` and its claim of
+    the next number: the claim loses the race and returns the winner's version, not a second copy."""
+    registry.log(_artifact(tmp_path, "A"))
+    other = refstore.Registry(registry.root)
+
+    class Racing(refstore.Registry):
+        def _store_manifest(self, manifest: refstore.Manifest) -> None:
+            won = other.log(_artifact(tmp_path / "other", "B"))  # the twin claims v1 first
+            assert won.created and won.version == 1
+            super()._store_manifest(manifest)
+
+    (tmp_path / "other").mkdir()
+    late = Racing(registry.root).log(_artifact(tmp_path, "B"), aliases=["mine"])
+    assert (late.version, late.created) == (1, False)
+    assert [v.version for v in registry.versions("data")] == [0, 1]
+    assert registry.get("data:mine").version == 1
