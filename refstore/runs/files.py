@@ -7,11 +7,18 @@ Layout under ``runs/<project>/<id>/``::
 
 ``<quoted path>`` is the run-relative path with every ``/`` percent-encoded, so one listing names every
 file. A reader only ever sees states whose bytes are complete.
+
+Percent-encoding makes a name up to three times longer (nine bytes for some characters), and file systems
+take at most 255 bytes per name, so a path whose encoding is longer than :data:`MAX_NAME` gets a name that
+fits: the start of its encoding, then ``%~`` and a SHA-256 of the path (``%~`` never occurs in an encoding,
+so a short name never looks like a long one). The name is computed from the path, so restoring a file finds
+it the same way; listing the run's files reads the path back from the state records of such names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,15 +32,34 @@ from ..store import Store
 from .records import FileState
 
 _MAX_CLAIM_ATTEMPTS = 1000
+#: Longest folder name for a file, in bytes (all ASCII): well within the 255 bytes of common file systems.
+MAX_NAME = 200
+#: Marks a name shortened with a hash (never in a percent-encoding: ``%`` is always followed by hex digits).
+_HASHED = "%~"
+_HEAD = MAX_NAME - len(_HASHED) - 32
 
 
 def encode_path(relpath: str) -> str:
-    """One folder name for a run-relative path (``.tmp-`` escaped: the store hides such names)."""
-    return quote(relpath, safe="").replace(".tmp-", "%2Etmp-")
+    """One folder name for a run-relative path, at most :data:`MAX_NAME` bytes (``.tmp-`` escaped: the
+    store hides such names)."""
+    name = quote(relpath, safe="").replace(".tmp-", "%2Etmp-")
+    if len(name) <= MAX_NAME:
+        return name
+    head = name[:_HEAD]
+    escape = head.rfind("%", len(head) - 2)
+    if escape >= 0:  # never cut an escape in two
+        head = head[:escape]
+    return f"{head}{_HASHED}{hashlib.sha256(relpath.encode()).hexdigest()[:32]}"
 
 
-def decode_path(name: str) -> str:
-    return unquote(name)
+def decode_path(name: str) -> str | None:
+    """The path ``name`` encodes; ``None`` for a shortened name (its state records tell the path)."""
+    return None if _HASHED in name else unquote(name)
+
+
+def short_name(name: str, limit: int = 100) -> str:
+    """``name`` cut to at most ``limit`` UTF-8 bytes: a scratch name built on it stays a valid name."""
+    return name.encode()[:limit].decode(errors="ignore")
 
 
 class RunFiles:
@@ -65,11 +91,32 @@ class RunFiles:
 
     def names(self) -> list[str]:
         """Run-relative paths of every file with at least one synced state."""
-        return sorted(decode_path(n) for n in self.store.list(f"{self.base}/files"))
+        found = []
+        for name in self.store.list(f"{self.base}/files"):
+            path = decode_path(name)
+            if path is None:
+                path = self._path_of(name)
+            if path is not None:
+                found.append(path)
+        return sorted(found)
+
+    def _path_of(self, name: str) -> str | None:
+        """The path of the shortened name ``name``, from its newest state record (checked against it)."""
+        numbers = self._numbers(name)
+        if not numbers:
+            return None
+        relative = f"{self.base}/files/{name}/{numbers[-1]}.json"
+        record = FileState.from_bytes(self.store.read(relative), self.store.url_of(relative))
+        if encode_path(record.path) != name:
+            raise IntegrityError(f"{self.store.url_of(relative)}: record names {record.path}")
+        return record.path
 
     def states(self, relpath: str) -> list[int]:
         """The state numbers synced for ``relpath``, oldest first."""
-        names = self.store.list(f"{self.base}/files/{encode_path(relpath)}")
+        return self._numbers(encode_path(relpath))
+
+    def _numbers(self, name: str) -> list[int]:
+        names = self.store.list(f"{self.base}/files/{name}")
         return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
 
     def has(self, relpath: str, state: int) -> bool:
@@ -90,7 +137,7 @@ class RunFiles:
     def download(self, state: FileState, dest: Path) -> None:
         """Write the bytes of ``state`` to ``dest`` by atomic rename, checked against their digest."""
         dest.parent.mkdir(parents=True, exist_ok=True)
-        staging = dest.with_name(f".{dest.name}.refstore-{os.getpid()}-{os.urandom(4).hex()}")
+        staging = dest.with_name(f".{short_name(dest.name)}.refstore-{os.getpid()}-{os.urandom(4).hex()}")
         blob = self._blob(state.digest)
         try:
             try:

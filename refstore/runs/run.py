@@ -28,7 +28,7 @@ from ..names import check_name
 from ..registry import Registry
 from ..version import ArtifactVersion
 from . import code_state, status
-from .files import RunFiles
+from .files import RunFiles, short_name
 from .globs import is_ignored, run_relative
 from .local import INTERNAL_DIR, LINK_SCRATCH, LOCAL_RECORD, LocalState, find_run_dir, new_run_dir, run_area
 from .naming import new_run_id, readable_name
@@ -188,7 +188,7 @@ def link_into(source: Path, dest: Path) -> None:
     if os.path.abspath(source) == os.path.abspath(dest):
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
-    temporary = dest.with_name(f".{dest.name}{LINK_SCRATCH}{os.urandom(4).hex()}")
+    temporary = dest.with_name(f".{short_name(dest.name)}{LINK_SCRATCH}{os.urandom(4).hex()}")
     try:
         os.symlink(os.path.abspath(source), temporary)
     except OSError:
