@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .artifact import Artifact
 from .registry import Registry
+from .store import DEFAULT_ROOT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     (data / "train.csv").write_text("id,label\n1,cat\n2,dog\n")
     (data / "labels" / "names.txt").write_text("cat\ndog\n")
     os.chdir(work)
-    registry = Registry()  # $REFSTORE_ROOT or ./.refstore: the embedded default
+    # $REFSTORE_ROOT, else the scratch folder's own ./.refstore: never a registry found in a parent folder
+    registry = Registry(os.environ.get("REFSTORE_ROOT") or DEFAULT_ROOT)
     print(f"registry: {registry.root}")
 
     first = Artifact("pets", description="demo data set")
