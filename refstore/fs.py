@@ -11,7 +11,7 @@ source object through the backend's pinned reader, range by range, so reading a 
 footer, not the file. The bytes are exactly the pinned ones: a source that moved on without keeping the
 pinned version raises :class:`~refstore.ObjectChangedError`.
 
-Options: ``root`` (the registry URL; default ``$REFSTORE_ROOT``, else ``./.refstore``),
+Options: ``root`` (the registry URL; default ``$REFSTORE_ROOT``, else the nearest ``.refstore``),
 ``registry_options`` (fsspec storage options for the registry) and ``source_options`` (for the sources).
 An alias is resolved once per filesystem instance; instances are not cached, so each ``fsspec.open`` /
 ``pandas.read_*`` call looks aliases up afresh. Use ``name:vN`` for the same bytes on every worker.
