@@ -1,6 +1,6 @@
 """``latest`` is what was logged last: a return to an older version's content makes a new version, content
 equal to the latest comes back unchanged, ``created`` and ``refstore log`` say which, and a version of
-another type is refused. On a local registry and on one inside the S3 server (moto)."""
+another type is refused. On a local registry and on registries in moto (S3), fake-gcs-server and Azurite."""
 
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ from click.testing import CliRunner
 import refstore
 from refstore.cli import main
 
+_BUCKETS = {"s3": ("s3", "s3_bucket"), "gcs": ("gs", "gcs_bucket"), "azure": ("az", "azure_container")}
 
-@pytest.fixture(params=["local", "s3"])
+
+@pytest.fixture(params=["local", "s3", "gcs", "azure"])
 def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[refstore.Registry]:
     if request.param == "local":
         yield refstore.Registry(tmp_path / "registry")
     else:
-        yield refstore.Registry(f"s3://{request.getfixturevalue('s3_bucket')}/registry")
+        scheme, fixture = _BUCKETS[request.param]
+        yield refstore.Registry(f"{scheme}://{request.getfixturevalue(fixture)}/registry")
 
 
 def _artifact(tmp_path: Path, content: str, type: str = "dataset") -> refstore.Artifact:
