@@ -108,3 +108,13 @@ def test_registries_made_before_markers_are_still_found(tmp_path: Path) -> None:
     (tmp_path / "old" / ".refstore-registry").unlink()
     assert refstore.Registry(tmp_path / "old").exists()
     assert "ds" in _ok("--root", str(tmp_path / "old"), "ls")
+
+
+@pytest.mark.parametrize(("scheme", "server"), [("gs", "gcs_server"), ("az", "azurite")])
+def test_a_missing_bucket_or_container_is_named_on_gcs_and_azure(
+    scheme: str, server: str, request: pytest.FixtureRequest
+) -> None:
+    request.getfixturevalue(server)  # points the default credential chain at the server
+    missing = unique_name("nobucket")
+    for command in (["ls"], ["show", "ds"], ["get", "ds", "out"]):
+        _fails_naming(missing, "--root", f"{scheme}://{missing}/reg", *command)
