@@ -11,12 +11,17 @@ web server refuse one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import unique_name
 from servers import S3Server, free_port
 
 import refstore
@@ -227,3 +232,121 @@ def test_unknown_artifact_suggests_the_closest_names(tmp_path: Path) -> None:
     with pytest.raises(refstore.ArtifactNotFoundError) as caught:
         registry.get("zzz:latest")
     assert "did you mean" not in str(caught.value)
+
+
+# -- the command line, as a subprocess --------------------------------------------------------------------
+
+#: Every command, with what it needs; ROOT is the condition's registry, DATA an S3 prefix, DEST a folder.
+COMMANDS = {
+    "log": ["log", "x", "DATA"],
+    "ls": ["ls"],
+    "show": ["show", "x:v0"],
+    "get": ["get", "x:v0", "DEST"],
+    "verify": ["verify", "x:v0"],
+    "diff": ["diff", "x:v0", "x:v1"],
+    "alias": ["alias", "x:v0", "prod"],
+    "gc": ["gc"],
+    "sync": ["sync"],
+    "restore": ["restore", "RUN", "m.txt", "--dest", "DEST"],
+}
+
+
+def _cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "refstore", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _crashed_run(folder: Path, root: str, env: dict[str, str]) -> str:
+    """A run directory in ``folder`` whose run (registry ``root``) died with a file not synced yet."""
+    script = (
+        "import os, refstore\n"
+        f"run = refstore.init(project='p', id={folder.name!r}, registry={root!r})\n"
+        "open('m.txt', 'w').write('1')\n"
+        "run.save('m.txt', policy='end')\n"
+        "os._exit(0)\n"
+    )
+    subprocess.run([sys.executable, "-c", script], env=env, cwd=folder, check=True, timeout=60)
+    return f"p/{folder.name}"
+
+
+@pytest.fixture
+def cli_conditions(
+    s3_server: S3Server, s3_fs: Any, answering: AnsweringServer, tmp_path: Path
+) -> dict[str, tuple[dict[str, str], str, str, str]]:
+    """condition -> (environment, registry root, data prefix, what its one line must say)."""
+    bucket = unique_name("s3-")
+    s3_fs.mkdir(bucket)
+    s3_fs.pipe(f"{bucket}/data/a.txt", b"a")
+    answering.answer(403, s3_error("AccessDenied", ""))  # Ceph RGW: an empty <Message>
+    moto = {**os.environ, "AWS_S3_ENDPOINT_URL": s3_server.endpoint_url}
+    empty = tmp_path / "empty-aws-file"
+    empty.write_text("")
+    bare = {k: v for k, v in moto.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    bare.update(
+        AWS_SHARED_CREDENTIALS_FILE=str(empty), AWS_CONFIG_FILE=str(empty), AWS_EC2_METADATA_DISABLED="true"
+    )
+    refused = {**moto, "AWS_S3_ENDPOINT_URL": answering.url, "AWS_SECRET_ACCESS_KEY": SECRET}
+    closed = {**moto, "AWS_S3_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    missing = unique_name("gone-")
+    return {
+        "no credentials": (
+            bare,
+            f"s3://{bucket}/reg",
+            f"s3://{bucket}/data",
+            "no AWS credentials were found",
+        ),
+        "refused credentials": (
+            refused,
+            f"s3://{bucket}/reg",
+            f"s3://{bucket}/data",
+            "S3 refused the request (HTTP 403",
+        ),
+        "refused port": (closed, f"s3://{bucket}/reg", f"s3://{bucket}/data", "S3 did not answer"),
+        "missing bucket": (
+            moto,
+            f"s3://{missing}/reg",
+            f"s3://{missing}/data",
+            f"s3://{missing}",  # "no such bucket"; restore says "no run p/... in s3://<bucket>/reg"
+        ),
+    }
+
+
+def test_every_command_prints_one_line_never_a_traceback(
+    cli_conditions: dict[str, tuple[dict[str, str], str, str, str]], s3_fs: Any, tmp_path: Path
+) -> None:
+    moto_env = cli_conditions["missing bucket"][0]
+    gone = cli_conditions["missing bucket"][1].split("/")[2]
+    s3_fs.mkdir(gone)  # for the run that sync will find, until the bucket goes
+    jobs = []
+    for condition, (env, root, data, needle) in cli_conditions.items():
+        folder = tmp_path / condition.replace(" ", "-")
+        folder.mkdir()
+        run = _crashed_run(folder, root, {**moto_env, "REFSTORE_ROOT": root})
+        for command, template in COMMANDS.items():
+            args = [{"DATA": data, "DEST": str(folder / "dest"), "RUN": run}.get(a, a) for a in template]
+            jobs.append(
+                (condition, command, needle, [*args, "--root", root], {**env, "REFSTORE_ROOT": root}, folder)
+            )
+    s3_fs.rm(gone, recursive=True)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda job: (job, _cli(job[3], job[4], job[5])), jobs))
+    failures = []
+    for (condition, command, needle, _, _, _), result in results:
+        lines = result.stderr.strip().splitlines()
+        ok = result.returncode == 1 and len(lines) == 1 and lines[0].startswith("refstore: error: ")
+        if not ok or needle not in result.stderr or "Traceback" in result.stderr or SECRET in result.stderr:
+            failures.append(f"{condition} / {command}: exit {result.returncode}\n{result.stderr}")
+    assert not failures, "\n".join(failures)
+
+
+def test_debug_shows_the_traceback(cli_conditions: dict[str, tuple[dict[str, str], str, str, str]]) -> None:
+    env, root, _, needle = cli_conditions["no credentials"]
+    result = _cli(["ls", "--root", root, "--debug"], env, Path.cwd())
+    assert result.returncode == 1 and "Traceback" in result.stderr and "NoCredentialsError" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("refstore: error: ") and needle in result.stderr
