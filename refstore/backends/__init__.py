@@ -6,6 +6,8 @@ Adding a scheme is adding one module beside this file and one line to :data:`BAC
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import sys
 
 from .._exceptions import UnsupportedSchemeError
 from ._base import Backend, BodyFile, ObjectMeta, ProgressHook, RecordsHook
@@ -35,6 +37,9 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "file": ("refstore.backends.local:LocalBackend", ""),
 }
 
+#: extra -> the fsspec implementation it installs
+_CLIENTS = {"s3": "s3fs", "gcs": "gcsfs", "azure": "adlfs"}
+
 #: Top-level packages of the storage clients: an exception of theirs that reaches the command line is a
 #: storage failure told in one line, not a bug.
 _CLIENT_PACKAGES = frozenset(
@@ -51,6 +56,8 @@ def backend_class(scheme: str) -> type[Backend]:
         raise UnsupportedSchemeError(f"{scheme}://: no backend for this scheme (known: {known})") from None
     module_name, _, class_name = target.partition(":")
     try:
+        if extra and not _installed(_CLIENTS[extra]):  # some backends import their client on first use
+            raise ModuleNotFoundError(f"No module named {_CLIENTS[extra]!r}", name=_CLIENTS[extra])
         module = importlib.import_module(module_name)
     except ImportError as exc:
         missing = (exc.name or "").split(".")[0]
@@ -62,6 +69,14 @@ def backend_class(scheme: str) -> type[Backend]:
         ) from exc
     cls: type[Backend] = getattr(module, class_name)
     return cls
+
+
+def _installed(package: str) -> bool:
+    """Whether ``package`` can be imported, without importing it."""
+    try:
+        return package in sys.modules or importlib.util.find_spec(package) is not None
+    except ImportError:
+        return False
 
 
 def is_client_error(exc: BaseException) -> bool:
