@@ -191,6 +191,64 @@ def test_http_refused_is_storage_access_error(answering: AnsweringServer, status
     assert "headers" in str(caught.value)
 
 
+# -- GCS and Azure ----------------------------------------------------------------------------------------
+
+
+def test_gcs_refused_is_storage_access_error(
+    answering: AnsweringServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", answering.url)
+    clear_backends()
+    answering.answer(403, '{"error": {"code": 403, "message": "anon has no storage.objects.list access"}}')
+    with pytest.raises(refstore.StorageAccessError) as caught:
+        refstore.Artifact("d").add_reference("gs://secure/data/")
+    text = str(caught.value)
+    assert text.startswith("gs://secure/data: GCS refused the request (HTTP 403: anon has no storage.objects")
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in text
+    with pytest.raises(refstore.StorageAccessError, match=r"^gs://secure/reg/"):
+        refstore.Registry("gs://secure/reg").artifacts()
+
+
+def test_gcs_missing_bucket_is_object_not_found(gcs_server: Any) -> None:
+    missing = unique_name("gone-")
+    with pytest.raises(refstore.ObjectNotFoundError, match=f"^gs://{missing}: no such bucket"):
+        refstore.Artifact("d").add_reference(f"gs://{missing}/data/")
+    with pytest.raises(refstore.ObjectNotFoundError, match=f"^gs://{missing}: no such bucket"):
+        refstore.Registry(f"gs://{missing}/reg").artifacts()
+
+
+def test_azure_refused_is_storage_access_error(
+    answering: AnsweringServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = "a2V5LW5vdC1wcmludGVk"  # base64 of "key-not-printed"
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey={key};BlobEndpoint={answering.url}/acct;",
+    )
+    clear_backends()
+    message = "<Message>Server failed to authenticate the request.</Message>"
+    body = f'<?xml version="1.0"?><Error><Code>AuthenticationFailed</Code>{message}</Error>'
+    answering.answer(
+        403, body, **{"x-ms-error-code": "AuthenticationFailed", "Content-Type": "application/xml"}
+    )
+    with pytest.raises(refstore.StorageAccessError) as caught:
+        refstore.Artifact("d").add_reference("az://secure/data/")
+    text = str(caught.value)
+    assert text.startswith("az://secure/data: Azure refused the request (HTTP 403 AuthenticationFailed)")
+    assert "AZURE_STORAGE_CONNECTION_STRING" in text and key not in text
+
+
+def test_azure_without_any_account_is_storage_access_error(
+    azurite: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING", raising=False)
+    clear_backends()
+    with pytest.raises(
+        refstore.StorageAccessError, match=r"^az://: no Azure account or credentials were found; set"
+    ):
+        refstore.Artifact("d").add_reference("az://container/data/")
+
+
 # -- URLs and names ------------------------------------------------------------------------------------
 
 

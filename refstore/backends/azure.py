@@ -34,7 +34,13 @@ from fsspec import AbstractFileSystem
 from fsspec.asyn import sync
 from fsspec.spec import AbstractBufferedFile
 
-from .._exceptions import InvalidURLError, ObjectNotFoundError, TooManyObjectsError
+from .._exceptions import (
+    InvalidURLError,
+    ObjectNotFoundError,
+    RefstoreError,
+    StorageUnavailableError,
+    TooManyObjectsError,
+)
 from ._base import (
     CHUNK_SIZE,
     Backend,
@@ -45,6 +51,7 @@ from ._base import (
     changed,
     is_unchecked,
     normalize_etag,
+    short_reason,
 )
 
 __all__ = ["AzureBackend"]
@@ -72,6 +79,30 @@ class AzureBackend(Backend):
 
     protocols: ClassVar[tuple[str, ...]] = ("az", "abfs", "abfss")
     package: ClassVar[str] = "adlfs"
+    credentials_hint: ClassVar[str | None] = (
+        "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY "
+        "or AZURE_STORAGE_SAS_TOKEN, or pass storage_options={'account_name': ..., 'account_key': ...}"
+    )
+
+    def storage_error(self, exc: BaseException, url: str) -> Exception | None:
+        """The Azure SDK's answers by status and error code: 401/403 (``AuthenticationFailed``,
+        ``AuthorizationFailure``, ...) refuse the credentials, ``ContainerNotFound`` names the container;
+        adlfs's ``ValueError`` when it has no account or credentials at all."""
+        if isinstance(exc, RefstoreError):
+            return None
+        status, code = getattr(exc, "status_code", None), getattr(exc, "error_code", None) or ""
+        code = str(getattr(code, "value", code))  # the SDK's StorageErrorCode enum, or a string
+        if type(exc).__name__ == "ClientAuthenticationError" or status in (401, 403):
+            what = " ".join(part for part in (f"HTTP {status}" if status else "", code) if part)
+            return self.access_error(url, f"Azure refused the request ({what or type(exc).__name__})")
+        if code == "ContainerNotFound":
+            container = self._split(self.path(url))[0]
+            return ObjectNotFoundError(f"{self.url(container)}: no such container (HTTP 404, for {url})")
+        if isinstance(exc, ValueError) and "credentials" in str(exc):
+            return self.access_error(url, "no Azure account or credentials were found")
+        if type(exc).__name__ == "ServiceRequestError":  # the SDK's refused connection or unknown host
+            return StorageUnavailableError(f"{url}: Azure did not answer ({short_reason(exc)})")
+        return super().storage_error(exc, url)
 
     @classmethod
     def filesystem(cls, protocol: str, storage_options: Mapping[str, Any]) -> AbstractFileSystem:

@@ -36,7 +36,7 @@ from fsspec import AbstractFileSystem
 from fsspec.spec import AbstractBufferedFile
 from multidict import CIMultiDictProxy
 
-from .._exceptions import TooManyObjectsError
+from .._exceptions import ObjectNotFoundError, RefstoreError, TooManyObjectsError
 from ._base import (
     CHUNK_SIZE,
     Backend,
@@ -159,6 +159,29 @@ class GCSBackend(Backend):
 
     protocols: ClassVar[tuple[str, ...]] = ("gs", "gcs")
     package: ClassVar[str] = "gcsfs"
+    credentials_hint: ClassVar[str | None] = (
+        "set GOOGLE_APPLICATION_CREDENTIALS (or run gcloud auth application-default login), "
+        "or pass storage_options={'token': ...}"
+    )
+
+    def storage_error(self, exc: BaseException, url: str) -> Exception | None:
+        """gcsfs's answers: ``OSError("Forbidden: ...")`` for a 403, ``HttpError`` with its code (a 401),
+        google-auth errors for credentials that cannot be found or refreshed, and ``FileNotFoundError``
+        naming the request path, ``b/<bucket>/o`` for a listing of a bucket that does not exist."""
+        if isinstance(exc, RefstoreError):
+            return None
+        code = getattr(exc, "code", None)
+        forbidden = isinstance(exc, OSError) and str(exc).startswith("Forbidden")
+        if forbidden or (type(exc).__name__ == "HttpError" and code in (401, 403)):
+            status = 403 if forbidden else code
+            message = " ".join(str(exc).split("\n", 1)[-1].split())[:200]
+            return self.access_error(url, f"GCS refused the request (HTTP {status}: {message})")
+        if type(exc).__module__.startswith("google.auth"):
+            return self.access_error(url, f"no usable Google credentials ({type(exc).__name__})")
+        if isinstance(exc, FileNotFoundError) and str(exc).startswith("b/") and str(exc).endswith("/o"):
+            bucket = str(exc)[2:-2]
+            return ObjectNotFoundError(f"gs://{bucket}: no such bucket (HTTP 404, for {url})")
+        return super().storage_error(exc, url)
 
     @classmethod
     def filesystem(cls, protocol: str, storage_options: Mapping[str, Any]) -> AbstractFileSystem:
