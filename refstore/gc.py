@@ -363,7 +363,7 @@ def _gc_lock(store: Store) -> Iterator[None]:
 
 def _break_abandoned_lock(store: Store) -> None:
     try:
-        holder = json.loads(store.read(LOCK))
+        holder = json.loads(store.read_created(LOCK))
         since = datetime.fromisoformat(holder["created_at"])
     except FileNotFoundError:
         return

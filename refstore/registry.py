@@ -202,7 +202,7 @@ class Registry:
         """A version that holds this content, from the content index (the first one logged); ``None``
         when the index has none, or names a version that is gone or holds other content."""
         try:
-            text = self.store.read(f"artifacts/{name}/digests/{_hex(content_digest)}.json")
+            text = self.store.read_created(f"artifacts/{name}/digests/{_hex(content_digest)}.json")
             record = self._record(name, int(text))
         except (FileNotFoundError, ValueError, ArtifactNotFoundError):
             return None  # not indexed, or a stale or damaged index entry
@@ -312,7 +312,7 @@ class Registry:
     def _record(self, name: str, number: int) -> VersionRecord:
         relative = f"artifacts/{name}/versions/{number}.json"
         try:
-            data = self.store.read(relative)
+            data = self.store.read_created(relative)
         except FileNotFoundError:
             raise ArtifactNotFoundError(f"{name}:v{number}: no such version in {self.root}") from None
         record = VersionRecord.from_bytes(data, self.store.url_of(relative))

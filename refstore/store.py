@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from ._exceptions import RefstoreError
 from ._sync import run_sync
 from .backends._base import call_fs
+from .claims import CreateOnly
 from .locations import resolve
 
 #: The folder name of a registry on local disk that no root names (like git's ``.git``).
@@ -91,9 +93,31 @@ class Store:
         return sorted(n for n in names if n and ".tmp-" not in n)
 
     def create(self, relative: str, data: bytes) -> None:
-        """Write only if nothing is there; :class:`FileExistsError` otherwise."""
+        """Write only if nothing is there; :class:`FileExistsError` otherwise. On storage that ignores
+        create-only writes, a claim that cannot lie instead (see :mod:`refstore.claims`)."""
         with self._failures(relative):
-            run_sync(self.backend.put_create_only, self.full(relative), data)
+            run_sync(self._create_only.create, relative, data)
+
+    def read_created(self, relative: str) -> bytes:
+        """The bytes that :meth:`create` put at ``relative``, for keys that are never replaced (version
+        records, the content index, ``gc.lock``); :class:`FileNotFoundError` when there are none."""
+        with self._failures(relative):
+            data: bytes = run_sync(self._create_only.read, relative)
+        return data
+
+    @functools.cached_property
+    def _create_only(self) -> CreateOnly:
+        return CreateOnly(self)
+
+    async def read_async(self, relative: str) -> bytes:
+        data: bytes = await call_fs(self.backend.fs, "cat_file", self.full(relative))
+        return data
+
+    async def replace_async(self, relative: str, data: bytes) -> None:
+        await self.backend.put_atomic(self.full(relative), data)
+
+    async def delete_async(self, relative: str) -> None:
+        await call_fs(self.backend.fs, "rm_file", self.full(relative))
 
     def replace(self, relative: str, data: bytes) -> None:
         """Write or overwrite, atomically for readers."""

@@ -78,6 +78,9 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="faultproxy", daemon=True)
         self.port = 0
+        #: Request headers removed before forwarding (lower case), e.g. ``{"if-none-match"}`` to play a
+        #: server that ignores create-only writes (moto checks no signatures).
+        self.drop_request_headers: set[str] = set()
 
     @property
     def url(self) -> str:
@@ -140,6 +143,10 @@ class FaultProxy:
                     if not await _answer_without_server(fault, writer):
                         return
                     continue
+                if self.drop_request_headers:
+                    request.headers = [
+                        h for h in request.headers if h[0].lower() not in self.drop_request_headers
+                    ]
                 upstream = upstream or await asyncio.open_connection(*self.upstream)
                 upstream[1].write(request.encode())
                 await upstream[1].drain()

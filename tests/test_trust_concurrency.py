@@ -2,7 +2,8 @@
 
 Every version must be present, numbered with no gap and no duplicate, ``latest`` the newest, no record
 torn; an alias moved concurrently always points at a version that exists and is always readable. Each
-scenario runs on a local registry and on a registry inside the S3 server (moto). ``--soak`` scales up.
+scenario runs on a local registry and on registries in versioned and unversioned buckets of moto and of
+Ceph RGW. ``--soak`` scales up.
 """
 
 from __future__ import annotations
@@ -38,13 +39,19 @@ def _scale(soak: bool, where: str) -> Scale:
     return Scale(8, 5) if where == "local" else Scale(8, 3)
 
 
-@pytest.fixture(params=["local", "s3"])
+def _on_rgw(name: str) -> Any:
+    return pytest.param(name, marks=pytest.mark.s3_server("rgw"))
+
+
+@pytest.fixture(params=["local", "s3", "s3-unversioned", _on_rgw("rgw"), _on_rgw("rgw-unversioned")])
 def registry_root(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh registry root: a local folder, or a prefix in a fresh bucket of the moto server."""
+    """A fresh registry root: a local folder, or a prefix in a fresh bucket (versioned or not) of moto
+    ("s3") or Ceph RGW ("rgw"; RGW ignores create-only writes in versioned buckets)."""
     if request.param == "local":
         yield str(tmp_path / "registry")
     else:
-        bucket = request.getfixturevalue("s3_bucket")  # also sets AWS_S3_ENDPOINT_URL for the workers
+        fixture = "s3_unversioned_bucket" if request.param.endswith("-unversioned") else "s3_bucket"
+        bucket = request.getfixturevalue(fixture)  # also sets AWS_S3_ENDPOINT_URL for the workers
         yield f"s3://{bucket}/registry"
 
 

@@ -56,6 +56,14 @@ class ObjectMeta:
     last_modified: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class KeyVersion:
+    """One stored version of one key: its id, and whether it is a delete marker."""
+
+    version_id: str
+    deleted: bool = False
+
+
 #: ``ObjectMeta(...)`` at a third of the cost, for listings of many objects (see :mod:`refstore._bulk`).
 new_meta = fast_constructor(ObjectMeta)
 #: Called with each batch of records of a listing that is made over time (see ``reference_listing``).
@@ -278,6 +286,31 @@ class Backend(abc.ABC):
     async def put_create_only(self, path: str, data: bytes) -> None:
         """Write ``data`` at ``path`` only if nothing is there; else raise :class:`FileExistsError`."""
         await _maybe_async(self.fs, "pipe_file", path, data, mode="create")
+
+    # -- create-only writes on storage that ignores them (see refstore.claims) ---------------------------
+
+    #: Whether a registry here must be probed once before its create-only writes are trusted (S3-compatible
+    #: servers differ: Ceph RGW ignores ``If-None-Match: *`` in versioned buckets). Local files, GCS and
+    #: Azure refuse a second create-only write by their API's contract.
+    probe_create_only: ClassVar[bool] = False
+
+    async def put_version(self, path: str, data: bytes) -> str | None:
+        """Write ``data`` at ``path`` unconditionally; the id of the object version it made (``None``
+        where the storage keeps no versions)."""
+        raise NotImplementedError(f"{self.url(path)}: {type(self).__name__} keeps no object versions")
+
+    async def key_versions(self, path: str) -> list[KeyVersion]:
+        """Every stored version of the one object at ``path`` (delete markers included), oldest first;
+        empty where the storage keeps no versions."""
+        return []
+
+    async def read_version(self, path: str, version_id: str) -> bytes:
+        """The bytes of one version of ``path``; :class:`FileNotFoundError` when it is gone."""
+        raise NotImplementedError(f"{self.url(path)}: {type(self).__name__} keeps no object versions")
+
+    async def delete_version(self, path: str, version_id: str) -> None:
+        """Remove one version of ``path`` for good (no delete marker)."""
+        raise NotImplementedError(f"{self.url(path)}: {type(self).__name__} keeps no object versions")
 
     @functools.partial(_storage_call, position=1)
     async def upload(self, local: Path, path: str) -> None:

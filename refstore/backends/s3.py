@@ -34,6 +34,7 @@ from ._base import (
     BodyFile,
     BrokenTransfer,
     DamagedTransfer,
+    KeyVersion,
     ObjectMeta,
     ProgressHook,
     _maybe_async,
@@ -301,17 +302,26 @@ class S3Backend(Backend):
             raise
 
     def open_pinned(self, pin: ObjectMeta) -> IO[bytes]:
-        path = self.path(pin.url)
+        """Range reads pinned to the version (or, with no version, to the ETag seen at open: s3fs sends
+        ``If-Match``); a pin without an ETag (a registry copy, named by its content hash) is checked by
+        size. A read that finds the pinned object gone or changed is :class:`ObjectChangedError`."""
+        fs = self._version_aware_fs() if pin.version_id is not None else self.fs
         try:
-            if pin.version_id is not None:
-                handle: IO[bytes] = self._version_aware_fs().open(path, "rb", version_id=pin.version_id)
-            else:
-                handle = self.fs.open(path, "rb", cache_type="readahead")
+            handle = _PinnedS3File(
+                fs,
+                self.path(pin.url),
+                "rb",
+                block_size=fs.default_block_size,
+                version_id=pin.version_id,
+                cache_type="readahead",
+            )
         except (FileNotFoundError, OSError) as exc:
             raise changed(pin, _why_gone(pin)) from exc
-        details = getattr(handle, "details", {})
-        etag = details.get("ETag")
-        if (etag is not None and normalize_etag(etag) != pin.etag) or handle.size != pin.size:  # type: ignore[attr-defined]
+        handle.pin = pin
+        etag = handle.details.get("ETag")
+        if (etag is not None and pin.etag is not None and normalize_etag(etag) != pin.etag) or (
+            handle.size != pin.size
+        ):
             handle.close()
             raise changed(pin, _why_gone(pin))
         return handle
@@ -323,6 +333,82 @@ class S3Backend(Backend):
             options = {**self.fs.storage_options, "version_aware": True, "skip_instance_cache": True}
             twin = self._twin = s3fs.S3FileSystem(**options)
         return twin
+
+    # -- create-only writes on servers that ignore them (refstore.claims) -------------------------------
+
+    probe_create_only: ClassVar[bool] = True
+
+    async def put_version(self, path: str, data: bytes) -> str | None:
+        bucket, key = _split(path)
+        answer = await self._call("put_object", self.url(path), Bucket=bucket, Key=key, Body=data)
+        self.fs.invalidate_cache(path)
+        return _version(answer.get("VersionId"))
+
+    async def key_versions(self, path: str) -> list[KeyVersion]:
+        """ListObjectVersions of the key alone; S3 lists each key's versions newest first."""
+        bucket, key = _split(path)
+        versions: list[dict[str, Any]] = []
+        markers: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+        while True:
+            page = await self._call("list_object_versions", self.url(path), **kwargs)
+            versions += [v for v in page.get("Versions", ()) if v.get("Key") == key]
+            markers += [m for m in page.get("DeleteMarkers", ()) if m.get("Key") == key]
+            if not page.get("IsTruncated") or page.get("NextKeyMarker", key) != key:
+                break
+            kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
+            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
+        # The listing's own order ranks versions; botocore parses delete markers into a list of their own,
+        # so they are put back among the versions by time (a marker is newer than a version of its time).
+        found: list[KeyVersion] = []
+        for version in versions:
+            while markers and markers[0]["LastModified"] >= version["LastModified"]:
+                found.append(KeyVersion(str(markers.pop(0)["VersionId"]), deleted=True))
+            found.append(KeyVersion(str(version["VersionId"])))
+        found += [KeyVersion(str(m["VersionId"]), deleted=True) for m in markers]
+        return found[::-1]
+
+    async def read_version(self, path: str, version_id: str) -> bytes:
+        bucket, key = _split(path)
+        answer = await self._call("get_object", self.url(path), Bucket=bucket, Key=key, VersionId=version_id)
+        body = answer["Body"]
+        try:
+            data: bytes = await body.read()
+        finally:
+            body.close()
+        return data
+
+    async def delete_version(self, path: str, version_id: str) -> None:
+        bucket, key = _split(path)
+        await self._call("delete_object", self.url(path), Bucket=bucket, Key=key, VersionId=version_id)
+        self.fs.invalidate_cache(path)
+
+
+class _PinnedS3File(s3fs.core.S3File):  # type: ignore[misc]
+    """An s3fs read handle whose range reads tell a pinned object that moved on as ObjectChangedError
+    (s3fs raises ``FileExpired`` on moto's 412, and a ``TypeError`` on RGW's 412, which has no message)."""
+
+    pin: ObjectMeta
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        try:
+            data: bytes = s3fs.core._fetch_range(
+                self.fs,
+                self.bucket,
+                self.key,
+                self.version_id,
+                start,
+                end,
+                req_kw=self.read_kw,
+                details=self.details,
+            )
+        except FileNotFoundError as exc:
+            raise changed(self.pin, _why_gone(self.pin)) from exc
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EPERM) or isinstance(exc, s3fs.core.FileExpired):
+                raise changed(self.pin, _why_gone(self.pin)) from exc  # 412: If-Match failed
+            raise
+        return data
 
 
 def _is_unavailable(exc: BaseException) -> bool:
