@@ -80,7 +80,7 @@ class Downloader:
         check_no_clashes(entry.path for entry in entries)
         if os.path.lexists(top) and not os.path.isdir(top):
             raise LocalChangesError(f"{top}: a file stands where the download folder {description} goes")
-        state = scan(top, entries, cache=self.cache, prefix=prefix, protected=self._protected())
+        state = scan(top, entries, cache=self.cache, prefix=prefix, protected=self.protected_folders())
         undecided = state.paths("undecided")
         if undecided:
             self._settle(state, [e for e in entries if e.path in set(undecided)])
@@ -112,7 +112,7 @@ class Downloader:
             else:
                 self._fetch_on(self.executor, missing, bar.update)
 
-    def _protected(self) -> list[str]:
+    def protected_folders(self) -> list[str]:
         """Folders a download never lists as extra nor cleans: the cache, and a registry on local disk."""
         folders = [os.fspath(self.cache.root)]
         if self.store.backend.protocol == "file":

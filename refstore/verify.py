@@ -14,6 +14,7 @@ each (a HEAD of the S3 version, the GCS generation, a conditional Azure or HTTP 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import posixpath
 from collections import defaultdict
@@ -114,9 +115,10 @@ def verify_folder(entries: Iterable[ManifestEntry], root: Path, downloader: Down
     if not os.path.isdir(top):
         raise ObjectNotFoundError(f"{top}: no such folder to verify")
     check_no_clashes(e.path for e in entries)
-    for entry in entries:
-        destination(top, entry.path)  # a manifest from elsewhere never makes us read outside the folder
-    state = scan(top, entries, cache=downloader.cache, protected=[os.fspath(downloader.cache.root)])
+    real = functools.lru_cache(maxsize=None)(os.path.realpath)
+    for entry in entries:  # a manifest from elsewhere never makes us read outside the folder
+        destination(top, entry.path, realpath=real)
+    state = scan(top, entries, cache=downloader.cache, protected=downloader.protected_folders())
     return VerifyReport(
         ok=state.paths("ok"),
         changed=state.paths("changed", "link", "folder", "special"),
