@@ -92,8 +92,15 @@ def scan(
     if not os.path.isdir(root):
         state.states = dict.fromkeys((e.path for e in entries), "missing")
         return state
-    found = _walk(root, prefix or "", {os.path.realpath(p) for p in protected})
+    skipped: list[str] = []
+    found = _walk(root, prefix or "", {os.path.realpath(p) for p in protected}, skipped)
     wanted = {e.path for e in entries}
+    inside = tuple(f"{s}/" for s in skipped)
+    for path in wanted if skipped else ():  # entries in a folder the walk leaves alone: one by one
+        if path.startswith(inside) or path in skipped:
+            item = _lstat(os.path.join(root, *path.split("/")))
+            if item is not None:
+                found[path] = item
     folders = {p.rpartition("/")[0] for p in wanted} - {""}
     folders |= {f.rsplit("/", depth)[0] for f in folders for depth in range(1, f.count("/") + 1)}
     for folder in sorted(folders):
@@ -182,9 +189,10 @@ def _md5_hex(path: str) -> str | None:
     return digest.hexdigest()
 
 
-def _walk(root: str, prefix: str, protected: set[str]) -> dict[str, Found]:
+def _walk(root: str, prefix: str, protected: set[str], skipped: list[str]) -> dict[str, Found]:
     """Everything under ``root`` whose logical path starts with ``prefix``, by logical path; links are
-    listed, never followed; scratch files of downloads in flight are left out."""
+    listed, never followed; scratch files of downloads in flight are left out, and so are protected
+    folders (added to ``skipped``)."""
     start = prefix.rpartition("/")[0]
     found: dict[str, Found] = {}
     stack = [(os.path.join(root, *start.split("/")) if start else root, f"{start}/" if start else "", True)]
@@ -205,6 +213,7 @@ def _walk(root: str, prefix: str, protected: set[str]) -> dict[str, Found]:
                     continue
                 if stat.S_ISDIR(info.st_mode):
                     if item.name in PROTECTED_NAMES or os.path.realpath(item.path) in protected:
+                        skipped.append(path)
                         continue
                     if path.startswith(prefix):
                         found[path] = _found(info)

@@ -341,3 +341,26 @@ def test_cli_get_refuses_then_force_and_clean(s3_fs: Any, s3_bucket: str, tmp_pa
     assert cleaned.exit_code == 0
     assert json.loads(cleaned.stdout)["removed"] == ["extra.txt"]
     assert _tree(dest) == SALES
+
+
+def test_an_entry_inside_a_folder_clean_never_walks_is_still_checked(tmp_path: Path) -> None:
+    """A version may hold a `.refstore/...` file (a snapshot made before such folders were left out): a local
+    file there with other bytes is a local change like any other."""
+    source = tmp_path / "src"
+    (source / ".refstore").mkdir(parents=True)
+    (source / ".refstore" / "notes.txt").write_text("pinned")
+    version = refstore.Registry().log(_copies("old", source))
+    dest = tmp_path / "dest"
+    (dest / ".refstore").mkdir(parents=True)
+    (dest / ".refstore" / "notes.txt").write_text("local edit")
+    with pytest.raises(refstore.LocalChangesError, match=r"\.refstore/notes\.txt"):
+        version.download(dest, clean=True)
+    assert (dest / ".refstore" / "notes.txt").read_text() == "local edit"
+
+
+def _copies(name: str, folder: Path) -> refstore.Artifact:
+    artifact = refstore.Artifact(name)
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            artifact.add_file(path, path.relative_to(folder).as_posix())
+    return artifact
