@@ -191,6 +191,12 @@ def test_http_refused_is_storage_access_error(answering: AnsweringServer, status
     assert "headers" in str(caught.value)
 
 
+def test_http_refused_port_is_storage_unavailable() -> None:
+    url = f"http://127.0.0.1:{free_port()}/a.bin"
+    with pytest.raises(refstore.StorageUnavailableError, match=f"^{url}: storage did not answer"):
+        refstore.Artifact("d").add_reference(url)
+
+
 # -- GCS and Azure ----------------------------------------------------------------------------------------
 
 

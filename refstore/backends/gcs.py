@@ -36,7 +36,7 @@ from fsspec import AbstractFileSystem
 from fsspec.spec import AbstractBufferedFile
 from multidict import CIMultiDictProxy
 
-from .._exceptions import ObjectNotFoundError, RefstoreError, TooManyObjectsError
+from .._exceptions import ObjectNotFoundError, RefstoreError, StorageUnavailableError, TooManyObjectsError
 from ._base import (
     CHUNK_SIZE,
     Backend,
@@ -47,6 +47,7 @@ from ._base import (
     changed,
     check_received,
     normalize_etag,
+    short_reason,
 )
 
 __all__ = ["GCSBackend"]
@@ -181,6 +182,8 @@ class GCSBackend(Backend):
         if isinstance(exc, FileNotFoundError) and str(exc).startswith("b/") and str(exc).endswith("/o"):
             bucket = str(exc)[2:-2]
             return ObjectNotFoundError(f"gs://{bucket}: no such bucket (HTTP 404, for {url})")
+        if isinstance(exc, (aiohttp.ClientConnectionError, TimeoutError)):  # after gcsfs's own retries
+            return StorageUnavailableError(f"{url}: GCS did not answer ({short_reason(exc)})")
         return super().storage_error(exc, url)
 
     @classmethod

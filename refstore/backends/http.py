@@ -59,6 +59,12 @@ class HTTPBackend(Backend):
     lists_metadata: ClassVar[bool] = False
     credentials_hint: ClassVar[str | None] = _CREDENTIALS
 
+    def is_unavailable(self, exc: BaseException) -> bool:
+        """A refused connection, an unknown host, a broken or timed-out response (aiohttp's errors)."""
+        import aiohttp
+
+        return isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError, TimeoutError))
+
     @classmethod
     def filesystem(cls, protocol: str, storage_options: Mapping[str, Any]) -> AbstractFileSystem:
         from fsspec.implementations.http import HTTPFileSystem
