@@ -25,7 +25,8 @@ from conftest import unique_name
 from servers import S3Server, free_port
 
 import refstore
-from refstore.locations import clear_backends
+from refstore._sync import run_sync
+from refstore.locations import clear_backends, resolve
 from refstore.store import Store
 
 SECRET = "wJalrXUtnFEMI-do-not-print-me"
@@ -176,6 +177,35 @@ def test_s3_refused_port_is_storage_unavailable(monkeypatch: pytest.MonkeyPatch)
     clear_backends()
     with pytest.raises(refstore.StorageUnavailableError, match=r"^s3://b/data: S3 did not answer"):
         refstore.Artifact("d").add_reference("s3://b/data")
+
+
+# -- S3 on Ceph RGW: a real server that checks signatures and leaves messages empty ------------------------
+
+
+@pytest.mark.s3_server("rgw")
+def test_rgw_refused_create_only_write_is_file_exists(s3_unversioned_bucket: str) -> None:
+    # RGW's 412 names no <Condition>: s3fs alone raises OSError(EINVAL, None), "[Errno 22] None"
+    backend = resolve(f"s3://{s3_unversioned_bucket}/reg").backend
+    path = f"{s3_unversioned_bucket}/reg/versions/x/0.json"
+    run_sync(backend.put_create_only, path, b"first")
+    with pytest.raises(FileExistsError, match=f"^s3://{path} already exists$"):
+        run_sync(backend.put_create_only, path, b"second")
+
+
+@pytest.mark.s3_server("rgw")
+def test_rgw_wrong_secret_and_missing_bucket(
+    s3_endpoint: Any, s3_unversioned_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = unique_name("gone-")
+    with pytest.raises(refstore.ObjectNotFoundError, match=f"^s3://{missing}: no such bucket"):
+        refstore.Registry(f"s3://{missing}/reg").artifacts()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    clear_backends()
+    with pytest.raises(refstore.StorageAccessError) as caught:
+        refstore.Registry(f"s3://{s3_unversioned_bucket}/reg").artifacts()
+    text = str(caught.value)
+    assert text.startswith(f"s3://{s3_unversioned_bucket}/reg/") and "HTTP 403 SignatureDoesNotMatch" in text
+    assert "None" not in text and SECRET not in text and "AWS_SECRET_ACCESS_KEY" in text
 
 
 # -- HTTP --------------------------------------------------------------------------------------------------
