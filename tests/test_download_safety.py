@@ -16,10 +16,13 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from faultproxy import FaultProxy
 
 import refstore
 from refstore.cli import main
 
+#: Tests that do not count requests run on moto and on Ceph RGW.
+S3_SERVERS = ("moto", "rgw")
 SALES = {
     "raw/sales.csv": b"day,amount\n1,10\n2,20\n",
     "raw/stores.csv": b"id\n1\n",
@@ -288,6 +291,34 @@ def test_a_download_that_fails_half_way_says_what_is_in_place_and_running_it_aga
     mark = s3_server.mark()
     version.download(tmp_path / "dir")
     assert len(_gets(s3_server, mark)) == missing  # only what was not in place
+    assert _tree(tmp_path / "dir") == files
+
+
+def test_a_download_cut_off_by_the_network_says_what_is_in_place_and_completes_later(
+    s3_server: Any, s3_fs: Any, s3_bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through a proxy that keeps answering 503 for one object: the download gives up, says how far it
+    got, and a later run (the network back) fetches only the rest."""
+    monkeypatch.setattr("refstore.backends._base.FETCH_BACKOFF", 0.01)
+    files = {f"part-{i:02d}.bin": os.urandom(1000 + i) for i in range(12)}
+    version = _log(s3_fs, s3_bucket, files, name="parts")
+    proxy = FaultProxy(s3_server.endpoint_url).start()
+    try:
+        proxy.inject("503", times=1000, match=f"GET /{s3_bucket}/sales/part-05.bin")
+        retries = {"total_max_attempts": 2, "mode": "standard"}
+        options = {"endpoint_url": proxy.url, "config_kwargs": {"retries": retries}}
+        with pytest.raises(refstore.StorageUnavailableError) as raised:
+            version.download(tmp_path / "dir", storage_options=options)
+    finally:
+        proxy.stop()
+    match = re.search(
+        r"parts:v0: (\d+) of 12 entries in place in \S+, (\d+) not; run the download", str(raised.value)
+    )
+    assert match is not None and "part-05.bin" in str(raised.value), str(raised.value)
+    assert len(_tree(tmp_path / "dir")) == int(match[1]) and int(match[2]) >= 1
+    mark = s3_server.mark()
+    version.download(tmp_path / "dir")
+    assert len(_gets(s3_server, mark)) == int(match[2])
     assert _tree(tmp_path / "dir") == files
 
 
