@@ -62,7 +62,7 @@ class Store:
     def read(self, relative: str) -> bytes:
         """The bytes at ``relative``; :class:`FileNotFoundError` when there are none."""
         with self._failures(relative):
-            data: bytes = run_sync(call_fs, self.backend.fs, "cat_file", self.full(relative))
+            data: bytes = run_sync(self.read_async, relative)
         return data
 
     def exists(self, relative: str) -> bool:
@@ -110,6 +110,10 @@ class Store:
         return CreateOnly(self)
 
     async def read_async(self, relative: str) -> bytes:
+        """Like :meth:`read`. The filesystem's listing cache is dropped first: it is shared by every
+        registry on the same storage in this process, and s3fs sizes a ``cat_file`` from it, so a key
+        written by another process after a listing would read as missing."""
+        self.backend.fs.invalidate_cache(self.full(relative))
         data: bytes = await call_fs(self.backend.fs, "cat_file", self.full(relative))
         return data
 
