@@ -81,14 +81,15 @@ class Downloader:
         if os.path.lexists(top) and not os.path.isdir(top):
             raise LocalChangesError(f"{top}: a file stands where the download folder {description} goes")
         state = scan(top, entries, cache=self.cache, prefix=prefix, protected=self.protected_folders())
-        undecided = state.paths("undecided")
+        undecided = set(state.paths("undecided"))
         if undecided:
-            self._settle(state, [e for e in entries if e.path in set(undecided)])
+            self._settle(state, [e for e in entries if e.path in undecided])
         _refuse_local_changes(state, description, overwrite=overwrite, clean=clean)
         removed = _remove(state, [*state.extra, *state.blocking], folders=True) if clean else []
         if overwrite and not clean:  # files where the version needs folders: replaced by those folders
             removed = _remove(state, state.blocking, folders=False)
-        extra = [] if clean else [path for path in state.extra if path not in set(removed)]
+        gone = set(removed)
+        extra = [] if clean else [path for path in state.extra if path not in gone]
         kept = set(state.paths("ok"))
         todo = [(entry, dest) for entry, dest in targets if entry.path not in kept]
         try:
