@@ -43,7 +43,7 @@ class _Main(click.Group):
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    return " ".join(text.split())
+    return render.printable(" ".join(text.split()))  # a message may quote a registry's bytes
 
 
 def _registry(ctx: click.Context, *, create: bool = False) -> Any:
@@ -67,10 +67,13 @@ def _registry(ctx: click.Context, *, create: bool = False) -> Any:
 
 
 def _emit(data: Any, as_json: bool, text: str) -> None:
+    """``data`` as JSON (ASCII escapes: no control character reaches the terminal), else ``text`` with
+    its control characters escaped (values inside a line are escaped where the line is made, see
+    :func:`render.printable`)."""
     if as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:
-        click.echo(text)
+        click.echo(render.printable_lines(text))
 
 
 _human = render.human_size  # kept for the run commands (refstore.runs.commands)
@@ -264,11 +267,12 @@ def get_command(
     data = {"version": render.version_json(version), "path": str(path)}
     _emit({**data, "extra": list(path.extra), "removed": list(path.removed)}, as_json, str(path))
     if path.removed and not as_json:
-        click.echo(f"refstore: removed {len(path.removed)} file(s): {first_few(path.removed)}", err=True)
+        removed = render.printable(first_few(path.removed))
+        click.echo(f"refstore: removed {len(path.removed)} file(s): {removed}", err=True)
     if path.extra and not as_json:
         click.echo(
             f"refstore: left {len(path.extra)} file(s) that {version.qualified_name} does not hold: "
-            f"{first_few(path.extra)} (--clean removes them)",
+            f"{render.printable(first_few(path.extra))} (--clean removes them)",
             err=True,
         )
 
@@ -284,8 +288,9 @@ def diff_command(ctx: click.Context, ref_a: str, ref_b: str) -> None:
     registry = _registry(ctx)
     old, new = registry.get(ref_a), registry.get(ref_b)
     diff = old.diff(new)
-    lines = [f"+ {p}" for p in diff.added] + [f"- {p}" for p in diff.removed]
-    lines += [f"M {p}" for p in diff.modified]
+    shown = render.printable
+    lines = [f"+ {shown(p)}" for p in diff.added] + [f"- {shown(p)}" for p in diff.removed]
+    lines += [f"M {shown(p)}" for p in diff.modified]
     data = {"from": render.version_json(old), "to": render.version_json(new), **diff.to_json()}
     _emit(data, as_json, "\n".join(lines) or "(no differences)")
 
@@ -321,14 +326,15 @@ def verify_command(ctx: click.Context, ref: str, local: str | None, strict: bool
     as_json = settings(ctx)["json"]
     version = _registry(ctx).get(ref)
     report = version.verify(local) if local is not None else version.verify()
-    gone = set(report.unretrievable)
-    lines = [f"changed  {p}" + (" (gone)" if p in gone else "") for p in report.changed]
-    lines += [f"missing  {p}" + (" (gone)" if p in gone else "") for p in report.missing]
-    lines += [f"gone     {p}" for p in sorted(gone - set(report.changed) - set(report.missing))]
+    gone, shown = set(report.unretrievable), render.printable
+    lines = [f"changed  {shown(p)}" + (" (gone)" if p in gone else "") for p in report.changed]
+    lines += [f"missing  {shown(p)}" + (" (gone)" if p in gone else "") for p in report.missing]
+    lines += [f"gone     {shown(p)}" for p in sorted(gone - set(report.changed) - set(report.missing))]
     summary = f"{version.qualified_name}: {len(report.ok)} ok, {len(report.changed)} changed, "
     summary += f"{len(report.missing)} missing"
     if local is not None:
-        lines += [f"extra    {p}" for p in report.extra] + [f"unverified {p}" for p in report.unverified]
+        lines += [f"extra    {shown(p)}" for p in report.extra]
+        lines += [f"unverified {shown(p)}" for p in report.unverified]
         summary += f", {len(report.extra)} extra, {len(report.unverified)} unverified"
         failed = not report or (strict and bool(report.extra))
     else:

@@ -2,11 +2,20 @@
 
 Every command that names a version renders it with :func:`version_json`, so ``--json`` output has the same
 shape everywhere (``{"version": {...}, ...}``; ``ls NAME`` gives ``{"versions": [{...}, ...]}``).
+
+What a registry or a manifest says is untrusted text: anyone who can write a shared registry chooses refs,
+types, descriptions, metadata, paths and run names. Text output shows each such value through
+:func:`printable`, which escapes every control character (C0 and C1 controls, DEL, ``ESC``, ``CR``, line
+and paragraph separators, bidirectional overrides), so a value can neither move the cursor, erase a line,
+start a line of its own nor reorder what a terminal shows; ``--json`` output is ``json.dumps`` with ASCII
+escapes, which escapes all of them too. A backslash is left as it is: escapes stay readable, and a value
+that spells an escape out is only as confusing as any other odd name.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
@@ -19,6 +28,27 @@ if TYPE_CHECKING:  # not imported at run time: `refstore --help` stays quick (be
 
 #: ``show`` lists this many entries in its tree unless asked for all of them.
 TREE_LIMIT = 100
+
+_OTHER_CONTROLS = r"\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNPRINTABLE = re.compile(rf"[\x00-\x1f{_OTHER_CONTROLS}]")
+_UNPRINTABLE_IN_LINES = re.compile(rf"[\x00-\x09\x0b-\x1f{_OTHER_CONTROLS}]")  # all but \n
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` fit for one line of a terminal: control characters escaped as ``\\x1b``, ``\\r``,
+    ``\\u202e`` (see the module docstring)."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def printable_lines(text: str) -> str:
+    """Like :func:`printable`, keeping the line breaks of ``text`` (output already made of lines)."""
+    return _UNPRINTABLE_IN_LINES.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match[0]
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
 
 
 def version_json(version: ArtifactVersion) -> dict[str, Any]:
@@ -54,11 +84,13 @@ def scheme_counts(entries: Iterable[ManifestEntry]) -> Counter[str]:
 
 def summary(data: Mapping[str, Any]) -> list[str]:
     """The header ``show`` prints above the tree, from :func:`version_json` data: one labelled field a line
-    (a multi-line description or several metadata keys continue under the first)."""
+    (a multi-line description or several metadata keys continue under the first). Every value is shown
+    through :func:`printable`."""
     schemes = ", ".join(f"{s} ({n:,})" for s, n in data["schemes"].items())
     metadata = [f"{key}: {_value(value)}" for key, value in sorted((data["metadata"] or {}).items())]
+    description = (data["description"] or "-").replace("\r\n", "\n").split("\n")  # a lone CR is shown
     fields = [
-        ("description", (data["description"] or "-").splitlines() or ["-"]),
+        ("description", description),
         ("digest", [data["digest"]]),
         ("created", [data["created_at"]]),
         ("aliases", [", ".join(data["aliases"]) or "-"]),
@@ -67,9 +99,11 @@ def summary(data: Mapping[str, Any]) -> list[str]:
         ("lineage", [_lineage(data)]),
         ("metadata", metadata or ["-"]),
     ]
-    lines = [f"{data['qualified_name']}  ({data['type']})"]
+    lines = [f"{printable(data['qualified_name'])}  ({printable(data['type'])})"]
     for label, values in fields:
-        lines += [f"  {label if i == 0 else '':<11}  {value}".rstrip() for i, value in enumerate(values)]
+        lines += [
+            f"  {label if i == 0 else '':<11}  {printable(value)}".rstrip() for i, value in enumerate(values)
+        ]
     return lines
 
 
@@ -115,11 +149,12 @@ def _branch(node: Mapping[str, Any], indent: str) -> list[str]:
     for index, name in enumerate(names):
         last = index == len(names) - 1
         child = node[name]
+        shown = printable(name)
         if not isinstance(child, dict):  # a leaf: an entry
-            where = child.ref or "(copy)"
-            lines.append(f"{indent}{'└── ' if last else '├── '}{name}  {human_size(child.size)}  {where}")
+            where = printable(child.ref or "(copy)")
+            lines.append(f"{indent}{'└── ' if last else '├── '}{shown}  {human_size(child.size)}  {where}")
         else:
-            lines.append(f"{indent}{'└── ' if last else '├── '}{name}")
+            lines.append(f"{indent}{'└── ' if last else '├── '}{shown}")
             lines += _branch(child, indent + ("    " if last else "│   "))
     return lines
 
@@ -127,19 +162,26 @@ def _branch(node: Mapping[str, Any], indent: str) -> list[str]:
 def gc_lines(report: GCReport) -> list[str]:
     """One line per object gc deleted (or would delete), then what it came to."""
     verb = "would delete" if report.dry_run else "deleted"
-    lines = [f"{verb}  {p}" for p in [*report.manifests, *report.blobs]]
-    lines += [f"restored  {p}  (a concurrent log needs it)" for p in report.restored]
+    lines = [f"{verb}  {printable(p)}" for p in [*report.manifests, *report.blobs]]
+    lines += [f"restored  {printable(p)}  (a concurrent log needs it)" for p in report.restored]
     for log in report.in_flight:
-        until = log.expires_at.isoformat(timespec="seconds")
+        until, started = (
+            log.expires_at.isoformat(timespec="seconds"),
+            log.created_at.isoformat(timespec="seconds"),
+        )
         lines.append(
-            f"in flight  {log.intent}: a log started {log.created_at.isoformat(timespec='seconds')} "
+            f"in flight  {printable(log.intent)}: a log started {started} "
             f"protects {_count(len(log.paths), 'path')} until {until}"
         )
-        lines += [f"kept  {p}  (only this in-flight log relies on it, until {until})" for p in log.kept]
+        lines += [
+            f"kept  {printable(p)}  (only this in-flight log relies on it, until {until})" for p in log.kept
+        ]
     expiry = duration(report.intent_expiry)
     for intent in report.expired_intents:
         done = "would delete" if report.dry_run else "deleted"
-        lines.append(f"{done}  {intent}  (a log intent older than {expiry}: its log is taken as crashed)")
+        lines.append(
+            f"{done}  {printable(intent)}  (a log intent older than {expiry}: its log is taken as crashed)"
+        )
     if report.in_flight or report.expired_intents:
         lines.append(f"log intents protect their paths for {expiry} (REFSTORE_INTENT_TTL or gc --intent-ttl)")
     counts = f"{_count(len(report.manifests), 'manifest')} and {_count(len(report.blobs), 'blob')}"
@@ -166,7 +208,8 @@ def duration(span: timedelta) -> str:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell."""
+    """Columns padded to their widest cell; every cell shown through :func:`printable`."""
+    rows = [[printable(str(c)) for c in row] for row in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows, strict=False)]
     return "\n".join(
         "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()

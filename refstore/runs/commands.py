@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..cli_options import global_options, settings
-from ..render import human_size
+from ..render import human_size, printable
 
 if TYPE_CHECKING:  # the rest is imported when a command runs, so that the command line starts fast
     from .clean import RunDirStatus, SyncResult
@@ -21,7 +21,7 @@ _dir_option = click.option(
 def _echo(data: Any, as_json: bool, lines: Sequence[str]) -> None:
     from ..cli import _emit  # the main command line module imports this one
 
-    _emit(data, as_json, "\n".join(lines))
+    _emit(data, as_json, "\n".join(printable(line) for line in lines))  # a run's name, error, files
 
 
 @click.command("restore")
@@ -112,7 +112,7 @@ def _clean(statuses: list[RunDirStatus], yes: bool, as_json: bool) -> None:
     total = sum(s.size for s in doomed)
     if doomed and not yes:
         for line in lines:
-            click.echo(line, err=True)
+            click.echo(printable(line), err=True)
         lines = []
         question = f"Delete {len(doomed)} synced run director{'y' if len(doomed) == 1 else 'ies'}"
         if not click.confirm(f"{question} ({human_size(total)})?", err=True):
