@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ._exceptions import LocalChangesError, ObjectChangedError, RefstoreError, UnsafePathError
 from ._sync import gather_limited, run_sync
@@ -100,7 +100,7 @@ class Downloader:
                 f"{description}: {placed} of {len(entries)} entries in place in {top}, "
                 f"{len(entries) - placed} not; run the download again to complete it"
             )
-            raise _with_note(exc, note) from exc
+            _raise_with_note(exc, note)
         return DownloadedPath(root, extra=extra, removed=removed)
 
     def _place(self, targets: list[tuple[ManifestEntry, str]], description: str) -> None:
@@ -134,7 +134,7 @@ class Downloader:
             except RefstoreError as exc:
                 _discard(fetched)
                 note = f"fetched to compare with {state.absolute(entry.path)}; nothing was written there"
-                raise _with_note(exc, note) from exc
+                _raise_with_note(exc, note)
             except BaseException:
                 _discard(fetched)
                 raise
@@ -359,13 +359,23 @@ def _remove(state: FolderState, paths: list[str], *, folders: bool) -> list[str]
     return sorted(removed)
 
 
+def _raise_with_note(exc: Exception, note: str) -> NoReturn:
+    """Raise ``exc`` again, its message ending with ``note`` (a refstore error or an OS error keeps its
+    type; another exception gets the note as a PEP 678 note)."""
+    noted = _with_note(exc, note)
+    if noted is exc:
+        raise exc
+    raise noted from exc
+
+
 def _with_note(exc: Exception, note: str) -> Exception:
-    """``exc`` again, its message ending with ``note`` (a refstore error or an OS error keeps its type)."""
     try:
         if isinstance(exc, RefstoreError):
             return type(exc)(f"{exc}; {note}")
         if isinstance(exc, OSError) and exc.strerror is not None:
             return type(exc)(exc.errno, f"{exc.strerror}; {note}", exc.filename)
+        if isinstance(exc, OSError):
+            return type(exc)(f"{exc}; {note}")
     except Exception:  # an exception class with another signature
         pass
     exc.add_note(note)
