@@ -14,9 +14,11 @@ by the first of these that applies:
    the file is *undecided*: its bytes cannot be checked without the source.
 
 Symbolic links are never followed: a link at an entry's place is reported as ``link``, and the walk does not
-descend into linked folders (they are listed as extra files). Folders named ``.refstore`` or
-``refstore-runs``, and the ``protected`` ones (the registry and the cache when they lie inside), are never
-walked, so they are never extra.
+descend into linked folders (they are listed as extra files). refstore's own folders, as
+:mod:`refstore.exclusion` defines them (named ``.refstore`` or ``refstore-runs``, holding a registry marker
+or a run's state, the registries this process opened, ``$REFSTORE_ROOT``, the cache, the run area), and the
+``protected`` ones are never walked, so they are never extra and never cleaned; entries inside them are
+still checked, one ``stat`` each.
 """
 
 from __future__ import annotations
@@ -30,12 +32,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .cache import Cache
+from .exclusion import exclusion_for
 from .hashing import hash_many, parallel_pays, stat_and_hash
+from .locations import resolve
 from .manifest import ManifestEntry
 from .scratch import is_scratch_name
 
-#: Folders never walked (and so never extra, never cleaned): a registry's and the runs' usual names.
-PROTECTED_NAMES = frozenset({".refstore", "refstore-runs"})
 _MD5_HEX = re.compile(r"[0-9a-f]{32}")
 _BLOCK = 2**20
 
@@ -95,7 +97,7 @@ def scan(
     skipped: list[str] = []
     found = _walk(root, prefix or "", {os.path.realpath(p) for p in protected}, skipped)
     wanted = {e.path for e in entries}
-    inside = tuple(f"{s}/" for s in skipped)
+    inside = tuple(f"{s}/" if s else "" for s in skipped)
     for path in wanted if skipped else ():  # entries in a folder the walk leaves alone: one by one
         if path.startswith(inside) or path in skipped:
             item = _lstat(os.path.join(root, *path.split("/")))
@@ -191,35 +193,40 @@ def _md5_hex(path: str) -> str | None:
 
 def _walk(root: str, prefix: str, protected: set[str], skipped: list[str]) -> dict[str, Found]:
     """Everything under ``root`` whose logical path starts with ``prefix``, by logical path; links are
-    listed, never followed; scratch files of downloads in flight are left out, and so are protected
-    folders (added to ``skipped``)."""
+    listed, never followed; scratch files of downloads in flight are left out, and so are refstore's own
+    folders (added to ``skipped``; ``""`` when ``root`` itself is one)."""
+    own = exclusion_for(resolve(root).url, None, None)  # registries, run areas, the cache inside root
     start = prefix.rpartition("/")[0]
     found: dict[str, Found] = {}
     stack = [(os.path.join(root, *start.split("/")) if start else root, f"{start}/" if start else "", True)]
     while stack:
         folder, rel, top = stack.pop()
         try:
-            listing = os.scandir(folder)
+            with os.scandir(folder) as listing:
+                items = list(listing)
         except (FileNotFoundError, NotADirectoryError):
             continue
-        with listing:
-            for item in listing:
-                path = rel + item.name
-                if top and not (path.startswith(prefix) or prefix.startswith(f"{path}/")):
+        if any(item.name in own.markers for item in items):  # a registry or a run directory
+            skipped.append(rel.rstrip("/"))
+            found.pop(rel.rstrip("/"), None)
+            continue
+        for item in items:
+            path = rel + item.name
+            if top and not (path.startswith(prefix) or prefix.startswith(f"{path}/")):
+                continue
+            try:
+                info = item.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                if own.excludes(path, True) or os.path.realpath(item.path) in protected:
+                    skipped.append(path)
                     continue
-                try:
-                    info = item.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISDIR(info.st_mode):
-                    if item.name in PROTECTED_NAMES or os.path.realpath(item.path) in protected:
-                        skipped.append(path)
-                        continue
-                    if path.startswith(prefix):
-                        found[path] = _found(info)
-                    stack.append((item.path, f"{path}/", not path.startswith(prefix)))
-                elif not is_scratch_name(item.name) and path.startswith(prefix):
+                if path.startswith(prefix):
                     found[path] = _found(info)
+                stack.append((item.path, f"{path}/", not path.startswith(prefix)))
+            elif not is_scratch_name(item.name) and path.startswith(prefix):
+                found[path] = _found(info)
     return found
 
 

@@ -238,10 +238,18 @@ def test_clean_never_touches_the_registry_or_the_cache_inside_the_destination(tm
     version.download(tmp_path / "elsewhere")  # fills the cache
     (tmp_path / ".refstore").mkdir()
     (tmp_path / ".refstore" / "registry-file").write_text("kept")
+    refstore.Registry(tmp_path / "team").log(artifact)  # another registry, known by its marker file
+    (tmp_path / "team" / "notes.txt").write_text("kept too")
+    (tmp_path / "other" / "runs").mkdir(parents=True)  # a registry another process made: its marker says so
+    (tmp_path / "other" / ".refstore-registry").write_text("")
+    (tmp_path / "other" / "runs" / "x.json").write_text("{}")
     got = version.download(tmp_path, clean=True)
     assert "a.txt" not in got.removed
     assert (tmp_path / "refstore-root").is_dir() and any((tmp_path / "refstore-cache").rglob("*"))
     assert (tmp_path / ".refstore" / "registry-file").read_text() == "kept"
+    assert (tmp_path / "team" / "notes.txt").read_text() == "kept too"
+    assert (tmp_path / "other" / "runs" / "x.json").read_text() == "{}"
+    assert refstore.Registry(tmp_path / "team").get("here:v0").manifest
     assert refstore.Registry().get("here:v0").manifest  # the registry still reads
 
 
