@@ -22,6 +22,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -382,6 +383,7 @@ class RGWServer:
             check=False,
         )
         _RGW_RUNNING.pop(str(self.data_dir), None)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 _RGW_RUNNING: dict[str, RGWServer] = {}
@@ -394,7 +396,7 @@ def _stop_rgw_at_exit() -> None:
 
 
 def start_rgw(workdir: Path) -> RGWServer:
-    """Start a fresh, empty RGW cluster in ``workdir/rgw`` on free ports.
+    """Start a fresh, empty RGW cluster on free ports (its folder is named in ``workdir/rgw-data-dir.txt``).
 
     Ceph comes from ``$REFSTORE_RGW_CEPH``: ``system`` (default; Debian 12's ``ceph-mon``, ``ceph-osd`` and
     ``radosgw`` on PATH, which ``.ci/run`` installs with apt) or a Debian suite name such as ``trixie``
@@ -402,7 +404,11 @@ def start_rgw(workdir: Path) -> RGWServer:
     """
     if shutil.which("bash") is None or shutil.which("curl") is None:
         raise ServerError("RGW: the launcher needs bash and curl")
-    data_dir = workdir / "rgw"
+    # The cluster's state (monitor store, keyrings, logs) lives outside pytest's temporary folders, which a
+    # concurrent pytest session may prune while this one runs; it is deleted when the server stops.
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_dir = Path(tempfile.mkdtemp(prefix="refstore-rgw-"))
+    (workdir / "rgw-data-dir.txt").write_text(f"{data_dir}\n")
     port, mon_port = free_port(), free_port()
     env = {**os.environ, "RGW_CEPH": os.environ.get("REFSTORE_RGW_CEPH", "system")}
     env["RGW_MON_PORT"] = str(mon_port)

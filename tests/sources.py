@@ -54,10 +54,11 @@ class Source:
 def make_source(kind: str, request: Any, tmp_path: Path) -> Source:
     """Build the Source named ``kind`` from the session's server fixtures."""
     fixture = request.getfixturevalue
-    if kind in ("s3", "s3-unversioned"):
-        bucket = fixture("s3_bucket" if kind == "s3" else "s3_unversioned_bucket")
+    if kind in ("s3", "s3-unversioned", "rgw", "rgw-unversioned"):  # rgw: the test is marked s3_server("rgw")
+        versioned = not kind.endswith("-unversioned")
+        bucket = fixture("s3_bucket" if versioned else "s3_unversioned_bucket")
         fs = fixture("s3_fs")
-        return Source(kind, f"s3://{bucket}", kind == "s3", True, fs, bucket, f"s3://{bucket}/registry")
+        return Source(kind, f"s3://{bucket}", versioned, True, fs, bucket, f"s3://{bucket}/registry")
     if kind in ("gcs", "gcs-unversioned"):
         bucket = fixture("gcs_bucket" if kind == "gcs" else "gcs_unversioned_bucket")
         fs = fixture("gcs_fs")

@@ -1,7 +1,7 @@
 """The conformance suite: the same behaviour on every backend's real server.
 
-Run once per backend: S3 (versioned and unversioned buckets, moto), GCS (versioned and unversioned,
-fake-gcs-server), Azure (Azurite), HTTP (aiohttp) and local files.
+Run once per backend: S3 (versioned and unversioned buckets, moto and Ceph RGW), GCS (versioned and
+unversioned, fake-gcs-server), Azure (Azurite), HTTP (aiohttp) and local files.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ from sources import Source, make_source
 
 import refstore
 
-KINDS = ["s3", "s3-unversioned", "gcs", "gcs-unversioned", "azure", "http", "local"]
+#: Ceph RGW (RADOS store): the same S3 tests against a real S3 implementation.
+RGW = pytest.param("rgw", marks=pytest.mark.s3_server("rgw"))
+RGW_UNVERSIONED = pytest.param("rgw-unversioned", marks=pytest.mark.s3_server("rgw"))
+KINDS = ["s3", "s3-unversioned", RGW, RGW_UNVERSIONED, "gcs", "gcs-unversioned", "azure", "http", "local"]
 LISTABLE = [k for k in KINDS if k != "http"]
-REGISTRY_KINDS = ["s3", "gcs", "azure", "local"]
+REGISTRY_KINDS = ["s3", RGW, RGW_UNVERSIONED, "gcs", "azure", "local"]
 
 
 def refstore_url(url: str) -> str:

@@ -40,9 +40,12 @@ _CLI = (
 )
 _PRELOAD = "refstore.registry,refstore.artifact,refstore.download,refstore.backends.local"
 _PRELOAD_S3 = _PRELOAD + ",refstore.backends.s3,s3fs"
-KILLS = {"log-local": 6, "log-s3": 3, "get-local": 6, "get-s3": 3}
+KILLS = {"log-local": 6, "log-s3": 3, "log-rgw": 3, "get-local": 6, "get-s3": 3, "get-rgw": 3}
 #: Files per logged version, objects per downloaded version (S3 ones are fewer: moto is slower).
-SIZES = {"local": 30, "s3": 8}
+SIZES = {"local": 30, "s3": 8, "rgw": 8}
+#: Where the crash tests run: local files, moto, and Ceph RGW (versioned buckets, where refstore claims
+#: keys by their oldest object version).
+WHERE = ["local", "s3", pytest.param("rgw", marks=pytest.mark.s3_server("rgw"))]
 
 
 @dataclass
@@ -165,9 +168,9 @@ def _source_digest(folder: Path) -> str:
     return artifact.digest
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", WHERE)
 def test_kill_9_during_log(where: str, request: pytest.FixtureRequest, tmp_path: Path, soak: bool) -> None:
-    if where == "s3":
+    if where in ("s3", "rgw"):
         root, preload = f"s3://{request.getfixturevalue('s3_bucket')}/registry", _PRELOAD_S3
     else:
         root, preload = str(tmp_path / "registry"), _PRELOAD
@@ -219,11 +222,11 @@ def _version_of_s3_objects(tmp_path: Path, s3_fs: Any, bucket: str) -> tuple[str
     return root, data
 
 
-@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("where", WHERE)
 def test_kill_9_during_download(
     where: str, request: pytest.FixtureRequest, tmp_path: Path, soak: bool
 ) -> None:
-    if where == "s3":
+    if where in ("s3", "rgw"):
         s3_fs, bucket = request.getfixturevalue("s3_fs"), request.getfixturevalue("s3_bucket")
         (root, data), preload = _version_of_s3_objects(tmp_path, s3_fs, bucket), _PRELOAD_S3
     else:

@@ -1,9 +1,9 @@
 """Faults between refstore and S3: resets, 5xx answers, stalls, cut-off and altered bodies.
 
-A fault-injecting proxy (``faultproxy.py``) sits between refstore and the moto server. Transient faults
-are retried with backoff and the result is exactly what the server holds; persistent faults end in a
-clear ``RefstoreError`` naming the object within a bounded time; damaged bytes never reach the
-destination or the cache.
+A fault-injecting proxy (``faultproxy.py``) sits between refstore and the S3 server (moto, and Ceph RGW).
+Transient faults are retried with backoff and the result is exactly what the server holds; persistent
+faults end in a clear ``RefstoreError`` naming the object within a bounded time; damaged bytes never reach
+the destination or the cache.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from faultproxy import FaultProxy
 
 import refstore
 from refstore.backends.s3 import S3Backend
+
+S3_SERVERS = ("moto", "rgw")
 
 #: Short timeouts so that a stall costs half a second; 3 attempts per request.
 FAST = {"connect_timeout": 1, "read_timeout": 0.5, "retries": {"mode": "standard", "total_max_attempts": 3}}
@@ -43,8 +45,8 @@ def _short_refetch_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def proxy(s3_server: Any) -> Iterator[FaultProxy]:
-    running = FaultProxy(s3_server.endpoint_url).start()
+def proxy(s3_endpoint: Any) -> Iterator[FaultProxy]:
+    running = FaultProxy(s3_endpoint.endpoint_url).start()
     yield running
     running.stop()
 
