@@ -38,9 +38,9 @@ from _common import (
     versions,
 )
 
-CASES = ("s3", "local", "download", "manifest", "import")
+CASES = ("s3", "local", "download", "manifest", "import", "runs")
 #: The order the cases run in, each in its own process.
-ORDER = ("s3", "download", "local", "manifest", "import")
+ORDER = ("s3", "download", "local", "manifest", "import", "runs")
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,11 @@ class Sizes:
     manifest: int
     repeat: int
     import_repeat: int
+    runs: tuple[int, ...] = (1000, 10_000)  # files a run saves
 
 
 FULL = Sizes((1000, 5000, 20000), (1000, 5000), 10_000, 2048, 100_000, 1_000_000, 3, 15)
-QUICK = Sizes((100, 400), (100,), 200, 8, 500, 10_000, 1, 2)
+QUICK = Sizes((100, 400), (100,), 200, 8, 500, 10_000, 1, 2, (200,))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,6 +151,11 @@ def _run(cases: list[str], sizes: Sizes, repeat: int, peers: Path | None, data: 
 
         _log("case 5: start-up")
         _attempt(results, "Start-up time", lambda: case_import.import_case(sizes.import_repeat))
+    if "runs" in cases:
+        import case_runs
+
+        _log("case 6: a run saving many files")
+        _attempt(results, "A run saving many files", lambda: case_runs.runs_case(list(sizes.runs), repeat))
     return results
 
 

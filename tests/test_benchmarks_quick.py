@@ -32,6 +32,7 @@ def test_quick_benchmarks_write_a_results_table(tmp_path: Path) -> None:
         "## Reference to a local directory",
         "## Manifest of many entries",
         "## Start-up time",
+        "## A run saving many files",
     ):
         assert title in text, title
     assert "| 400 objects | refstore |" in text

@@ -70,12 +70,35 @@ class RunFiles:
         self.run_path = run_path
         self.base = f"runs/{run_path}"
 
-    def push(self, relpath: str, staged: Path, digest: str, size: int, policy: str) -> FileState:
-        """Upload the bytes of ``staged`` (unless the run has them) and claim the file's next state."""
+    def push(
+        self, relpath: str, staged: Path, digest: str, size: int, policy: str, after: int | None = None
+    ) -> FileState:
+        """Upload the bytes of ``staged`` (unless the run has them) and claim the file's next state.
+
+        ``after``: the newest state of the file this process knows of (``-1``: none). The usual push is one
+        trip to the IO loop (many files are pushed from several threads at once): the bytes, then a claim
+        of state ``after + 1``; only when that number is taken are the file's states listed.
+        """
+        claimed = run_sync(self._push, relpath, staged, digest, size, policy, after)
+        return claimed or self._claim(relpath, digest, size, policy)
+
+    async def _push(
+        self, relpath: str, staged: Path, digest: str, size: int, policy: str, after: int | None
+    ) -> FileState | None:
         blob = self._blob(digest)
-        if not self.store.exists(blob):
-            run_sync(self.store.backend.upload, staged, self.store.full(blob))
-        return self._claim(relpath, digest, size, policy)
+        if not await self.store.exists_async(blob):
+            with self.store._failures(blob):
+                await self.store.backend.upload(staged, self.store.full(blob))
+        if after is None:
+            return None
+        record = FileState(relpath, after + 1, digest, size, policy, datetime.now(timezone.utc).isoformat())
+        relative = self._state(relpath, record.state)
+        try:
+            with self.store._failures(relative):
+                await self.store._create_only.create(relative, record.to_bytes())
+        except FileExistsError:
+            return None
+        return record
 
     def _claim(self, relpath: str, digest: str, size: int, policy: str) -> FileState:
         number = self._next_state(relpath)

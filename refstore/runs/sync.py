@@ -8,10 +8,17 @@ The watcher is one daemon thread that wakes every ``interval`` seconds: it ``sta
 walks the run directory when patterns were saved) and uploads a file once its size and mtime changed and
 then held still for one tick, so a file caught mid-write is not synced half-written. Each upload stages a
 copy first (hashed while copied), so the bytes sent are the bytes hashed.
+
+The run directory's state (``state.json``) is written at most once per :data:`STATE_SAVE_INTERVAL` while
+files are saved and uploaded, and always when a batch of uploads ends and at finish: rewriting (and
+fsyncing) the whole state after every file made saving N files quadratic. The registry, not this state, is
+what says a file is synced: a state lost in a crash only makes ``refstore sync`` check (hash) those files
+again and upload any it cannot match.
 """
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import threading
@@ -31,6 +38,8 @@ from .local import INTERNAL_DIR, LocalState, Signature, SyncedFile, files_in
 POLICIES = ("live", "now", "end")
 _BLOCK = 2**20
 _UPLOAD_THREADS = 8
+#: Seconds between two writes of the run directory's state while work goes on.
+STATE_SAVE_INTERVAL = 1.0
 _log = logging.getLogger("refstore.runs")
 
 
@@ -70,6 +79,17 @@ class Syncer:
         self._queue: set[str] = set()
         self._seen: dict[str, Signature | None] = {}
         self._failed: dict[str, tuple[Signature | None, str]] = {}
+        self._patterns = set(state.patterns)
+        #: Newest saved patterns without wildcards, by the path each names: (rank, policy).
+        self._literal: dict[str, tuple[int, str]] = {}
+        #: Saved patterns with wildcards, oldest first, and their ranks.
+        self._globs: dict[tuple[str, str], int] = {}
+        self._rank = 0
+        for pattern, policy in state.patterns:
+            self._index(pattern, policy)
+        self._dirty = False
+        self._saved_at = 0.0
+        self._next_scan = 0.0
         #: Files whose bytes this syncer sent as a new state (a re-hash that found them unchanged is not one).
         self.uploaded: set[str] = set()
 
@@ -79,13 +99,45 @@ class Syncer:
         """Track ``relpaths`` with ``policy`` and remember ``pattern`` (if any) for files written later."""
         with self._lock:
             if pattern is not None:
-                self.state.patterns.append((pattern, policy))
+                self._remember(pattern, policy)
             for relpath in relpaths:
                 self.state.tracked[relpath] = policy
                 if policy != "end":
                     self._queue.add(relpath)
-            self.state.save(self.run_dir)
+            self._changed_state()
         self._wake.set()
+
+    def _remember(self, pattern: str, policy: str) -> None:
+        """Keep ``pattern`` as the newest saved pattern (once: saving it again moves it to the end)."""
+        entry = (pattern, policy)
+        if entry in self._patterns:
+            self.state.patterns.remove(entry)
+        self._patterns.add(entry)
+        self.state.patterns.append(entry)
+        self._index(pattern, policy)
+
+    def _index(self, pattern: str, policy: str) -> None:
+        """Rank ``pattern`` newest: a path is looked up among literal patterns, globs are matched."""
+        self._rank += 1
+        if glob.has_magic(pattern):
+            self._globs.pop((pattern, policy), None)
+            self._globs[(pattern, policy)] = self._rank
+        else:
+            self._literal[pattern] = (self._rank, policy)
+
+    def _changed_state(self, *, now: bool = False) -> None:
+        """Note that the state changed; write it when ``now`` or when the last write is old enough.
+        Call with the lock held."""
+        self._dirty = True
+        if now or time.monotonic() - self._saved_at >= STATE_SAVE_INTERVAL:
+            self.state.save(self.run_dir)
+            self._dirty, self._saved_at = False, time.monotonic()
+
+    def save_state(self) -> None:
+        """Write the state now if anything in it is not written yet."""
+        with self._lock:
+            if self._dirty:
+                self._changed_state(now=True)
 
     def mark_synced(self, relpath: str, digest: str, size: int, state: int) -> None:
         """Note that ``relpath`` holds a state already synced (a file restored into the run directory)."""
@@ -93,7 +145,7 @@ class Syncer:
         if signature is not None:
             with self._lock:
                 self.state.synced[relpath] = SyncedFile.of(digest, size, signature, state, time.time_ns())
-                self.state.save(self.run_dir)
+                self._changed_state(now=True)
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -113,8 +165,8 @@ class Syncer:
         """Upload every pending file (failed ones again) and return the failures."""
         with self._lock:
             self._discover()
-            pending = [p for p in files_in(self.run_dir) if self._pending(p)]
-            lost = [p for p in self.state.tracked if p not in self.state.synced and p not in pending]
+            pending = {p for p in files_in(self.run_dir) if self._pending(p)}
+            lost = {p for p in self.state.tracked if p not in self.state.synced and p not in pending}
         self._upload_all(sorted({*pending, *lost}))
         with self._lock:
             return [UploadFailure(p, self.run_dir / p, why) for p, (_, why) in sorted(self._failed.items())]
@@ -128,16 +180,24 @@ class Syncer:
                 self._upload_all(self._due())
             except Exception:  # the final flush redoes the work; keep watching
                 _log.warning("refstore: watching %s failed", self.run_dir, exc_info=True)
-            self._wake.wait(self.interval)
+            self._wake.wait(max(0.0, self._next_scan - time.monotonic()))
 
     def _due(self) -> list[str]:
-        """Queued files, and watched files that changed and then held still for one tick."""
+        """Queued files, and (once per tick, however often ``save`` wakes the watcher) watched files that
+        changed and then held still for one tick. The folder walk and the ``stat`` calls happen without the
+        lock, so a ``save`` never waits for them."""
         with self._lock:
             due = set(self._queue)
             self._queue.clear()
-            self._discover()
-            for relpath in self._watched():
-                signature = Signature.of(self.run_dir / relpath)
+            if time.monotonic() < self._next_scan:
+                return sorted(due)
+            self._next_scan = time.monotonic() + self.interval
+        self._discover()
+        with self._lock:
+            watched = self._watched()
+        signatures = {relpath: Signature.of(self.run_dir / relpath) for relpath in watched}
+        with self._lock:
+            for relpath, signature in signatures.items():
                 held_still = signature == self._seen.get(relpath)
                 if signature is not None and held_still and self._changed(relpath, signature):
                     due.add(relpath)
@@ -151,20 +211,26 @@ class Syncer:
         ]
 
     def _discover(self) -> None:
-        """Track files written into the run directory that match a saved pattern."""
+        """Track files written into the run directory that match a saved pattern (the walk holds no lock)."""
         if not self.state.patterns:
             return
-        for relpath in files_in(self.run_dir):
-            if relpath not in self.state.tracked and not is_ignored(relpath, self.ignore):
-                policy = self._pattern_policy(relpath)
-                if policy is not None:
-                    self.state.tracked[relpath] = policy
+        found = files_in(self.run_dir)
+        with self._lock:
+            for relpath in found:
+                if relpath not in self.state.tracked and not is_ignored(relpath, self.ignore):
+                    policy = self._pattern_policy(relpath)
+                    if policy is not None:
+                        self.state.tracked[relpath] = policy
 
     def _pattern_policy(self, relpath: str) -> str | None:
-        for pattern, policy in reversed(self.state.patterns):
+        """The policy of the newest saved pattern that matches ``relpath``."""
+        best = self._literal.get(relpath)
+        for (pattern, policy), rank in reversed(self._globs.items()):
             if matches(relpath, pattern):
-                return policy
-        return None
+                if best is None or rank > best[0]:
+                    best = (rank, policy)
+                break
+        return best[1] if best is not None else None
 
     def _changed(self, relpath: str, signature: Signature) -> bool:
         failed = self._failed.get(relpath)
@@ -190,9 +256,10 @@ class Syncer:
         if len(relpaths) <= 1:
             for relpath in relpaths:
                 self._upload_one(relpath)
-            return
-        with ThreadPoolExecutor(min(_UPLOAD_THREADS, len(relpaths))) as pool:
-            list(pool.map(self._upload_one, relpaths))
+        else:
+            with ThreadPoolExecutor(min(_UPLOAD_THREADS, len(relpaths))) as pool:
+                list(pool.map(self._upload_one, relpaths))
+        self.save_state()
 
     def _upload_one(self, relpath: str) -> None:
         signature = Signature.of(self.run_dir / relpath)
@@ -207,7 +274,7 @@ class Syncer:
             self.state.synced[relpath] = synced
             if pushed:
                 self.uploaded.add(relpath)
-            self.state.save(self.run_dir)
+            self._changed_state()
 
     def _upload(self, relpath: str, signature: Signature | None) -> tuple[SyncedFile, bool]:
         """The file's synced state now, and whether its bytes were sent as a new state."""
@@ -225,7 +292,8 @@ class Syncer:
         try:
             if previous is not None and previous.digest == digest:  # touched, not changed
                 return SyncedFile.of(digest, size, signature, previous.state, read_ns), False
-            record = self.files.push(relpath, staged, digest, size, policy)
+            after = previous.state if previous is not None else -1
+            record = self.files.push(relpath, staged, digest, size, policy, after)
             return SyncedFile.of(digest, size, signature, record.state, read_ns), True
         finally:
             staged.unlink()
