@@ -20,8 +20,9 @@ written create-only twice. The answer is kept in the registry (``storage.json``)
   :class:`~refstore.RefstoreError` saying what the server does and what to do (this answer is not kept:
   the next write probes again, so enabling versioning on the bucket fixes it).
 
-Keys written this way are never replaced afterwards (only deleted, like ``gc.lock``). A registry whose bucket
-gets versioning turned on after its probe keeps the old answer: delete ``storage.json`` to probe again.
+Keys written this way are never replaced afterwards (only deleted, like ``gc.lock``). The probe also notes
+whether the bucket kept versions; a create-only write that later makes a version in a bucket that kept none
+(versioning was turned on since) probes again, and settles that write as a claim if the answer changed.
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ import asyncio
 import contextlib
 import json
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from ._exceptions import ConflictError, RefstoreError
+from ._exceptions import ConflictError, IntegrityError, RefstoreError
 from .backends._base import KeyVersion
+from .registry_json import parse
 
 if TYPE_CHECKING:
     from .store import Store
@@ -61,33 +64,57 @@ def claimed_version(history: list[KeyVersion]) -> str | None:
     return claimed
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What the probe found: the mode, and whether the bucket kept object versions then."""
+
+    mode: str
+    versions: bool
+
+
 class CreateOnly:
     """The create-only writes and reads of one registry store."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._mode: str | None = None
+        self._answer: Answer | None = None  # kept or probed, for writers and readers
+        self._unprobed = False  # a reader found no answer kept: the registry trusted create-only writes
         self._lock = asyncio.Lock()
 
     async def create(self, relative: str, data: bytes) -> None:
         """Write ``data`` at ``relative`` only if nothing is there; else :class:`FileExistsError`."""
         backend, path = self.store.backend, self.store.full(relative)
-        if await self._write_mode() == REFUSED:
-            await backend.put_create_only(path, data)
+        answer = await self._write_answer()
+        if answer.mode == REFUSED:
+            written = await backend.put_create_only(path, data)
+            if written is not None and not answer.versions:
+                await self._versioning_changed(relative, written)
             return
-        mine = await backend.put_version(path, data)
+        await self._settle_claim(relative, await backend.put_version(path, data))
+
+    async def _settle_claim(self, relative: str, mine: str | None) -> None:
+        """Keep the version ``mine`` just written at ``relative`` if it is the key's oldest since its last
+        deletion; else delete it and raise :class:`FileExistsError`."""
+        backend, path = self.store.backend, self.store.full(relative)
         history = await backend.key_versions(path)
-        claimed = claimed_version(history)
         if mine is None or all(entry.version_id != mine for entry in history):
             raise ConflictError(
                 f"{self.store.url_of(relative)}: the version just written is not among the object's "
                 "versions; the bucket's versioning changed, or its listings are not consistent"
             )
-        if claimed == mine:
+        if claimed_version(history) == mine:
             return
         with contextlib.suppress(Exception):  # the answer stands even if the cleanup fails
             await backend.delete_version(path, mine)  # the winner's bytes are the latest again
         raise FileExistsError(f"{self.store.url_of(relative)} already exists")
+
+    async def _versioning_changed(self, relative: str, written: str) -> None:
+        """A create-only write made an object version in a bucket that kept none when it was probed:
+        probe again, and if the server now ignores create-only writes, settle this one as a claim."""
+        async with self._lock:
+            self._answer = await self._probe_and_keep()
+        if self._answer.mode == OLDEST_VERSION:
+            await self._settle_claim(relative, written)
 
     async def read(self, relative: str) -> bytes:
         """The bytes that the create-only write of ``relative`` put there (:class:`FileNotFoundError`
@@ -106,54 +133,60 @@ class CreateOnly:
         """The kept answer; a registry never probed was written trusting create-only writes."""
         if not self.store.backend.probe_create_only:
             return REFUSED
-        if self._mode is None:
-            async with self._lock:
-                if self._mode is None:
-                    self._mode = await self._kept_mode() or REFUSED
-        return self._mode
-
-    async def _write_mode(self) -> str:
-        if not self.store.backend.probe_create_only:
-            return REFUSED
         async with self._lock:
-            if self._mode is None or self._mode == REFUSED:  # a reader's default is no answer for writers
-                kept = await self._kept_mode()
-                if kept is None:
-                    kept = await self._probe()
-                    body = {"format": MARKER_FORMAT, "create_only": kept, "probed_at": _now()}
-                    await self.store.replace_async(MARKER, json.dumps(body, sort_keys=True).encode())
-                self._mode = kept
-        return self._mode
+            if self._answer is None and not self._unprobed:
+                self._answer = await self._kept()
+                self._unprobed = self._answer is None
+        return REFUSED if self._answer is None else self._answer.mode
 
-    async def _kept_mode(self) -> str | None:
+    async def _write_answer(self) -> Answer:
+        if not self.store.backend.probe_create_only:
+            return Answer(REFUSED, versions=True)
+        async with self._lock:
+            if self._answer is None:
+                self._answer = await self._kept() or await self._probe_and_keep()
+        return self._answer
+
+    async def _probe_and_keep(self) -> Answer:
+        answer = await self._probe()
+        body = {
+            "format": MARKER_FORMAT,
+            "create_only": answer.mode,
+            "versions": answer.versions,
+            "probed_at": _now(),
+        }
+        await self.store.replace_async(MARKER, json.dumps(body, sort_keys=True).encode())
+        return answer
+
+    async def _kept(self) -> Answer | None:
+        url = self.store.url_of(MARKER)
         try:
-            body = json.loads(await self.store.read_async(MARKER))
-            mode = body["create_only"]
+            body = parse(await self.store.read_async(MARKER), url, "storage record")
+            mode, versions = body["create_only"], body.get("versions", False)
         except FileNotFoundError:
             return None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise RefstoreError(
-                f"{self.store.url_of(MARKER)}: unreadable ({exc}); delete it to probe again"
-            ) from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # IntegrityError included
+            reason = str(exc) if isinstance(exc, IntegrityError) else f"{url}: unreadable ({exc})"
+            raise IntegrityError(f"{reason}; delete it to probe again") from None
         if mode not in (REFUSED, OLDEST_VERSION):
             raise RefstoreError(f"{self.store.url_of(MARKER)}: unknown create_only {mode!r}; delete it")
-        return str(mode)
+        return Answer(str(mode), versions=versions is True)
 
-    async def _probe(self) -> str:
+    async def _probe(self) -> Answer:
         """Write a probe key create-only twice: is the second write refused, and if not, are versions kept?"""
         backend = self.store.backend
         relative = f"{PROBES}/create-only-{uuid.uuid4().hex}"
         path = self.store.full(relative)
-        await backend.put_create_only(path, b"first")
+        first = await backend.put_create_only(path, b"first")
         try:
             await backend.put_create_only(path, b"second")
         except FileExistsError:
             await self._remove_probe(relative)
-            return REFUSED
+            return Answer(REFUSED, versions=first is not None)
         history = await backend.key_versions(path)
         try:
             if len(history) == 2 and await backend.read_version(path, history[0].version_id) == b"first":
-                return OLDEST_VERSION
+                return Answer(OLDEST_VERSION, versions=True)
         finally:
             await self._remove_probe(relative)
         raise RefstoreError(

@@ -38,7 +38,6 @@ and deletes the rest. Without ``yes=True`` (``refstore gc --yes``) gc only repor
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import socket
@@ -48,12 +47,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import ArtifactNotFoundError, ConflictError, ManifestError, RefstoreError
+from ._exceptions import ArtifactNotFoundError, ConflictError, IntegrityError, RefstoreError
 from ._sync import gather_limited, run_sync
 from .backends._base import call_fs
 from .download import blob_path
 from .manifest import Manifest, canonical_json
 from .registry import _manifest_path as manifest_path
+from .registry_json import parse
 from .store import Store
 
 if TYPE_CHECKING:
@@ -259,16 +259,21 @@ def _intent_references(
     for name in store.list("intents"):
         relative = f"intents/{name}"
         try:
-            body = json.loads(store.read(relative))
+            body = parse(store.read(relative), store.url_of(relative), "log intent")
             created, paths = datetime.fromisoformat(body["created_at"]), body["paths"]
+            paths = sorted(p for p in paths if isinstance(p, str))
         except FileNotFoundError:
             continue  # its log finished since the listing: its version is read after this
+        except IntegrityError as exc:
+            raise IntegrityError(f"{exc}; gc stops") from None
         except (ValueError, KeyError, TypeError) as exc:
-            raise ManifestError(f"{store.url_of(relative)}: unreadable log intent ({exc}); gc stops") from exc
+            raise IntegrityError(
+                f"{store.url_of(relative)}: unreadable log intent ({exc}); gc stops"
+            ) from None
         if created < oldest:
             expired.append(relative)
         else:
-            live.append((relative, created, sorted(str(p) for p in paths)))
+            live.append((relative, created, paths))
     return live, expired
 
 
@@ -363,11 +368,11 @@ def _gc_lock(store: Store) -> Iterator[None]:
 
 def _break_abandoned_lock(store: Store) -> None:
     try:
-        holder = json.loads(store.read_created(LOCK))
+        holder = parse(store.read_created(LOCK), store.url_of(LOCK), "gc lock")
         since = datetime.fromisoformat(holder["created_at"])
     except FileNotFoundError:
         return
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):  # IntegrityError included
         since = datetime.min.replace(tzinfo=timezone.utc)  # unreadable: as good as abandoned
         holder = {}
     if _now() - since < LOCK_EXPIRY:

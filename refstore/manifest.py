@@ -27,6 +27,7 @@ from ._bulk import fast_constructor, without_gc
 from ._exceptions import IntegrityError, ManifestError
 from .backends import ObjectMeta
 from .names import check_logical_path
+from .registry_json import MANIFEST_BYTES, parse
 
 FORMAT = "refstore.manifest/2"
 FORMAT_V1 = "refstore.manifest/1"
@@ -209,14 +210,14 @@ class Manifest(Mapping[str, ManifestEntry]):
             actual = "sha256:" + hashlib.sha256(data).hexdigest()
             if actual != expected_digest:
                 raise IntegrityError(f"{source}: content hashes to {actual}, expected {expected_digest}")
+        if len(data) > MANIFEST_BYTES:
+            raise IntegrityError(f"{source}: {len(data):,} bytes, more than the {MANIFEST_BYTES:,} allowed")
         try:
             manifest = _read_canonical(data, source)
             if manifest is None:  # not in canonical form: parse it whole
-                manifest = _read_body(json.loads(data.decode("utf-8")), source)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ManifestError(
-                f"{source}: not valid JSON ({exc.msg if hasattr(exc, 'msg') else exc})"
-            ) from None
+                manifest = _read_body(_parse(data, source), source)
+        except RecursionError:  # a message quoting a deeply nested field
+            raise IntegrityError(f"{source}: manifest nested too deeply to read") from None
         if expected_digest is not None:
             manifest.__dict__["digest"] = expected_digest  # just checked: no need to serialise again
         return manifest
@@ -256,18 +257,24 @@ def _read_canonical(data: bytes, source: str) -> Manifest | None:
     if not data.startswith(head) or bases_end < 0 or not data.endswith(tail):
         return None
     try:
-        reader = _RowReader(json.loads(data[len(head) : bases_end + 1]), source)
+        reader = _RowReader(_parse(data[len(head) : bases_end + 1], source), source)
         position, stop = bases_end + len(mark), len(data) - len(tail)
         while position < stop:
             cut = data.rfind(b"],[", position, position + _PIECE) + 1 if stop - position > _PIECE else stop
             if cut <= position:
                 cut = data.find(b"],[", position + _PIECE, stop) + 1 or stop
-            for row in json.loads(b"[" + data[position:cut] + b"]"):
+            for row in _parse(b"[" + data[position:cut] + b"]", source):
                 reader.add(row)
             position = cut + 1
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except IntegrityError:  # a cut inside a string, or bytes the plain parser will name
         return None
     return Manifest(reader.entries)
+
+
+def _parse(data: bytes, source: str) -> Any:
+    """Manifest bytes parsed within bounds; no depth walk: each row is checked field by field instead
+    (see :mod:`refstore.registry_json`)."""
+    return parse(data, source, "manifest", max_bytes=MANIFEST_BYTES, max_depth=None)
 
 
 def _read_body(body: Any, source: str) -> Manifest:

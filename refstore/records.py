@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -12,6 +11,7 @@ from typing import Any, TypeVar
 from ._exceptions import IntegrityError, InvalidNameError, ManifestError
 from .manifest import canonical_json
 from .names import check_name
+from .registry_json import RECORD_BYTES, check_depth, parse
 
 VERSION_FORMAT = "refstore.version/1"
 ALIAS_FORMAT = "refstore.alias/1"
@@ -19,17 +19,21 @@ _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def seal(body: dict[str, Any]) -> bytes:
-    """Canonical bytes of ``body`` plus a ``record_digest`` over everything else."""
+    """Canonical bytes of ``body`` plus a ``record_digest`` over everything else; :class:`ManifestError`
+    when a reader would refuse them (see :mod:`refstore.registry_json`: too deep or too large)."""
+    what = f"{body.get('format', 'a')} record (its metadata or config)"
+    check_depth(body, what)
     digest = "sha256:" + hashlib.sha256(canonical_json(body)).hexdigest()
-    return canonical_json({**body, "record_digest": digest})
+    data = canonical_json({**body, "record_digest": digest})
+    if len(data) > RECORD_BYTES:
+        raise ManifestError(f"{what}: {len(data):,} bytes, more than the {RECORD_BYTES:,} a reader accepts")
+    return data
 
 
 def unseal(data: bytes, source: str, expected_format: str) -> dict[str, Any]:
-    """The body of a sealed record; :class:`IntegrityError` if it was altered or truncated."""
-    try:
-        body = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise IntegrityError(f"{source}: truncated or not JSON") from None
+    """The body of a sealed record; :class:`IntegrityError` if it was altered, truncated, or is not
+    readable within bounds (see :mod:`refstore.registry_json`)."""
+    body = parse(data, source, f"{expected_format} record")
     if not isinstance(body, dict) or body.get("format") != expected_format:
         raise ManifestError(f"{source}: not a {expected_format} record")
     claimed = body.pop("record_digest", None)

@@ -27,6 +27,8 @@ from ._exceptions import (
     ArtifactTypeError,
     ConflictError,
     IntegrityError,
+    InvalidNameError,
+    ManifestError,
 )
 from ._sync import gather_limited, run_sync
 from .artifact import Artifact
@@ -34,6 +36,7 @@ from .exclusion import note_registry
 from .manifest import Manifest, ManifestDiff, canonical_json
 from .names import check_alias, check_name, parse_ref, version_number
 from .records import AliasRecord, VersionRecord
+from .registry_json import MAX_DEPTH, check_depth, parse
 from .store import REGISTRY_MARKER, Store
 
 if TYPE_CHECKING:
@@ -88,6 +91,7 @@ class Registry:
         from .gc import log_intent
 
         aliases = [check_alias(a) for a in aliases]
+        check_depth(artifact.metadata, f"{artifact.name}: metadata", MAX_DEPTH - 1)  # inside its record
         manifest = artifact.manifest
         with log_intent(self.store, manifest):  # a concurrent gc keeps what this log relies on
             numbers = self._version_numbers(artifact.name)
@@ -200,12 +204,19 @@ class Registry:
 
     def _version_with_content(self, name: str, content_digest: str) -> VersionRecord | None:
         """A version that holds this content, from the content index (the first one logged); ``None``
-        when the index has none, or names a version that is gone or holds other content."""
+        when the index has none, or names a version that is gone or holds other content.
+
+        The index is not sealed: it is a hint, and what it names is used only after the version's own
+        (sealed) record shows this content digest. A damaged entry, edited or unreadable, costs a manifest
+        write that was not needed, never a wrong version."""
+        relative = f"artifacts/{name}/digests/{_hex(content_digest)}.json"
         try:
-            text = self.store.read_created(f"artifacts/{name}/digests/{_hex(content_digest)}.json")
-            record = self._record(name, int(text))
-        except (FileNotFoundError, ValueError, ArtifactNotFoundError):
-            return None  # not indexed, or a stale or damaged index entry
+            number = parse(self.store.read_created(relative), self.store.url_of(relative), "content index")
+            if not (type(number) is int and number >= 0):
+                return None
+            record = self._record(name, number)
+        except (FileNotFoundError, ManifestError, ArtifactNotFoundError):
+            return None  # not indexed, or a stale or damaged index entry (IntegrityError included)
         return record if record.content_digest == content_digest else None
 
     def _point_alias(self, record: VersionRecord, alias: str) -> None:
@@ -233,8 +244,10 @@ class Registry:
         return [self._version(self._record(name, n)) for n in numbers]
 
     def artifacts(self) -> list[str]:
-        """The names of every artifact with at least one version."""
-        return [n for n in self.store.list("artifacts") if self.store.list(f"artifacts/{n}/versions")]
+        """The names of every artifact with at least one version (a folder whose name breaks the naming
+        rules holds none)."""
+        names = [n for n in self.store.list("artifacts") if _is_name(n)]
+        return [n for n in names if self.store.list(f"artifacts/{n}/versions")]
 
     def diff(self, a: str, b: str) -> ManifestDiff:
         """What changed from version ``a`` to version ``b``."""
@@ -335,6 +348,14 @@ class Registry:
         from .version import ArtifactVersion
 
         return ArtifactVersion(self, record, created=created)
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_name(name)
+    except InvalidNameError:
+        return False
+    return True
 
 
 def _manifest_path(digest: str) -> str:
