@@ -178,3 +178,46 @@ def test_no_part_of_a_remote_url_with_credentials_is_recorded(
     store.replace(f"runs/{run.path}/run.json", old.to_bytes())
     shown = CliRunner().invoke(main, ["runs", "show", "--json", run.path], catch_exceptions=False)
     assert shown.exit_code == 0 and "SECRET" not in shown.output
+
+
+def test_restore_refuses_to_overwrite_ignored_or_untracked_files(registry_root: str, repo: Path) -> None:
+    """Issue 14 item 13: the run's commit tracked ``settings.local`` (later untracked and ignored) and its
+    patch adds ``notes.md``; restoring over a local ``settings.local`` or ``notes.md`` is refused, naming
+    them, with the repository untouched."""
+    (repo / "settings.local").write_text("committed then\n")
+    git(repo, "add", "settings.local")
+    git(repo, "commit", "-q", "-m", "with settings")
+    (repo / "notes.md").write_text("staged, in the run's diff.patch\n")
+    git(repo, "add", "notes.md")
+    with refstore.init("proj") as run:
+        assert run.code is not None and run.code.patch
+    git(repo, "rm", "-q", "--cached", "notes.md")
+    (repo / "notes.md").unlink()
+    git(repo, "rm", "-q", "--cached", "settings.local")
+    (repo / ".gitignore").write_text("settings.local\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-q", "-m", "settings are local now")
+    (repo / "settings.local").write_text("my local secrets, in no commit\n")
+    head = git(repo, "rev-parse", "HEAD")
+
+    refused = CliRunner().invoke(main, ["restore", run.path])
+    assert refused.exit_code == 1, refused.output
+    assert "would overwrite 1 untracked or ignored file(s): settings.local;" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
+    assert (repo / "settings.local").read_text() == "my local secrets, in no commit\n"
+    assert git(repo, "rev-parse", "HEAD") == head and git(repo, "branch", "--list", "refstore/*") == ""
+
+    (repo / "notes.md").write_text("my untracked notes\n")
+    refused = CliRunner().invoke(main, ["restore", run.path])
+    assert (
+        refused.exit_code == 1
+        and "2 untracked or ignored file(s): notes.md, settings.local" in refused.output
+    )
+    assert (repo / "notes.md").read_text() == "my untracked notes\n"
+
+    (repo / "settings.local").unlink()
+    (repo / "notes.md").unlink()
+    restored = CliRunner().invoke(main, ["restore", run.path], catch_exceptions=False)
+    assert restored.exit_code == 0, restored.output
+    assert (repo / "settings.local").read_text() == "committed then\n"
+    assert (repo / "notes.md").read_text() == "staged, in the run's diff.patch\n"

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -90,6 +91,7 @@ def restore_code(state: CodeState, run_path: str, patch: Path | None, cwd: Path)
     """
     branch = f"refstore/{run_path}"
     _check_repository(state, branch, cwd)
+    _check_overwrites(state, patch, cwd)
     _git_checked(["checkout", "-q", "-b", branch, state.commit], cwd, f"cannot create branch {branch}")
     if patch is not None:
         _git_checked(
@@ -110,6 +112,56 @@ def _check_repository(state: CodeState, branch: str, cwd: Path) -> None:
         raise RunError(f"{cwd}: tracked files have uncommitted changes; commit or stash them first")
     if _git(["rev-parse", "--verify", "-q", f"refs/heads/{branch}"], cwd).returncode == 0:
         raise RunError(f"branch {branch} already exists in {cwd}")
+
+
+def _check_overwrites(state: CodeState, patch: Path | None, cwd: Path) -> None:
+    """Refuse when the checkout or the patch would write over a file git does not track here.
+
+    ``git checkout`` replaces an *ignored* file that the target commit tracks without a word (and refuses
+    an untracked one only after parsing its message would be needed), and ``git apply`` creates the files a
+    patch adds: either would destroy local work no commit holds (a ``.env``, a local config). So every path
+    the commit or the patch writes that is not in the index must not exist, nor may a file stand where such
+    a path needs a folder; the first few are named.
+    """
+    top = Path(_git_text(["rev-parse", "--show-toplevel"], cwd) or cwd)
+    wanted = set(_git_paths(["ls-tree", "--full-tree", "-r", "-z", "--name-only", state.commit], top))
+    if patch is not None:
+        wanted |= _patch_paths(patch, top)
+    tracked = set(_git_paths(["ls-files", "-z"], top))
+    blocking = set()
+    for path in wanted - tracked:
+        if os.path.lexists(top / path):
+            blocking.add(path)
+        parts = path.split("/")
+        for depth in range(1, len(parts)):
+            folder = "/".join(parts[:depth])
+            if folder not in tracked and (os.path.islink(top / folder) or (top / folder).is_file()):
+                blocking.add(folder)
+    if blocking:
+        names = sorted(blocking)
+        shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+        raise RunError(
+            f"{top}: restoring the code would overwrite {len(names)} untracked or ignored file(s): {shown}; "
+            "move them away first"
+        )
+
+
+def _git_paths(args: list[str], cwd: Path) -> list[str]:
+    result = _git(args, cwd)
+    if result.returncode != 0:
+        message = " ".join(result.stderr.decode(errors="replace").split())
+        raise RunError(f"git {args[0]} failed in {cwd}: {message}")
+    return [p for p in result.stdout.decode(errors="surrogateescape").split("\0") if p]
+
+
+def _patch_paths(patch: Path, top: Path) -> set[str]:
+    """Every path ``patch`` touches (``git apply --numstat -z``: a rename names both paths)."""
+    found = set()
+    for record in _git_paths(["apply", "--numstat", "-z", str(patch)], top):
+        path = record.split("\t", 2)[-1]
+        if path:
+            found.add(path)
+    return found
 
 
 def _git(args: list[str], cwd: Path) -> subprocess.CompletedProcess[bytes]:
