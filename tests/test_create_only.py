@@ -160,3 +160,27 @@ def test_with_versions_claims_hold_where_if_none_match_is_ignored(
     assert stores[1].read_created("versions/0.json") == b"first"
     assert json.loads(s3_fs.cat_file(f"{s3_bucket}/registry/{MARKER}"))["create_only"] == "oldest-version"
     assert any(request.startswith("PUT") for request in ignoring.requests)
+
+
+def test_versioning_turned_on_after_the_probe(
+    s3_endpoint: Any, s3_fs: Any, s3_unversioned_bucket: str
+) -> None:
+    """The probe ran on an unversioned bucket (RGW honours create-only writes there); then versioning was
+    turned on (RGW now ignores them). The next create-only write notices the version it made, probes again
+    and settles as a claim: the key's first bytes stay, the second writer gets FileExistsError."""
+    bucket, root = s3_unversioned_bucket, f"s3://{s3_unversioned_bucket}/registry"
+    Store(root, None).create("versions/0.json", b"before versioning")
+    assert json.loads(s3_fs.cat_file(f"{bucket}/registry/{MARKER}"))["versions"] is False
+    s3_fs.call_s3("put_bucket_versioning", Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    later = Store(root, None)
+    with pytest.raises(FileExistsError, match=f"{root}/versions/0.json"):
+        later.create("versions/0.json", b"after versioning")
+    assert later.read_created("versions/0.json") == b"before versioning"
+    assert Store(root, None).read_created("versions/0.json") == b"before versioning"
+    s3_fs.invalidate_cache()
+    assert s3_fs.cat_file(f"{bucket}/registry/versions/0.json") == b"before versioning"
+    marker = json.loads(s3_fs.cat_file(f"{bucket}/registry/{MARKER}"))
+    if isinstance(s3_endpoint, RGWServer):  # probed again
+        assert (marker["create_only"], marker["versions"]) == ("oldest-version", True)
+    else:  # moto refused the write as before: nothing to notice
+        assert marker["create_only"] == "refused"

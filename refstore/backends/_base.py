@@ -283,9 +283,11 @@ class Backend(abc.ABC):
     # -- registry writes --------------------------------------------------------------------------------
 
     @functools.partial(_storage_call, position=0)
-    async def put_create_only(self, path: str, data: bytes) -> None:
-        """Write ``data`` at ``path`` only if nothing is there; else raise :class:`FileExistsError`."""
+    async def put_create_only(self, path: str, data: bytes) -> str | None:
+        """Write ``data`` at ``path`` only if nothing is there; else raise :class:`FileExistsError`.
+        Returns the id of the object version written where the backend tells it (S3), else ``None``."""
         await _maybe_async(self.fs, "pipe_file", path, data, mode="create")
+        return None
 
     # -- create-only writes on storage that ignores them (see refstore.claims) ---------------------------
 

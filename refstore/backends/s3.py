@@ -157,11 +157,13 @@ class S3Backend(Backend):
         except Exception as exc:
             self.reraise(exc, url)
 
-    async def put_create_only(self, path: str, data: bytes) -> None:
+    async def put_create_only(self, path: str, data: bytes) -> str | None:
         """``If-None-Match: *``; a refusal is :class:`FileExistsError` by its status (412) or code
-        (``PreconditionFailed``), also from servers whose 412 names no condition (Ceph RGW)."""
+        (``PreconditionFailed``), also from servers whose 412 names no condition (Ceph RGW). Returns the
+        ``VersionId`` written (``None`` in a bucket that keeps no versions)."""
         try:
-            await _maybe_async(self.fs, "pipe_file", path, data, mode="create")
+            answer = await _maybe_async(self.fs, "pipe_file", path, data, mode="create")
+            return _version(answer.get("VersionId")) if isinstance(answer, Mapping) else None
         except OSError as exc:
             answer = _answer(exc)
             if isinstance(exc, FileExistsError) or (
