@@ -2,7 +2,13 @@
 ones whose every file is synced (``refstore sync --clean``).
 
 Each run directory goes to the registry its run recorded (``state.json``), whatever ``REFSTORE_ROOT`` says
-now. A run whose process died without ending it is recorded as ``crashed`` on the way.
+now. A run directory that any process may still have open (see :mod:`refstore.runs.lease`: this host's
+processes are looked at, another host's lease counts until it expires) is neither synced nor deleted. A run
+left ``running`` whose every process is provably gone is recorded as ``crashed`` on the way.
+
+Deleting is careful about a process that opens the run directory while ``--clean`` decides: the directory
+is first renamed aside (a resume can no longer find it), its leases are looked at again, and only then is
+it removed; a lease that appeared in between gets the directory back under its name.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .._exceptions import RunError
 from ..hashing import hash_file
 from ..registry import Registry
 from . import status
 from .files import RunFiles
+from .lease import live_leases
 from .local import (
     INTERNAL_DIR,
     LEGACY_AREA_NAME,
@@ -32,6 +40,9 @@ from .run import keep_record, republish_record
 from .settings import ignore_globs
 from .sync import Syncer, UploadFailure
 
+#: Prefix of a run directory's name while ``--clean`` deletes it (``run_dirs`` lists only ``run-*``).
+_ASIDE = ".refstore-deleting-"
+
 
 @dataclass(frozen=True, slots=True)
 class RunDirStatus:
@@ -42,6 +53,8 @@ class RunDirStatus:
     size: int
     running: bool = False
     unsynced: tuple[str, ...] = ()
+    #: Why the run counts as running: the processes that may still have it open.
+    holders: tuple[str, ...] = ()
 
     @property
     def clean(self) -> bool:
@@ -88,9 +101,11 @@ def survey(area: Path) -> list[RunDirStatus]:
 def _status(run_dir: Path, registries: _Registries) -> RunDirStatus:
     state = LocalState.load(run_dir)
     size = disk_usage(run_dir)
-    if state.is_running():
-        return RunDirStatus(run_dir, state.run_path, size, running=True)
-    if state.died():
+    live = live_leases(run_dir, state)
+    if live:
+        holders = tuple(lease.describe() for lease in live)
+        return RunDirStatus(run_dir, state.run_path, size, running=True, holders=holders)
+    if state.open:
         record_crash(run_dir, state, registries.of(state))
     files = RunFiles(registries.of(state).store, state.run_path)
     unsynced = [p for p in files_in(run_dir) if not _is_synced(run_dir / p, p, state.synced.get(p), files)]
@@ -118,13 +133,25 @@ def disk_usage(folder: Path) -> int:
     return total
 
 
-def delete(status: RunDirStatus) -> None:
-    """Remove a run directory (links inside are removed, never the files they name); the legacy run area
-    (``./refstore``, which shadows the package) goes too once it is empty."""
-    shutil.rmtree(status.dir)
+def delete(status: RunDirStatus) -> bool:
+    """Remove a run directory (links inside are removed, never the files they name) unless a process opened
+    it since ``status`` was taken; whether it was removed. The legacy run area (``./refstore``, which
+    shadows the package) goes too once it is empty."""
+    aside = status.dir.with_name(f"{_ASIDE}{status.dir.name}")
+    os.rename(status.dir, aside)
+    if live_leases(aside, LocalState.load(aside)):
+        try:
+            os.rename(aside, status.dir)
+        except OSError as exc:
+            raise RunError(
+                f"{status.dir}: opened again while it was being cleaned; it is kept as {aside} ({exc})"
+            ) from None
+        return False
+    shutil.rmtree(aside)
     if status.dir.parent.name == LEGACY_AREA_NAME:
         with contextlib.suppress(OSError):  # not empty: other run directories, a settings file
             status.dir.parent.rmdir()
+    return True
 
 
 def sync_pending(area: Path) -> list[SyncResult]:
@@ -137,11 +164,11 @@ def sync_pending(area: Path) -> list[SyncResult]:
 
 def _sync_one(run_dir: Path, registries: _Registries, ignore: tuple[str, ...]) -> SyncResult:
     state = LocalState.load(run_dir)
-    if state.is_running():
+    if live_leases(run_dir, state):
         return SyncResult(run_dir, state.run_path, running=True, state=status.RUNNING, registry=state.root)
     registry = registries.of(state)
     failures: list[UploadFailure] = []
-    if state.died():
+    if state.open:
         record_crash(run_dir, state, None)
     syncer = Syncer(run_dir, state, RunFiles(registry.store, state.run_path), ignore, interval=0)
     failures += syncer.flush()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -117,9 +118,15 @@ def _clean(statuses: list[RunDirStatus], yes: bool, as_json: bool) -> None:
         question = f"Delete {len(doomed)} synced run director{'y' if len(doomed) == 1 else 'ies'}"
         if not click.confirm(f"{question} ({human_size(total)})?", err=True):
             doomed, total = [], 0
+    deleted = []
     for status in doomed:
-        delete(status)
-        lines.append(f"deleted {status.dir.name} ({status.run_path}): {human_size(status.size)}")
+        if delete(status):
+            deleted.append(status)
+            lines.append(f"deleted {status.dir.name} ({status.run_path}): {human_size(status.size)}")
+        else:
+            lines.append(f"kept {status.dir.name} ({status.run_path}): opened again while being cleaned")
+            kept.append(replace(status, running=True, holders=("opened again while being cleaned",)))
+    doomed, total = deleted, sum(s.size for s in deleted)
     lines.append(
         f"freed {human_size(total)} in {len(doomed)} run director{'y' if len(doomed) == 1 else 'ies'}"
     )
@@ -133,7 +140,7 @@ def _clean(statuses: list[RunDirStatus], yes: bool, as_json: bool) -> None:
 
 def _why_kept(status: RunDirStatus) -> str:
     if status.running:
-        return "still running"
+        return "still running: " + "; ".join(status.holders) if status.holders else "still running"
     shown = ", ".join(status.unsynced[:5]) + (", ..." if len(status.unsynced) > 5 else "")
     return f"{len(status.unsynced)} file(s) not synced: {shown}"
 

@@ -70,6 +70,10 @@ def run_dirs(area: Path) -> list[Path]:
     return _by_start(found)
 
 
+def state_path(run_dir: Path) -> Path:
+    return run_dir / INTERNAL_DIR / _STATE_NAME
+
+
 @dataclass(frozen=True, slots=True)
 class Signature:
     """What a cheap ``stat`` says of a file: a change here means the bytes may have changed."""
@@ -137,11 +141,11 @@ class LocalState:
 
     def save(self, run_dir: Path) -> None:
         data = json.dumps(asdict(self), sort_keys=True, indent=1).encode()
-        write_atomic(str(run_dir / INTERNAL_DIR / _STATE_NAME), data)
+        write_atomic(str(state_path(run_dir)), data)
 
     @classmethod
     def load(cls, run_dir: Path) -> LocalState:
-        path = run_dir / INTERNAL_DIR / _STATE_NAME
+        path = state_path(run_dir)
         try:
             body: dict[str, Any] = json.loads(path.read_bytes())
             body["patterns"] = [(g, p) for g, p in body.get("patterns", [])]
@@ -150,21 +154,11 @@ class LocalState:
         except (OSError, ValueError, TypeError) as exc:
             raise RunError(f"{path}: cannot read the run directory's state ({exc})") from None
 
-    def died(self) -> bool:
-        """True when the run's process, on this machine, is gone without ending the run (a crash)."""
-        return self.status == "running" and self.host == socket.gethostname() and not self.is_running()
-
-    def is_running(self) -> bool:
-        """True while the process that runs this run is alive on this machine (this process included)."""
-        if self.status != "running" or self.host != socket.gethostname():
-            return False
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+    @property
+    def open(self) -> bool:
+        """Whether the state says ``running``: some process had the run open when it last wrote here
+        (whether one still has is told by :mod:`refstore.runs.lease`)."""
+        return self.status == "running"
 
 
 #: Marks the name of a link being made into a run directory (``.<name>.refstore-link-<hex>``), renamed

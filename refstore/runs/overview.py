@@ -1,8 +1,8 @@
 """What is known of one run (``refstore runs show``): its record, how it ended and its synced files.
 
 The registry's record says ``running`` until the run ends; a run whose process died never ends it. When
-this machine holds the run's directory and its process is gone, the run is reported ``crashed`` (and
-``refstore sync`` records that).
+this machine holds the run's directory and every process that had it open is provably gone (see
+:mod:`refstore.runs.lease`), the run is reported ``crashed`` (and ``refstore sync`` records that).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from ..registry import Registry
 from . import status
 from .files import RunFiles
+from .lease import live_leases
 from .local import LocalState, find_run_dir
 from .records import RunRecord
 from .run import read_record
@@ -68,7 +69,7 @@ def overview(registry: Registry, run_path: str, area: Path) -> RunOverview:
     state = record.state
     if run_dir is not None and state == status.RUNNING:
         local = LocalState.load(run_dir)
-        if local.run_path == record.path and local.died():
+        if local.run_path == record.path and local.open and not live_leases(run_dir, local):
             state = status.CRASHED
     files = tuple(RunFiles(registry.store, run_path).names())
     return RunOverview(record, state, files, run_dir)

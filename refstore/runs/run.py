@@ -30,6 +30,7 @@ from ..version import ArtifactVersion
 from . import code_state, status
 from .files import RunFiles, short_name
 from .globs import is_ignored, run_relative
+from .lease import Lease
 from .local import INTERNAL_DIR, LINK_SCRATCH, LOCAL_RECORD, LocalState, find_run_dir, new_run_dir, run_area
 from .naming import new_run_id, readable_name
 from .records import RunRecord
@@ -46,11 +47,14 @@ _exit_hook_installed = False
 class Run:
     """One run: a local run directory whose files are synced to ``runs/<project>/<id>/`` in a registry."""
 
-    def __init__(self, record: RunRecord, registry: Registry, run_dir: Path, syncer: Syncer) -> None:
+    def __init__(
+        self, record: RunRecord, registry: Registry, run_dir: Path, syncer: Syncer, lease: Lease
+    ) -> None:
         self._record = record
         self.registry = registry
         self.dir = run_dir
         self._syncer = syncer
+        self._lease = lease
         self._finished = False
         self._finish_lock = threading.Lock()
 
@@ -161,17 +165,20 @@ class Run:
                 return
             self._finished = True
         _forget(self)
-        problems = [str(f) for f in self._syncer.close()]
-        state = status.FAILED if error is not None else status.FINISHED
-        described = status.describe(error) if error is not None else None
-        self._syncer.state.status, self._syncer.state.error = state, described
-        self._syncer.state.save(self.dir)
         try:
-            self._record = replace(self._record, state=state, finished_at=_now(), error=described)
-            keep_record(self.dir, self._record)
-            self.registry.store.replace(record_path(self.path), self._record.to_bytes())
-        except Exception as exc:
-            problems.append(f"the run record ({exc})")
+            problems = [str(f) for f in self._syncer.close()]
+            state = status.FAILED if error is not None else status.FINISHED
+            described = status.describe(error) if error is not None else None
+            self._syncer.state.status, self._syncer.state.error = state, described
+            self._syncer.state.save(self.dir)
+            try:
+                self._record = replace(self._record, state=state, finished_at=_now(), error=described)
+                keep_record(self.dir, self._record)
+                self.registry.store.replace(record_path(self.path), self._record.to_bytes())
+            except Exception as exc:
+                problems.append(f"the run record ({exc})")
+        finally:
+            self._lease.release()  # last: until here, this process may still write into the directory
         if problems:
             raise RunError(
                 f"run {self.path}: not synced to {self.registry.root}, the local copies stay in {self.dir}: "
@@ -265,7 +272,9 @@ def _start(
     interval: float,
     patch: bytes | None,
 ) -> Run:
-    """Set up the run directory, start its watcher and save ``diff.patch`` (when given) with policy now."""
+    """Take a lease on the run directory, set it up, start its watcher and save ``diff.patch`` (when
+    given) with policy now."""
+    lease = Lease(run_dir).acquire()
     state = _local_state(run_dir, record, reg)
     syncer = Syncer(run_dir, state, RunFiles(reg.store, record.path), ignore, interval)
     state.save(run_dir)
@@ -274,7 +283,7 @@ def _start(
     if patch is not None:
         (run_dir / code_state.PATCH_NAME).write_bytes(patch)
         syncer.save([code_state.PATCH_NAME], None, "now")
-    return Run(record, reg, run_dir, syncer)
+    return Run(record, reg, run_dir, syncer, lease)
 
 
 def _claim_record(
