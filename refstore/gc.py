@@ -30,9 +30,20 @@ What it assumes. The store is strongly consistent (S3, GCS, Azure and local disk
 ``intent_expiry`` (``$REFSTORE_INTENT_TTL``, else 7 days) belongs to a log that crashed: it stops protecting
 anything and gc deletes it. The expiry must exceed the longest log: a live log's intent that expired no longer
 keeps what the log reuses. The report says what each live intent protects and until when.
-One gc at a time: gc holds ``gc.lock`` (create-only; a lock older than a day is taken as abandoned). A gc
-that dies between steps 3 and 5 leaves objects in ``trash/``; the next gc puts back what is referenced
-and deletes the rest. Without ``yes=True`` (``refstore gc --yes``) gc only reports what it would delete.
+One gc at a time: gc holds ``gc.lock`` (create-only). A lock whose holder is certainly dead (same host,
+boot and PID namespace, its process gone: :mod:`refstore.liveness`) is taken over at once; any other lock
+older than a day is taken as abandoned. A gc that dies between steps 3 and 5 leaves objects in ``trash/``,
+some of which a version may rely on (a log that checked them before step 3 and claimed its version after):
+any reader that finds a version's manifest in ``trash/`` puts it back with the stored copies it names
+(:func:`recover_manifest`), and the next gc puts back whatever is referenced and deletes the rest.
+Without ``yes=True`` (``refstore gc --yes``) gc only reports what it would delete.
+
+Temporary files. Writes to a registry on a local or shared filesystem go through ``<name>.tmp-<pid>-<hex>``
+files renamed into place; a writer killed mid-write leaves one behind (a full disk no longer does: the
+write removes it). gc deletes those unchanged for :data:`TEMP_EXPIRY` (a day) and reports them: a writer's
+file changes while it writes and is renamed the moment it is complete, so a day-old one has no writer, and
+should a writer stopped for a day wake up, its rename fails loudly instead of losing anything. Object stores
+write whole objects and leave none.
 """
 
 from __future__ import annotations
@@ -40,13 +51,14 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
+import time
 import uuid
 from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
+from . import liveness
 from ._exceptions import ArtifactNotFoundError, ConflictError, IntegrityError, RefstoreError
 from ._sync import gather_limited, run_sync
 from .backends._base import call_fs
@@ -65,6 +77,10 @@ __all__ = ["GCReport", "InFlightLog", "collect_garbage", "intent_ttl", "log_inte
 INTENT_FORMAT = "refstore.intent/1"
 INTENT_EXPIRY = timedelta(days=7)
 LOCK_EXPIRY = timedelta(days=1)
+#: Temporary files unchanged for this long are left by dead writers (see the module docstring).
+TEMP_EXPIRY = timedelta(days=1)
+#: Tests only: a file gc creates after moving garbage to ``trash/``, where it then waits to be killed.
+HOLD_AFTER_TRASH = "REFSTORE_TEST_GC_HOLD_AFTER_TRASH"
 COLLECTED = ("manifests", "blobs")
 TRASH = "trash"
 LOCK = "gc.lock"
@@ -110,6 +126,8 @@ class GCReport:
     in_flight: list[InFlightLog] = field(default_factory=list)
     #: How long an intent protects its paths (``intent_expiry``).
     intent_expiry: timedelta = INTENT_EXPIRY
+    #: Temporary files of dead writers (unchanged for :data:`TEMP_EXPIRY`), deleted (or to delete).
+    temp_files: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -122,6 +140,7 @@ class GCReport:
             "expired_intents": self.expired_intents,
             "in_flight": [log.to_json() for log in self.in_flight],
             "intent_expiry_seconds": self.intent_expiry.total_seconds(),
+            "temp_files": self.temp_files,
         }
 
 
@@ -157,18 +176,31 @@ def collect_garbage(
     if not yes:
         candidates = _listing(store, COLLECTED)
         marks = _references(registry, expiry)
-        return _report(True, candidates, marks, expiry, leftovers=_trash_leftovers(store))
+        leftovers, temp_files = _trash_leftovers(store), _stale_temp_files(store)
+        return _report(True, candidates, marks, expiry, leftovers=leftovers, temp_files=temp_files)
     with _gc_lock(store):
         leftovers = _trash_leftovers(store)
         candidates = _listing(store, COLLECTED)
         marks = _references(registry, expiry)
         garbage = sorted(set(candidates) - marks.keep)
         _run_all(store.backend.move(store.full(p), store.full(f"{TRASH}/{p}")) for p in garbage)
+        _hold_for_tests()
         keep_now = _references(registry, expiry).keep
         restored = _empty_trash(store, sorted({*garbage, *leftovers}), keep_now)
         _delete_all(store, marks.expired)
+        temp_files = _stale_temp_files(store)
+        _delete_all(store, temp_files)
         gone = set(garbage) - set(restored)
-        return _report(False, candidates, marks, expiry, gone=gone, restored=restored, leftovers=leftovers)
+        return _report(
+            False,
+            candidates,
+            marks,
+            expiry,
+            gone=gone,
+            restored=restored,
+            leftovers=leftovers,
+            temp_files=temp_files,
+        )
 
 
 def _report(
@@ -180,6 +212,7 @@ def _report(
     gone: set[str] | None = None,
     restored: Iterable[str] = (),
     leftovers: Iterable[str] = (),
+    temp_files: Iterable[str] = (),
 ) -> GCReport:
     """``gone``: what was deleted (default: what a dry run would delete)."""
     garbage = sorted(set(candidates) - marks.keep if gone is None else gone)
@@ -203,6 +236,7 @@ def _report(
         expired_intents=sorted(marks.expired),
         in_flight=in_flight,
         intent_expiry=expiry,
+        temp_files=sorted(temp_files),
     )
 
 
@@ -232,17 +266,35 @@ def _references(registry: Registry, intent_expiry: timedelta) -> _Marks:
 
 
 def _manifest_of(version: ArtifactVersion, store: Store) -> Manifest:
-    """A version's manifest; from the trash when a gc moved it there just before the version appeared."""
+    """A version's manifest; one a gc moved to the trash just before the version appeared is put back
+    (:func:`recover_manifest`, through the registry)."""
     try:
         return version.manifest
     except ArtifactNotFoundError:
-        relative = f"{TRASH}/{manifest_path(version.manifest_digest)}"
-        try:
-            data = store.read(relative)
-        except FileNotFoundError:
-            raise ArtifactNotFoundError(f"{version.qualified_name}: its manifest is missing") from None
-        source = store.url_of(relative)
-        return Manifest.from_bytes(data, expected_digest=version.manifest_digest, source=source)
+        raise ArtifactNotFoundError(f"{version.qualified_name}: its manifest is missing") from None
+
+
+def recover_manifest(store: Store, digest: str) -> Manifest | None:
+    """The manifest ``digest`` names, from ``trash/`` where an interrupted (or still running) gc moved it,
+    checked against ``digest``; ``None`` when it is not there. It is put back, with every stored copy it
+    names that is in the trash too: a version relies on them. Putting back is best effort (a reader may
+    not be allowed to write); the manifest is returned either way."""
+    relative = manifest_path(digest)
+    trashed = f"{TRASH}/{relative}"
+    try:
+        data = store.read(trashed)
+    except FileNotFoundError:
+        return None
+    manifest = Manifest.from_bytes(data, expected_digest=digest, source=store.url_of(trashed))
+    needed = {relative, *(blob_path(e.digest) for e in manifest.values() if e.is_copy)}
+    with contextlib.suppress(OSError, RefstoreError):
+        _run_all(_put_back(store, p) for p in sorted(needed.intersection(_trash_leftovers(store))))
+    return manifest
+
+
+async def _put_back(store: Store, relative: str) -> None:
+    with contextlib.suppress(FileNotFoundError):  # another reader or gc put it back first
+        await _restore(store, relative)
 
 
 def _trash_leftovers(store: Store) -> list[str]:
@@ -316,6 +368,22 @@ async def _restore(store: Store, relative: str) -> None:
         await store.backend.move(store.full(f"{TRASH}/{relative}"), store.full(relative))
 
 
+def _hold_for_tests() -> None:
+    """Tests only (:data:`HOLD_AFTER_TRASH`): say so in a file, then wait to be killed right here."""
+    marker = os.environ.get(HOLD_AFTER_TRASH)
+    if marker:
+        with open(marker, "w") as handle:
+            handle.write(str(os.getpid()))
+        while True:
+            time.sleep(1)
+
+
+def _stale_temp_files(store: Store) -> list[str]:
+    """Registry-relative paths of temporary files left by dead writers (see the module docstring)."""
+    found = run_sync(store.backend.stale_temp_files, store.base, TEMP_EXPIRY.total_seconds())
+    return sorted(p[len(store.base) + 1 :] for p in found if p.startswith(store.base + "/"))
+
+
 def _delete_all(store: Store, relatives: Iterable[str]) -> None:
     _run_all(_remove(store, p) for p in relatives)
 
@@ -350,8 +418,9 @@ def _listing(store: Store, folders: Iterable[str]) -> dict[str, int]:
 
 @contextlib.contextmanager
 def _gc_lock(store: Store) -> Iterator[None]:
-    """``gc.lock``, written create-only; one older than :data:`LOCK_EXPIRY` is taken as abandoned."""
-    body = {"created_at": _now().isoformat(), "host": socket.gethostname(), "pid": os.getpid()}
+    """``gc.lock``, written create-only; one whose holder is certainly dead, or older than
+    :data:`LOCK_EXPIRY`, is taken as abandoned."""
+    body = {"created_at": _now().isoformat(), **liveness.identity()}
     try:
         store.create(LOCK, canonical_json(body))
     except FileExistsError:
@@ -375,7 +444,7 @@ def _break_abandoned_lock(store: Store) -> None:
     except (ValueError, KeyError, TypeError):  # IntegrityError included
         since = datetime.min.replace(tzinfo=timezone.utc)  # unreadable: as good as abandoned
         holder = {}
-    if _now() - since < LOCK_EXPIRY:
+    if _now() - since < LOCK_EXPIRY and not liveness.is_dead(holder):
         raise ConflictError(
             f"{store.url_of(LOCK)}: another gc is running (since {since.isoformat()}, "
             f"host {holder.get('host')}, pid {holder.get('pid')}); delete the lock if it crashed"

@@ -269,15 +269,25 @@ class Registry:
         return sorted(found)
 
     def manifest(self, digest: str) -> Manifest:
-        """The stored manifest with that digest, checked against it."""
+        """The stored manifest with that digest, checked against it. One that a gc moved to ``trash/`` (a
+        gc that was killed, or one still running beside the log of this version) is read from there and
+        put back, with the stored copies it names (:func:`refstore.gc.recover_manifest`)."""
         cached = self._manifests.get(digest)
         if cached is None:
             relative = _manifest_path(digest)
             try:
                 data = self.store.read(relative)
             except FileNotFoundError:
-                raise ArtifactNotFoundError(f"{self.store.url_of(relative)}: manifest is missing") from None
-            cached = Manifest.from_bytes(data, expected_digest=digest, source=self.store.url_of(relative))
+                from .gc import recover_manifest
+
+                recovered = recover_manifest(self.store, digest)
+                if recovered is None:
+                    url = self.store.url_of(relative)
+                    raise ArtifactNotFoundError(f"{url}: manifest is missing") from None
+                cached = recovered
+            else:
+                source = self.store.url_of(relative)
+                cached = Manifest.from_bytes(data, expected_digest=digest, source=source)
             self._manifests[digest] = cached
         return cached
 

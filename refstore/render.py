@@ -182,6 +182,9 @@ def gc_lines(report: GCReport) -> list[str]:
         lines.append(
             f"{done}  {printable(intent)}  (a log intent older than {expiry}: its log is taken as crashed)"
         )
+    for temp in report.temp_files:
+        done = "would delete" if report.dry_run else "deleted"
+        lines.append(f"{done}  {printable(temp)}  (a temporary file unchanged for a day: its writer died)")
     if report.in_flight or report.expired_intents:
         lines.append(f"log intents protect their paths for {expiry} (REFSTORE_INTENT_TTL or gc --intent-ttl)")
     counts = f"{_count(len(report.manifests), 'manifest')} and {_count(len(report.blobs), 'blob')}"

@@ -344,6 +344,11 @@ class Backend(abc.ABC):
         await _maybe_async(self.fs, "cp_file", path, new_path)
         await _maybe_async(self.fs, "rm_file", path)
 
+    async def stale_temp_files(self, path: str, older_than: float) -> list[str]:
+        """Temporary files under ``path`` that a writer made on the way to an object and left (killed),
+        unchanged for ``older_than`` seconds. None by default: object stores write whole objects."""
+        return []
+
 
 async def _maybe_async(fs: AbstractFileSystem, method: str, *args: Any, **kwargs: Any) -> Any:
     """Call ``fs.<method>`` natively when the filesystem is async, else in a worker thread."""

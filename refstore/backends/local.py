@@ -7,9 +7,11 @@ import contextlib
 import functools
 import io
 import os
+import re
 import shutil
 import stat as stat_module
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor
 from pathlib import Path
@@ -185,6 +187,9 @@ class LocalBackend(Backend):
     async def move(self, path: str, new_path: str) -> None:
         await asyncio.to_thread(move_atomic, path, new_path)
 
+    async def stale_temp_files(self, path: str, older_than: float) -> list[str]:
+        return await asyncio.to_thread(_stale_temp_files, path, older_than)
+
 
 def _walk_files(
     root: str, max_objects: int, url: str, exclude: Exclusion | None = None
@@ -254,6 +259,26 @@ def _temp_name(path: str) -> str:
     return f"{path}.tmp-{os.getpid()}-{os.urandom(4).hex()}"
 
 
+_TEMP_NAME = re.compile(r".+\.tmp-\d+-[0-9a-f]{8}")
+
+
+def _stale_temp_files(root: str, older_than: float) -> list[str]:
+    """Files under ``root`` named by :func:`_temp_name` and unchanged for ``older_than`` seconds (links
+    are neither followed nor taken)."""
+    cutoff = time.time() - older_than
+    found = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            if not _TEMP_NAME.fullmatch(name):
+                continue
+            with contextlib.suppress(OSError):
+                info = os.lstat(path)
+                if stat_module.S_ISREG(info.st_mode) and info.st_mtime < cutoff:
+                    found.append(path)
+    return found
+
+
 def write_create_only(path: str, data: bytes) -> None:
     """Complete bytes appear at ``path`` at once, only if nothing is there (hard link: atomic, O_EXCL)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -315,10 +340,16 @@ def move_atomic(path: str, new_path: str) -> None:
 
 
 def _write_synced(path: str, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+    """Write a new temporary file; one that could not be written whole (a full disk) is removed."""
+    try:
+        with open(path, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
 
 
 #: Local files up to this size are opened by reading them whole: the bytes returned are the bytes hashed.
