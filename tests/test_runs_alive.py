@@ -166,11 +166,11 @@ def test_a_dead_local_process_or_a_reused_pid_is_no_lease(
     gone = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    reused = {**here.to_json(), "pid": os.getppid(), "start": 1}  # alive, but started at another time
-    for name, body in (("gone", {**here.to_json(), "pid": int(gone.stdout)}), ("reused", reused)):
+    reused = {**here.identity, "pid": os.getppid(), "started": 1}  # alive, but started at another time
+    for name, body in (("gone", {**here.identity, "pid": int(gone.stdout)}), ("reused", reused)):
         (folder / f"{name}.json").write_text(json.dumps(body))
     assert lease.live_leases(run.dir, state) == []
-    (folder / "parent.json").write_text(json.dumps({**here.to_json(), "pid": os.getppid(), "start": None}))
+    (folder / "parent.json").write_text(json.dumps({**here.identity, "pid": os.getppid(), "started": None}))
     assert [str(live.holder) for live in lease.live_leases(run.dir, state)] == [
         f"pid {os.getppid()} on {here.host}"
     ]
@@ -184,7 +184,7 @@ def test_a_process_that_opens_the_run_while_it_is_cleaned_keeps_it(
         pass
     [status] = survey(run_area)
     assert status.clean
-    body = {**lease.Holder.this_process().to_json(), "host": OTHER_HOST}  # opened after the survey
+    body = {**lease.Holder.this_process().identity, "host": OTHER_HOST}  # opened after the survey
     (run.dir / INTERNAL_DIR / lease.LEASES / "late.json").write_text(json.dumps(body))
     assert delete(status) is False
     assert run.dir.is_dir() and not list(run_area.glob(".refstore-deleting-*"))

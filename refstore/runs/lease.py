@@ -5,9 +5,9 @@ Every process that opens a run directory (``init``, a resume included) writes a 
 :data:`REFRESH` seconds; ending the run removes it. ``refstore sync --clean`` deletes a run directory, and
 ``refstore sync`` calls a run crashed, only when every lease in it is provably dead:
 
-- a lease of this machine (same host name, same boot, same PID namespace) is dead when no process has its
-  pid, or when the process that has it is not the one that wrote the lease (a reused pid: its start time
-  differs);
+- a lease of this machine (same host name, same boot, same PID namespace) is dead when
+  :func:`refstore.liveness.is_dead` says so: no process has its pid, or a zombie, or a later process that
+  reused the pid (its start time differs);
 - a lease from elsewhere (another host of a shared file system, another boot, a container's PID namespace)
   names a process nobody here can look at: it is dead only when it has not been refreshed for
   :data:`EXPIRY` (a day), far longer than the refresh period, clock skew between hosts or a short
@@ -29,13 +29,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import liveness
 from ..backends.local import write_atomic
 from .local import INTERNAL_DIR, LocalState, state_path
 
@@ -46,87 +46,30 @@ REFRESH = 30.0
 EXPIRY = 24 * 3600.0
 
 
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            return handle.read().strip()
-    except OSError:
-        return None
-
-
-def _start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot, from ``/proc``), ``None`` where unknown."""
-    text = _read(f"/proc/{pid}/stat")
-    if not text:
-        return None
-    fields = text.rpartition(")")[2].split()  # the name, in parentheses, may hold spaces
-    try:
-        return int(fields[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def _pid_namespace() -> str | None:
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return None
-
-
 @dataclass(frozen=True, slots=True)
 class Holder:
-    """The process a lease names: where it runs (host, boot, PID namespace) and which process it is."""
+    """The process a lease names (a :func:`refstore.liveness.identity`): host, pid, boot, PID namespace
+    and start time."""
 
-    host: str
-    pid: int
-    boot: str | None
-    pid_ns: str | None
-    start: int | None
+    identity: dict[str, Any]
 
     @classmethod
     def this_process(cls) -> Holder:
-        pid = os.getpid()
-        boot = _read("/proc/sys/kernel/random/boot_id")
-        return cls(socket.gethostname(), pid, boot, _pid_namespace(), _start_ticks(pid))
+        return cls(liveness.identity())
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "host": self.host,
-            "pid": self.pid,
-            "boot": self.boot,
-            "pid_ns": self.pid_ns,
-            "start": self.start,
-        }
+    @property
+    def host(self) -> str:
+        return str(self.identity.get("host"))
 
-    @classmethod
-    def from_json(cls, body: Any) -> Holder | None:
-        if not isinstance(body, dict) or not isinstance(body.get("host"), str):
-            return None
-        if not isinstance(body.get("pid"), int):
-            return None
-        start = body.get("start")
-        return cls(
-            body["host"],
-            body["pid"],
-            body.get("boot") if isinstance(body.get("boot"), str) else None,
-            body.get("pid_ns") if isinstance(body.get("pid_ns"), str) else None,
-            start if isinstance(start, int) else None,
-        )
+    @property
+    def pid(self) -> object:
+        return self.identity.get("pid")
 
     def is_local(self, here: Holder) -> bool:
         """Whether this machine can look at the process: same host, same boot, same PID namespace."""
-        return (self.host, self.boot, self.pid_ns) == (here.host, here.boot, here.pid_ns)
-
-    def process_alive(self) -> bool:
-        """On this machine: whether the process that wrote the lease still runs."""
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass  # another user's process: it exists
-        started = _start_ticks(self.pid)
-        return self.start is None or started is None or started == self.start
+        keys = ("host", "boot_id", "pid_ns")
+        mine = [here.identity.get(k) for k in keys]
+        return None not in mine and [self.identity.get(k) for k in keys] == mine
 
     def __str__(self) -> str:
         return f"pid {self.pid} on {self.host}"
@@ -164,7 +107,7 @@ class Lease:
     def __init__(self, run_dir: Path) -> None:
         self.holder = Holder.this_process()
         folder = run_dir / INTERNAL_DIR / LEASES
-        self.path = folder / f"{self.holder.pid}-{os.urandom(6).hex()}.json"
+        self.path = folder / f"{os.getpid()}-{os.urandom(6).hex()}.json"
         self._refresh = REFRESH
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -176,7 +119,7 @@ class Lease:
         return self
 
     def _write(self) -> None:
-        write_atomic(str(self.path), json.dumps(self.holder.to_json(), sort_keys=True).encode())
+        write_atomic(str(self.path), json.dumps(self.holder.identity, sort_keys=True).encode())
 
     def _keep(self) -> None:
         while not self._stop.wait(self._refresh):
@@ -209,17 +152,20 @@ def live_leases(run_dir: Path, state: LocalState) -> list[LiveLease]:
     for path in sorted(folder.glob("*.json")):
         try:
             refreshed = path.stat().st_mtime
-            holder = Holder.from_json(json.loads(path.read_bytes()))
+            body = json.loads(path.read_bytes())
         except FileNotFoundError:
             continue  # released while we looked
         except (OSError, ValueError):
-            holder = None
-        if holder is None:  # unreadable or damaged: judged by its age alone
-            if now - refreshed < EXPIRY:
-                live.append(LiveLease(Holder("an unknown host", 0, None, None, None), refreshed, False))
-            continue
+            body = None
+        if not isinstance(body, dict):  # unreadable or damaged: judged by its age alone
+            body = {"host": "an unknown host", "pid": None}
+        holder = Holder(body)
         local = holder.is_local(here)
-        if holder == here or (local and holder.process_alive()) or (not local and now - refreshed < EXPIRY):
+        if local:
+            alive = holder.identity == here.identity or not liveness.is_dead(holder.identity)
+        else:
+            alive = now - refreshed < EXPIRY
+        if alive:
             live.append(LiveLease(holder, refreshed, local))
     return live
 
@@ -227,11 +173,21 @@ def live_leases(run_dir: Path, state: LocalState) -> list[LiveLease]:
 def _legacy_live(run_dir: Path, state: LocalState, here: Holder, now: float) -> list[LiveLease]:
     if state.status != "running":
         return []
-    holder = Holder(state.host, state.pid, None, None, None)
-    if state.host == here.host:
-        return [LiveLease(holder, now, True)] if holder.process_alive() else []
+    holder = Holder({"host": state.host, "pid": state.pid})
+    if state.host == here.host:  # as older versions judged it: by the pid alone
+        return [LiveLease(holder, now, True)] if _pid_exists(state.pid) else []
     try:
         mtime = state_path(run_dir).stat().st_mtime
     except OSError:
         mtime = now
     return [LiveLease(holder, mtime, False)] if now - mtime < EXPIRY else []
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
