@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import sys
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
 from pathlib import Path
@@ -14,8 +15,8 @@ from ._bulk import gc_paused
 from ._exceptions import InvalidURLError, ObjectNotFoundError, RefstoreError
 from ._sync import run_sync
 from .backends import ObjectMeta, ProgressHook, RecordsHook
-from .exclusion import Exclusion, exclusion_for, files_under
-from .hashing import ALGORITHM, hash_file, hash_files
+from .exclusion import Exclusion, exclusion_for
+from .hashing import ALGORITHM
 from .locations import Location, resolve
 from .manifest import Manifest, ManifestEntry, new_entry
 from .names import check_logical_path, check_name, join_logical
@@ -103,10 +104,12 @@ class Artifact:
                     _list_location, location, max_objects, executor, bar.update, on_records, exclusion
                 )
             if not objects:
-                what = "no objects under this prefix" if location.is_folder else "no such object or prefix"
-                if exclude:
-                    what = "no objects under this prefix that the exclude globs leave in"
-                raise ObjectNotFoundError(f"{location.url}: {what}")
+                what = (
+                    "no objects under this prefix"
+                    if location.is_folder or exclude
+                    else "no such object or prefix"
+                )
+                raise _nothing_found(location, what, exclude)
             # records the backend returned only at the end
             entries += self._entries_for(location, objects[len(entries) :], is_folder, name, checksum)
             return self._add(entries)
@@ -130,12 +133,18 @@ class Artifact:
     # -- copies -----------------------------------------------------------------------------------------
 
     def add_file(self, local_path: str | os.PathLike[str], name: str | None = None) -> ManifestEntry:
-        """Copy one local file into the artifact (stored in the registry's blob store at log time)."""
+        """Copy one local file into the artifact (stored in the registry's blob store at log time). Its size
+        and digest come from one read (a file that changes while it is read is read again, then refused);
+        the bytes stored at log time must still have that digest."""
         path = Path(local_path).expanduser()
         if not path.is_file():
             raise ObjectNotFoundError(f"{path}: no such file")
         logical = check_logical_path(name) if name else check_logical_path(path.name)
-        return self._add([self._copy_entry(path, logical, hash_file(path))])[0]
+        source = path.resolve()
+        meta = run_sync(resolve(source).backend.stat, os.fspath(source))
+        if meta is None or meta.digest is None:
+            raise ObjectNotFoundError(f"{path}: no such file")
+        return self._add([self._copy_entry(source, logical, meta)])[0]
 
     def add_dir(
         self,
@@ -146,24 +155,41 @@ class Artifact:
         exclude: Iterable[str] | str | None = None,
     ) -> list[ManifestEntry]:
         """Copy every file under a local folder, logical paths relative to it (under ``name``); the files
-        are hashed on ``executor`` (default: a thread per core). Files matched by an ``exclude`` glob and
-        refstore's own folders are left out, as for :meth:`add_reference`."""
+        are hashed on ``executor`` (default: a thread per core). The folder is walked exactly as
+        :meth:`add_reference` walks a local folder (:class:`refstore.backends.local.LocalBackend` says what
+        is taken and what is an error): files matched by an ``exclude`` glob and refstore's own folders are
+        left out; a folder that cannot be read, a dangling link or a loop of links raises, naming it; a
+        folder with no file to take raises :class:`ObjectNotFoundError`, as for :meth:`add_reference`.
+        Each file's size and digest come from one read."""
         root = Path(local_path).expanduser()
         if not root.is_dir():
             raise ObjectNotFoundError(f"{root}: no such directory")
-        files = files_under(root, exclusion_for(resolve(root).url, exclude, name))
-        digests = hash_files(files, executor=executor)
+        location = resolve(root)
+        exclusion = exclusion_for(location.url, exclude, name)
+        with gc_paused(), progress_bar(None, f"hashing {location.url}", unit="files") as bar:
+            objects, _ = run_sync(
+                _list_location, location, sys.maxsize, executor, bar.update, _ignore_records, exclusion
+            )
+        if not objects:
+            raise _nothing_found(location, "no files in this folder", exclude)
+        cut = len(location.url) + 1
+        backend = location.backend
         entries = [
-            self._copy_entry(f, join_logical(name, f.relative_to(root).as_posix()), digests[f]) for f in files
+            self._copy_entry(Path(backend.path(meta.url)), join_logical(name, meta.url[cut:]), meta)
+            for meta in objects
         ]
         return self._add(entries)
 
-    def _copy_entry(self, path: Path, logical: str, digest: str) -> ManifestEntry:
-        self._staged[digest] = path.resolve()
-        return ManifestEntry(path=logical, ref=None, size=path.stat().st_size, digest=digest)
+    def _copy_entry(self, source: Path, logical: str, meta: ObjectMeta) -> ManifestEntry:
+        """An entry whose bytes ``source`` holds: its size and digest as one read found them (``meta``)."""
+        assert meta.digest is not None and meta.digest.startswith(f"{ALGORITHM}:")
+        self._staged[meta.digest] = source
+        return ManifestEntry(path=logical, ref=None, size=meta.size, digest=meta.digest)
 
     def _add(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
         for entry in entries:
+            if not (entry.path.isascii() and (entry.ref is None or entry.ref.isascii())):
+                _check_utf8(entry)
             existing = self._entries.get(entry.path)
             if existing is not None and existing != entry:
                 raise InvalidURLError(f"{self.name}: logical path {entry.path!r} is already in the artifact")
@@ -239,6 +265,30 @@ async def _list_location(
         exclude=exclude,
     )
     return found, True
+
+
+def _ignore_records(records: list[ObjectMeta]) -> None:
+    """``add_dir`` makes its entries once the listing is complete."""
+
+
+def _nothing_found(location: Location, what: str, exclude: Iterable[str] | str | None) -> ObjectNotFoundError:
+    """One rule for ``add_reference`` and ``add_dir``: a folder or prefix with nothing to take is an error
+    (an unmounted mount point, a mistyped path or prefix), never an empty snapshot."""
+    if exclude:
+        what += " that the exclude globs leave in"
+    return ObjectNotFoundError(f"{location.url}: {what}")
+
+
+def _check_utf8(entry: ManifestEntry) -> None:
+    """Refuse a logical path or ref that cannot be written as UTF-8 (a file name that is not UTF-8)."""
+    for text in (entry.path, entry.ref or ""):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+            raise InvalidURLError(
+                f"{shown}: the name is not valid UTF-8 and cannot be a logical path; rename the file"
+            ) from None
 
 
 def _unchecked(url: str) -> str:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ._exceptions import InvalidURLError
@@ -151,24 +150,6 @@ def _own_folders() -> list[str]:
         found.append(root)
     local = [p for p in found if "://" not in p]
     return found + [os.path.realpath(os.path.expanduser(p)) for p in local]
-
-
-def files_under(root: Path, exclusion: Exclusion) -> list[Path]:
-    """The files under the local folder ``root`` that ``exclusion`` keeps, sorted; links to files are
-    followed, links to folders are not descended into."""
-    found: list[Path] = []
-    for folder, dirs, names in os.walk(root):
-        relative = os.path.relpath(folder, root).replace(os.sep, "/")
-        base = "" if relative == "." else relative + "/"
-        if base and exclusion.markers.intersection([*dirs, *names]):
-            dirs[:] = []
-            continue
-        dirs[:] = sorted(d for d in dirs if not exclusion.excludes(base + d, True))
-        for name in names:
-            path = Path(folder, name)
-            if path.is_file() and not (exclusion.checks_files and exclusion.excludes(base + name, False)):
-                found.append(path)
-    return sorted(found)
 
 
 def _segment(glob: str) -> str:

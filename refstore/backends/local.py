@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import io
 import os
@@ -21,7 +22,14 @@ import xxhash
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from .._exceptions import TooManyObjectsError
+from .._exceptions import (
+    InvalidURLError,
+    ObjectNotFoundError,
+    RefstoreError,
+    StorageAccessError,
+    StorageUnavailableError,
+    TooManyObjectsError,
+)
 from ..hashing import (
     ALGORITHM,
     copy_checked,
@@ -52,8 +60,19 @@ class LocalBackend(Backend):
     leave ``last_modified`` unset: nothing reads it, and formatting mtimes was a tenth of the time of a
     100,000-file reference.
 
-    Symbolic links inside a referenced folder are followed when they point to files (the snapshot records
-    the bytes they name); links to folders are not descended into, so a reference never loops.
+    What a folder snapshot (``add_reference`` of a folder, and ``add_dir``, which walks the same way) takes
+    and refuses, one rule for both:
+
+    - regular files are taken; symbolic links that lead to regular files are followed (the snapshot records
+      the bytes they name, under the link's path);
+    - links to folders are not descended into, so a walk never enters a loop; FIFOs, sockets and devices
+      are left out (they hold no bytes to pin);
+    - anything else that cannot be read is an error naming it, never a silent gap in the snapshot: a folder
+      that cannot be listed (``StorageAccessError`` when permission is denied), a link to a missing file or
+      a loop of links (``ObjectNotFoundError``), a file that cannot be opened, a name that is not UTF-8
+      (``InvalidURLError``: logical paths, manifests and object stores are UTF-8, and a name that cannot be
+      written back the same on another machine is refused rather than changed). An ``exclude`` glob that
+      matches it leaves it out instead, unread.
     """
 
     protocols: ClassVar[tuple[str, ...]] = ("file",)
@@ -78,9 +97,15 @@ class LocalBackend(Backend):
             info = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as exc:  # a loop of links, a folder above that cannot be searched
+            raise read_error(path, exc) from exc
         if not stat_module.S_ISREG(info.st_mode):
             return None
-        facts = stat_and_hash(path)
+        check_utf8(path)
+        try:
+            facts = stat_and_hash(path)
+        except OSError as exc:
+            raise read_error(path, exc) from exc
         return ObjectMeta(url=self.url(path), size=facts.size, digest=facts.digest)
 
     async def list_prefix(self, path: str, *, max_objects: int) -> list[ObjectMeta]:
@@ -117,12 +142,18 @@ class LocalBackend(Backend):
     ) -> list[ObjectMeta]:
         found: list[ObjectMeta] = []
         walk = _walk_files(path, max_objects, self.url(path), exclude)
-        for names, done in hash_stream(walk, executor=executor, progress=progress, stop=stop):
-            facts = zip(names, done.sizes, done.digests, strict=True)  # records made while hashing goes on
-            batch = [new_meta(f"file://{f}", size, digest) for f, size, digest in facts]
-            found += batch
-            if on_records is not None:
-                on_records(batch)
+        try:
+            for names, done in hash_stream(walk, executor=executor, progress=progress, stop=stop):
+                # records made while hashing goes on
+                facts = zip(names, done.sizes, done.digests, strict=True)
+                batch = [new_meta(f"file://{f}", size, digest) for f, size, digest in facts]
+                found += batch
+                if on_records is not None:
+                    on_records(batch)
+        except OSError as exc:  # a file the walk found cannot be read: a dangling link, a loop, EACCES
+            if isinstance(exc, RefstoreError):
+                raise
+            raise read_error(exc.filename or path, exc) from exc
         return found
 
     async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
@@ -130,9 +161,16 @@ class LocalBackend(Backend):
 
     def _fetch_sync(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None) -> str:
         source = self.path(pin.url)
+        try:
+            fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not hang here
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise changed(pin, "the file no longer exists (local files keep no versions)") from exc
+        if not stat_module.S_ISREG(os.fstat(fd).st_mode):  # /dev/zero, a FIFO: no end, no pinnable bytes
+            os.close(fd)
+            raise changed(pin, "not a regular file")
         out = BodyFile(dest)
         try:
-            with open(source, "rb", buffering=0) as src, out:
+            with open(fd, "rb", buffering=0) as src, out:
                 buffer = bytearray(min(CHUNK_SIZE, os.fstat(src.fileno()).st_size + 1))  # not 4 MiB per file
                 view = memoryview(buffer)
                 while n := src.readinto(buffer):
@@ -205,6 +243,7 @@ def _walk_files(
     count = 0
     top = _prefix(root)
     cut = len(top)
+    check_utf8(root)
     markers = exclude.markers if exclude is not None else frozenset()
     check_files = exclude is not None and exclude.checks_files
     stack = [(top, iter(_sorted_names(root)))]
@@ -215,10 +254,14 @@ def _walk_files(
             if name[-1] == "/":
                 if exclude is not None and exclude.excludes((prefix + name[:-1])[cut:], True):
                     continue
+                if not name.isascii():
+                    check_utf8(prefix + name[:-1])
                 stack.append((prefix + name, iter(_sorted_names(prefix + name[:-1], markers))))
                 break
             if check_files and exclude.excludes((prefix + name)[cut:], False):  # type: ignore[union-attr]
                 continue
+            if not name.isascii():
+                check_utf8(prefix + name)
             files.append((prefix + name, 0))
         else:
             stack.pop()
@@ -237,22 +280,72 @@ def _prefix(folder: str) -> str:
 
 def _sorted_names(folder: str, markers: frozenset[str] = frozenset()) -> list[str]:
     """The names of the files in ``folder`` and, ending in ``/``, of its folders, sorted; none when it holds
-    an entry named in ``markers`` (a folder that is refstore's own)."""
+    an entry named in ``markers`` (a folder that is refstore's own). Links to regular files count as files,
+    and so do links that lead nowhere (dangling, or a loop): reading them fails, naming them, unless an
+    exclude glob leaves them out first. A folder that cannot be listed is an error naming it."""
     try:
         entries = os.scandir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return []  # no such folder (or it vanished meanwhile), as os.walk does
+    except OSError as exc:
+        raise read_error(folder, exc) from exc
     names: list[str] = []
-    with entries:
-        for entry in entries:
-            if entry.name in markers:
-                return []
-            if entry.is_dir(follow_symlinks=False):
-                names.append(entry.name + "/")
-            elif entry.is_file():
-                names.append(entry.name)
+    try:
+        with entries:
+            for entry in entries:
+                if entry.name in markers:
+                    return []
+                if entry.is_dir(follow_symlinks=False):
+                    names.append(entry.name + "/")
+                elif entry.is_file(follow_symlinks=False) or _links_to_file(entry):
+                    names.append(entry.name)
+    except OSError as exc:
+        raise read_error(folder, exc) from exc
     names.sort()
     return names
+
+
+def _links_to_file(entry: os.DirEntry[str]) -> bool:
+    """Whether ``entry`` is a symbolic link that leads to a regular file or to nothing (dangling, a loop):
+    not to a folder, a device or a FIFO."""
+    if not entry.is_symlink():
+        return False
+    try:
+        return stat_module.S_ISREG(os.stat(entry.path).st_mode)
+    except OSError:
+        return True
+
+
+def shown(path: str) -> str:
+    """``path`` for a message: bytes that are not UTF-8 (kept by Python as surrogates) as ``\\xff``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace") if not path.isascii() else path
+
+
+def check_utf8(path: str) -> None:
+    """Refuse a local path that is not valid UTF-8 (see :class:`LocalBackend`), naming it escaped."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidURLError(
+            f"{shown(path)}: the name is not valid UTF-8 and cannot be a logical path; rename it, "
+            "or leave it out with an exclude glob"
+        ) from None
+
+
+def read_error(path: str, exc: OSError) -> RefstoreError:
+    """The one-line error for a local file or folder that a snapshot cannot read."""
+    name = os.fsdecode(path)
+    where = shown(name)
+    hint = "or leave it out with an exclude glob"
+    if isinstance(exc, PermissionError):
+        return StorageAccessError(f"{where}: permission denied ({exc.strerror}); make it readable, {hint}")
+    if exc.errno == errno.ELOOP:
+        return ObjectNotFoundError(f"{where}: a loop of symbolic links; remove the link, {hint}")
+    if isinstance(exc, FileNotFoundError) and os.path.islink(name):
+        return ObjectNotFoundError(f"{where}: a symbolic link to a missing file; remove the link, {hint}")
+    if isinstance(exc, FileNotFoundError):
+        return ObjectNotFoundError(f"{where}: it vanished while it was read; snapshot it again")
+    return StorageUnavailableError(f"{where}: cannot be read ({exc.strerror or exc}); {hint}")
 
 
 def _temp_name(path: str) -> str:
