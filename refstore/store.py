@@ -110,11 +110,16 @@ class Store:
         return CreateOnly(self)
 
     async def read_async(self, relative: str) -> bytes:
-        """Like :meth:`read`. The filesystem's listing cache is dropped first: it is shared by every
-        registry on the same storage in this process, and s3fs sizes a ``cat_file`` from it, so a key
-        written by another process after a listing would read as missing."""
-        self.backend.fs.invalidate_cache(self.full(relative))
-        data: bytes = await call_fs(self.backend.fs, "cat_file", self.full(relative))
+        """Like :meth:`read`. A key that reads as missing is read again after dropping the filesystem's
+        listing cache: that cache is shared by every registry on the same storage in this process, and
+        s3fs sizes a ``cat_file`` from it, so a key written by another process after a listing would read
+        as missing. (A stale size is harmless: registry files are small, or never replaced.)"""
+        path = self.full(relative)
+        try:
+            data: bytes = await call_fs(self.backend.fs, "cat_file", path)
+        except FileNotFoundError:
+            self.backend.fs.invalidate_cache(path)
+            data = await call_fs(self.backend.fs, "cat_file", path)
         return data
 
     async def replace_async(self, relative: str, data: bytes) -> None:
