@@ -173,8 +173,9 @@ def test_s3_empty_message_is_replaced_by_status_code_and_url(fake_s3: AnsweringS
         Store("s3://reg/r", None).read("b")
 
 
-def test_s3_refused_port_is_storage_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "no-such-host.invalid:9000"])  # refused port, DNS
+def test_s3_refused_port_is_storage_unavailable(monkeypatch: pytest.MonkeyPatch, host: str) -> None:
+    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", "http://" + host.format(port=free_port()))
     clear_backends()
     with pytest.raises(refstore.StorageUnavailableError, match=r"^s3://b/data: S3 did not answer"):
         refstore.Artifact("d").add_reference("s3://b/data")
@@ -222,8 +223,9 @@ def test_http_refused_is_storage_access_error(answering: AnsweringServer, status
     assert "headers" in str(caught.value)
 
 
-def test_http_refused_port_is_storage_unavailable() -> None:
-    url = f"http://127.0.0.1:{free_port()}/a.bin"
+@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "no-such-host.invalid"])  # refused port, DNS failure
+def test_http_refused_port_is_storage_unavailable(host: str) -> None:
+    url = f"http://{host.format(port=free_port())}/a.bin"
     with pytest.raises(refstore.StorageUnavailableError, match=f"^{url}: storage did not answer"):
         refstore.Artifact("d").add_reference(url)
 
