@@ -15,6 +15,8 @@ them directly still snapshots it):
   ``refstore-runs`` (the run area);
 - a folder that holds a ``.refstore-registry`` file (a registry: ``refstore init`` and every ``log`` write
   it) or a ``.refstore-run`` folder (a run directory);
+- a folder named ``refstore`` that holds a run directory (``run-YYYYmmdd_HHMMSS-<id>`` with its
+  ``.refstore-run``): the run area of older versions, settings file included;
 - ``$REFSTORE_ROOT``, the root of every ``Registry`` this process opened, the download cache
   (``$REFSTORE_CACHE_DIR``, else ``~/.cache/refstore``) and the run area of this process
   (``$REFSTORE_DIR/refstore-runs``, else ``./refstore-runs``).
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
 _RUN_STATE = ".refstore-run"
 #: The run area's folder name (refstore.runs.local.AREA_NAME).
 _RUN_AREA = "refstore-runs"
+#: The run area's name in older versions (refstore.runs.local.LEGACY_AREA_NAME), left out only when it holds
+#: a run directory: a ``refstore`` folder of source code is snapshotted.
+_OLD_RUN_AREA = "refstore"
 #: Folders left out by name, wherever they are below the snapshotted folder.
 OWN_NAMES = frozenset({DEFAULT_NAME, _RUN_STATE, _RUN_AREA})
 #: Entries that mark the folder holding them as refstore's own.
@@ -67,8 +72,14 @@ class Exclusion:
     """The rules for one snapshotted folder: paths are relative to it (POSIX), ``prefix`` is ``name=``."""
 
     def __init__(
-        self, globs: Iterable[str] = (), *, prefix: str | None = None, own_paths: Iterable[str] = ()
+        self,
+        globs: Iterable[str] = (),
+        *,
+        prefix: str | None = None,
+        own_paths: Iterable[str] = (),
+        local_root: str | None = None,
     ) -> None:
+        self._local_root = local_root  # the snapshotted folder on local disk, to look into old run areas
         self._globs = [_Glob(g) for g in globs]
         self._prefix = f"{prefix.strip('/')}/" if prefix else ""
         self._own_paths = frozenset(own_paths)
@@ -82,6 +93,11 @@ class Exclusion:
         name = relative.rpartition("/")[2]
         if is_folder and (name in OWN_NAMES or relative in self._own_paths):
             return True
+        if is_folder and name == _OLD_RUN_AREA and self._local_root is not None:
+            from .runs.local import is_legacy_area
+
+            if is_legacy_area(os.path.join(self._local_root, relative)):
+                return True
         logical = self._prefix + relative
         return any(g.matches(logical, name, is_folder) for g in self._globs)
 
@@ -94,6 +110,13 @@ class Exclusion:
         for relative in relatives:
             parts = relative.split("/")
             marked.update("/".join(parts[:i]) for i in range(1, len(parts)) if parts[i] in self.markers)
+            marked.update(
+                "/".join(parts[: i - 1])  # an old run area: refstore/run-<stamp>-<id>/.refstore-run/...
+                for i in range(2, len(parts))
+                if parts[i] == _RUN_STATE
+                and parts[i - 2] == _OLD_RUN_AREA
+                and parts[i - 1].startswith("run-")
+            )
         left_out: dict[str, bool] = {}  # folder -> whether it is left out, decided once
 
         def folder_left_out(folder: str) -> bool:
@@ -137,7 +160,9 @@ def exclusion_for(url: str, globs: Iterable[str] | str | None, prefix: str | Non
         if own_url.startswith(url.rstrip("/") + "/"):
             inside.add(own_url[len(url.rstrip("/")) + 1 :])
     listed = [globs] if isinstance(globs, str) else list(globs or ())
-    return Exclusion(listed, prefix=prefix, own_paths=inside)
+    location = resolve(url)
+    local_root = location.path if url.startswith("file://") else None
+    return Exclusion(listed, prefix=prefix, own_paths=inside, local_root=local_root)
 
 
 def _own_folders() -> list[str]:

@@ -104,3 +104,30 @@ def test_the_settings_file_lives_in_the_run_area_the_old_one_still_counts(
 def test_the_run_area_name_is_no_python_identifier() -> None:
     """Whatever the install (editable or not), ``import refstore`` can never find the run area."""
     assert not AREA_NAME.isidentifier()
+
+
+def test_snapshots_and_downloads_leave_the_old_run_area_alone(registry_root: str, tmp_path: Path) -> None:
+    """A folder snapshot leaves out an old ``./refstore/`` run area (its run directories and its settings
+    file), and a download with clean=True neither lists nor removes it; a ``refstore`` folder of source
+    code is snapshotted as any other folder."""
+    project = tmp_path / "project"
+    with refstore.init("proj", dir=project) as run:
+        pass
+    legacy = _move_to_legacy_area(run.dir)
+    (legacy.parent / "settings").write_text("ignore_globs = *.tmp\n")
+    (project / "data.txt").write_text("data")
+    (project / "src" / "refstore").mkdir(parents=True)
+    (project / "src" / "refstore" / "__init__.py").write_text("# a package named refstore\n")
+
+    artifact = refstore.Artifact("snap", type="dataset")
+    artifact.add_dir(project)
+    version = refstore.Registry(registry_root).log(artifact)
+    assert sorted(version.manifest) == ["data.txt", "src/refstore/__init__.py"]
+    reference = refstore.Artifact("ref", type="dataset")
+    reference.add_reference(project.as_uri())
+    assert sorted(refstore.Registry(registry_root).log(reference).manifest) == sorted(version.manifest)
+
+    shutil.rmtree(project / "src")
+    downloaded = version.download(project, clean=True)
+    assert downloaded.extra == () and downloaded.removed == ()
+    assert (legacy.parent / "settings").is_file() and (legacy / ".refstore-run").is_dir()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -44,6 +45,26 @@ def run_area(dir: str | os.PathLike[str] | None = None) -> Path:
 def legacy_area(area: Path) -> Path:
     """The run area older versions used beside ``area`` (``<dir>/refstore``)."""
     return area.parent / LEGACY_AREA_NAME
+
+
+#: A run directory's name: ``run-YYYYmmdd_HHMMSS-<id>``.
+RUN_DIR_NAME = re.compile(r"run-\d{8}_\d{6}-[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def is_legacy_area(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` is a run area of an older version: named ``refstore`` and holding a run directory
+    (``run-YYYYmmdd_HHMMSS-<id>`` with its ``.refstore-run`` state). A ``refstore`` folder of source code
+    holds none, so it is never taken for one."""
+    if os.path.basename(os.path.normpath(folder)) != LEGACY_AREA_NAME:
+        return False
+    try:
+        with os.scandir(folder) as entries:
+            names = [
+                e.name for e in entries if RUN_DIR_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+            ]
+    except OSError:
+        return False
+    return any(os.path.isdir(os.path.join(folder, name, INTERNAL_DIR)) for name in names)
 
 
 def new_run_dir(area: Path, run_id: str) -> Path:
