@@ -19,6 +19,7 @@ import textwrap
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -122,6 +123,22 @@ def test_the_next_gc_puts_back_what_a_killed_gc_left_without_waiting_for_its_loc
     assert _all_in_place(registry, manifest) and _trash_files(registry) == []
     for version in refstore.Registry(tmp_path / "registry").versions("model"):
         version.download(tmp_path / "out" / version.qualified_name, skip_cache=True)
+
+
+def test_a_killed_gc_on_an_s3_registry_is_recovered_by_a_reader(
+    s3_fs: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    registry = refstore.Registry(f"s3://{s3_bucket}/registry")
+    manifest = _killed_gc_with_a_version_in_its_trash(registry, tmp_path)
+    v1 = refstore.Registry(f"s3://{s3_bucket}/registry").get("model:v1")
+    assert dict(v1.manifest) == dict(manifest) and _all_in_place(registry, manifest)
+    out = v1.download(tmp_path / "out", skip_cache=True)
+    assert {p: (out / p).read_bytes() for p in NEEDED} == NEEDED
+    report = collect_garbage(registry, yes=True)  # the dead gc's lock is taken over at once
+    assert blob_path(hash_bytes(b"garbage")) in report.leftovers
+    s3_fs.invalidate_cache()
+    assert collect_garbage(registry).leftovers == [] and not registry.store.exists("gc.lock")
+    assert not s3_fs.exists(f"{s3_bucket}/registry/{blob_path(hash_bytes(b'garbage'))}")
 
 
 HOLDER = textwrap.dedent(
