@@ -122,3 +122,11 @@ def test_run_names_and_errors_are_escaped(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "nightly\\x1b[2K\\r" in result.output and "boom\\x1b[2K\\rall good" in result.output
     assert json.loads(_run(tmp_path / "registry", "--json", "runs", "show", "p/r1").output)
+
+
+def test_a_folder_that_is_no_artifact_name_is_not_listed(root: Path) -> None:
+    (root / "artifacts" / f"evil{HIDE}" / "versions").mkdir(parents=True)
+    (root / "artifacts" / f"evil{HIDE}" / "versions" / "0.json").write_text("{}")
+    assert Registry(root).artifacts() == ["data"]
+    listing = _run(root, "ls")
+    assert listing.exit_code == 0 and "evil" not in listing.output, listing.output
