@@ -314,6 +314,7 @@ def _intent_references(
             body = parse(store.read(relative), store.url_of(relative), "log intent")
             created, paths = datetime.fromisoformat(body["created_at"]), body["paths"]
             paths = sorted(p for p in paths if isinstance(p, str))
+            is_expired = created < oldest  # TypeError for a time without a zone
         except FileNotFoundError:
             continue  # its log finished since the listing: its version is read after this
         except IntegrityError as exc:
@@ -322,7 +323,7 @@ def _intent_references(
             raise IntegrityError(
                 f"{store.url_of(relative)}: unreadable log intent ({exc}); gc stops"
             ) from None
-        if created < oldest:
+        if is_expired:
             expired.append(relative)
         else:
             live.append((relative, created, paths))
@@ -436,20 +437,25 @@ def _gc_lock(store: Store) -> Iterator[None]:
 
 
 def _break_abandoned_lock(store: Store) -> None:
+    """Delete ``gc.lock`` if its holder is certainly dead or it expired; else :class:`ConflictError`."""
     try:
-        holder = parse(store.read_created(LOCK), store.url_of(LOCK), "gc lock")
-        since = datetime.fromisoformat(holder["created_at"])
+        data = store.read_created(LOCK)
     except FileNotFoundError:
         return
+    try:
+        holder = parse(data, store.url_of(LOCK), "gc lock")
+        age = _now() - datetime.fromisoformat(holder["created_at"])  # TypeError for a time without a zone
     except (ValueError, KeyError, TypeError):  # IntegrityError included
-        since = datetime.min.replace(tzinfo=timezone.utc)  # unreadable: as good as abandoned
-        holder = {}
-    if _now() - since < LOCK_EXPIRY and not liveness.is_dead(holder):
+        holder, age = {}, LOCK_EXPIRY  # unreadable: as good as abandoned
+    if age < LOCK_EXPIRY and not liveness.is_dead(holder):
         raise ConflictError(
-            f"{store.url_of(LOCK)}: another gc is running (since {since.isoformat()}, "
+            f"{store.url_of(LOCK)}: another gc is running (since {holder.get('created_at')}, "
             f"host {holder.get('host')}, pid {holder.get('pid')}); delete the lock if it crashed"
         )
-    store.delete(LOCK)
+    with contextlib.suppress(FileNotFoundError):
+        if store.read_created(LOCK) != data:  # another gc broke it and holds its own: not ours to delete
+            raise ConflictError(f"{store.url_of(LOCK)}: another gc took the lock first")
+        store.delete(LOCK)
 
 
 def _now() -> datetime:

@@ -144,8 +144,23 @@ def test_a_damaged_log_intent_stops_gc_naming_it(
     _one_line_naming(_cli(registry, "gc"), "intents/hostile.json")
 
 
-def test_a_damaged_gc_lock_is_taken_as_abandoned(registry: refstore.Registry, tmp_path: Path) -> None:
-    (tmp_path / "registry" / "gc.lock").write_bytes(DEEP)
+def test_an_intent_with_a_time_without_a_zone_stops_gc_naming_it(
+    registry: refstore.Registry, tmp_path: Path
+) -> None:
+    intents = tmp_path / "registry" / "intents"
+    intents.mkdir(exist_ok=True)
+    body = {"format": "refstore.intent/1", "created_at": "2026-01-01T00:00:00", "paths": []}
+    (intents / "naive.json").write_bytes(canonical_json(body))
+    _one_line_naming(_cli(registry, "gc"), "intents/naive.json")
+
+
+@pytest.mark.parametrize(
+    "lock", [DEEP, LONG_INT, canonical_json({"created_at": "2026-01-01T00:00:00", "host": "h", "pid": 1})]
+)
+def test_a_damaged_gc_lock_is_taken_as_abandoned(
+    registry: refstore.Registry, tmp_path: Path, lock: bytes
+) -> None:
+    (tmp_path / "registry" / "gc.lock").write_bytes(lock)
     result = _cli(registry, "--yes", "gc")
     assert result.exit_code == 0, result.output
     assert not (tmp_path / "registry" / "gc.lock").exists()
