@@ -189,3 +189,17 @@ def test_metadata_a_reader_would_refuse_is_refused_before_anything_is_written(tm
     fits.add_file(tmp_path / "f.txt")
     logged = refstore.Registry(tmp_path / "registry").log(fits)
     assert refstore.Registry(tmp_path / "registry").get("data").metadata == logged.metadata
+
+
+@pytest.mark.parametrize("field", [{"config": []}, {"state": 3}, {"name": 5}, {"created_at": None}])
+def test_a_resealed_run_record_with_hostile_fields_is_a_manifest_error(
+    registry: refstore.Registry, tmp_path: Path, field: dict[str, Any]
+) -> None:
+    body = {"format": "refstore.run/1", "project": "p", "id": "r1", "name": "n", "created_at": "2026"}
+    body |= {"state": "finished", "finished_at": None, "config": {}, "code": None, **field}
+    record = tmp_path / "registry" / "runs" / "p" / "r1" / "run.json"
+    record.parent.mkdir(parents=True)
+    record.write_bytes(_sealed(body))
+    result = _cli(registry, "runs", "show", "p/r1", "--dir", str(tmp_path))
+    _one_line_naming(result, "run.json")
+    assert "malformed run record" in result.output

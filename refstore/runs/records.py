@@ -47,9 +47,18 @@ class RunRecord:
         body.pop("format")
         code = body.pop("code", None)
         try:
-            return cls(**body, code=CodeState.from_json(code) if code else None)
+            record = cls(**body, code=CodeState.from_json(code) if code else None)
         except TypeError as exc:
             raise ManifestError(f"{source}: malformed run record ({exc})") from None
+        texts = (record.project, record.id, record.name, record.created_at, record.state)
+        optional = (record.finished_at, record.error)
+        if not (
+            all(isinstance(t, str) for t in texts)
+            and all(t is None or isinstance(t, str) for t in optional)
+            and isinstance(record.config, dict)
+        ):
+            raise ManifestError(f"{source}: malformed run record")
+        return record
 
 
 @dataclass(frozen=True, slots=True)
