@@ -45,7 +45,8 @@ class ObjectNotFoundError(RefstoreError, FileNotFoundError):
 
 
 class LocalChangesError(RefstoreError, FileExistsError):
-    """A download would replace local files whose bytes differ from the manifest (``overwrite=True`` replaces)."""
+    """A download would replace local files whose bytes differ from the manifest (``overwrite=True``
+    replaces them)."""
 
 
 class ObjectChangedError(RefstoreError):
@@ -81,7 +82,8 @@ class ConflictError(RefstoreError):
 
 
 class StorageAccessError(RefstoreError, PermissionError):
-    """Credentials are missing or were refused; the message names the URL and what to set."""
+    """Credentials are missing or were refused (on any backend); the message names the URL, the answer and
+    what to set (environment variables or ``storage_options``), never a credential."""
 
 
 class StorageUnavailableError(RefstoreError, ConnectionError):
