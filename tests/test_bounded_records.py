@@ -203,3 +203,20 @@ def test_a_resealed_run_record_with_hostile_fields_is_a_manifest_error(
     result = _cli(registry, "runs", "show", "p/r1", "--dir", str(tmp_path))
     _one_line_naming(result, "run.json")
     assert "malformed run record" in result.output
+
+
+@pytest.mark.parametrize("field", [{"digest": 5}, {"size": "big"}, {"synced_at": None}, {"state": -1}])
+def test_a_resealed_file_state_with_hostile_fields_is_a_manifest_error(
+    registry: refstore.Registry, tmp_path: Path, field: dict[str, Any]
+) -> None:
+    from refstore.runs.records import RunRecord
+
+    run = tmp_path / "registry" / "runs" / "p" / "r1"
+    (run / "files" / "f.txt").mkdir(parents=True)
+    (run / "run.json").write_bytes(RunRecord("p", "r1", "n", "2026", "finished").to_bytes())
+    body = {"format": "refstore.runfile/1", "path": "f.txt", "state": 0, "digest": "xxh3_128:" + "0" * 32}
+    body |= {"size": 1, "policy": "now", "synced_at": "2026", **field}
+    (run / "files" / "f.txt" / "0.json").write_bytes(_sealed(body))
+    result = _cli(registry, "restore", "p/r1", "f.txt", "--dest", str(tmp_path / "out"))
+    _one_line_naming(result, "0.json")
+    assert "malformed file state" in result.output

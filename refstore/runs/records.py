@@ -82,6 +82,8 @@ class FileState:
     def from_bytes(cls, data: bytes, source: str) -> FileState:
         record = unseal_as(cls, data, source, FILE_STATE_FORMAT, "file state")
         check_logical_path(record.path)
-        if not isinstance(record.state, int) or ":" not in record.digest:
+        numbers_ok = all(type(n) is int and n >= 0 for n in (record.state, record.size))
+        texts_ok = all(isinstance(t, str) for t in (record.digest, record.policy, record.synced_at))
+        if not (numbers_ok and texts_ok and ":" in record.digest):
             raise ManifestError(f"{source}: malformed file state")
         return record
