@@ -7,7 +7,8 @@ directory in it is ``run-YYYYmmdd_HHMMSS-<id>``. Run directories that older vers
 
 ``state.json`` remembers the run (project, id, registry URL, process), the
 patterns saved for the directory, the policy of each tracked file and what was synced of each file;
-``run.json`` is a copy of the run record.
+``run.json`` is a copy of the run record; ``leases/`` holds one lease per process that has the run open
+(:mod:`refstore.runs.lease`: what says whether the run is still in use, not ``state.json``'s pid).
 """
 
 from __future__ import annotations

@@ -275,10 +275,14 @@ def _start(
     """Take a lease on the run directory, set it up, start its watcher and save ``diff.patch`` (when
     given) with policy now."""
     lease = Lease(run_dir).acquire()
-    state = _local_state(run_dir, record, reg)
-    syncer = Syncer(run_dir, state, RunFiles(reg.store, record.path), ignore, interval)
-    state.save(run_dir)
-    keep_record(run_dir, record)
+    try:
+        state = _local_state(run_dir, record, reg)
+        syncer = Syncer(run_dir, state, RunFiles(reg.store, record.path), ignore, interval)
+        state.save(run_dir)
+        keep_record(run_dir, record)
+    except BaseException:
+        lease.release()  # no run came of it
+        raise
     syncer.start()
     if patch is not None:
         (run_dir / code_state.PATCH_NAME).write_bytes(patch)
