@@ -149,6 +149,23 @@ def test_s3_refused_credentials_name_the_url_never_the_secret(
     assert SECRET not in text and "None" not in text
 
 
+def test_s3_refused_reads_of_a_logged_version_are_access_errors_not_changed_objects(
+    s3_fs: Any, s3_bucket: str, answering: AnsweringServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_fs.pipe(f"{s3_bucket}/data/a.txt", b"pinned bytes")
+    art = refstore.Artifact("d")
+    art.add_reference(f"s3://{s3_bucket}/data")
+    version = refstore.Registry(tmp_path / "reg").log(art)
+    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", answering.url)  # the same bucket now refuses these keys
+    clear_backends()
+    answering.answer(403, s3_error("InvalidAccessKeyId", ""))
+    url = f"s3://{s3_bucket}/data/a.txt"
+    with pytest.raises(refstore.StorageAccessError, match=f"^{url}: S3 refused the request"):
+        version.open("a.txt")
+    with pytest.raises(refstore.StorageAccessError, match="S3 refused the request"):
+        version.download(tmp_path / "dl")
+
+
 def test_s3_missing_bucket_is_object_not_found_naming_it(fake_s3: AnsweringServer) -> None:
     fake_s3.answer(404, s3_error("NoSuchBucket", ""))  # Ceph RGW: an empty message
     with pytest.raises(refstore.ObjectNotFoundError, match=r"^s3://nobucket: no such bucket \(HTTP 404"):

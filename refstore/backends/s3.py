@@ -318,6 +318,9 @@ class S3Backend(Backend):
                 cache_type="readahead",
             )
         except (FileNotFoundError, OSError) as exc:
+            told = self.storage_error(exc, pin.url)
+            if isinstance(told, (StorageAccessError, StorageUnavailableError)):
+                raise told from exc  # refused credentials or no answer, not a changed object
             raise changed(pin, _why_gone(pin)) from exc
         handle.pin = pin
         etag = handle.details.get("ETag")
