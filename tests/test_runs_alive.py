@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from click.testing import CliRunner, Result
 from runs_support import registry_root, run_area, wait_until
 
 import refstore
-from refstore import Registry
+from refstore import Registry, RunError
 from refstore.cli import main
 from refstore.runs import lease
 from refstore.runs.clean import delete, survey
@@ -204,3 +205,23 @@ def test_an_older_run_directory_on_another_host_is_kept_until_its_state_is_old(
     past = time.time() - TWO_DAYS
     os.utime(run.dir / INTERNAL_DIR / "state.json", (past, past))
     assert "deleted" in _cli("sync", "--clean", "--yes").output and not run.dir.exists()
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr")
+def test_a_run_directory_that_cannot_be_deleted_is_one_error_naming_it(
+    tmp_path: Path, run_area: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REFSTORE_ROOT", str(tmp_path / "registry"))
+    with refstore.init("proj") as run:
+        pass
+    stuck = run.dir / "stuck.txt"
+    stuck.write_text("immutable")
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
+        pytest.skip("this file system has no immutable files")
+    try:
+        [status] = survey(run_area)
+        with pytest.raises(RunError, match=r"\.refstore-deleting-run-.*could not delete all of it"):
+            delete(status)
+    finally:
+        for path in run_area.glob(".refstore-deleting-*/stuck.txt"):
+            subprocess.run(["chattr", "-i", str(path)], check=True)

@@ -147,7 +147,12 @@ def delete(status: RunDirStatus) -> bool:
                 f"{status.dir}: opened again while it was being cleaned; it is kept as {aside} ({exc})"
             ) from None
         return False
-    shutil.rmtree(aside)
+    try:
+        shutil.rmtree(aside)
+    except OSError as exc:
+        raise RunError(
+            f"{aside}: could not delete all of it ({exc}); its files are synced, delete it"
+        ) from None
     if status.dir.parent.name == LEGACY_AREA_NAME:
         with contextlib.suppress(OSError):  # not empty: other run directories, a settings file
             status.dir.parent.rmdir()
