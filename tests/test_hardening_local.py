@@ -36,7 +36,7 @@ def test_in_place_edit_after_open_fails_the_read(tmp_path: Path) -> None:
         with open(path, "r+b") as writer:  # same size, other bytes, same inode
             writer.seek(BIG // 2)
             writer.write(b"X" * 4096)
-        with pytest.raises(refstore.ObjectChangedError, match="data.bin"):
+        with pytest.raises(refstore.ObjectChangedError, match=r"data\.bin"):
             handle.read()
 
 
@@ -60,9 +60,9 @@ def test_replace_after_open_never_gives_the_new_bytes(tmp_path: Path) -> None:
         other = path.with_name("other")
         other.write_bytes(os.urandom(BIG))
         os.replace(other, path)
-        with pytest.raises(refstore.ObjectChangedError, match="data.bin"):
+        with pytest.raises(refstore.ObjectChangedError, match=r"data\.bin"):
             handle.read()
-    with pytest.raises(refstore.ObjectChangedError, match="data.bin"):
+    with pytest.raises(refstore.ObjectChangedError, match=r"data\.bin"):
         v.open("data.bin")
 
 
