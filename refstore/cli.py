@@ -243,6 +243,11 @@ def show_command(ctx: click.Context, ref: str, show_all: bool) -> None:
 @click.option("--skip-cache", is_flag=True, help="Fetch from the source even when cached.")
 @click.option("--force", is_flag=True, help="Replace local files whose bytes differ from the version.")
 @click.option("--clean", is_flag=True, help="Remove files the version does not hold (under --prefix).")
+@click.option(
+    "--allow-local-refs",
+    is_flag=True,
+    help="Read local files that a registry off this disk names without a content hash (trust it first).",
+)
 @global_options()
 @click.pass_context
 def get_command(
@@ -253,6 +258,7 @@ def get_command(
     skip_cache: bool,
     force: bool,
     clean: bool,
+    allow_local_refs: bool,
 ) -> None:
     """Download the pinned bytes of REF to DEST (default ./artifacts/NAME:vN).
 
@@ -263,7 +269,14 @@ def get_command(
 
     as_json = settings(ctx)["json"]
     version = _registry(ctx).get(ref)
-    path = version.download(dest, path_prefix=prefix, skip_cache=skip_cache, overwrite=force, clean=clean)
+    path = version.download(
+        dest,
+        path_prefix=prefix,
+        skip_cache=skip_cache,
+        overwrite=force,
+        clean=clean,
+        allow_local_refs=allow_local_refs,
+    )
     data = {"version": render.version_json(version), "path": str(path)}
     _emit({**data, "extra": list(path.extra), "removed": list(path.removed)}, as_json, str(path))
     if path.removed and not as_json:
@@ -314,9 +327,16 @@ def alias_command(ctx: click.Context, ref: str, alias: str) -> None:
     "--local", metavar="DIR", default=None, help="Check a downloaded folder, asking the source nothing."
 )
 @click.option("--strict", is_flag=True, help="Exit 1 on any drift (with --local: extra files too).")
+@click.option(
+    "--allow-local-refs",
+    is_flag=True,
+    help="Read local files that a registry off this disk names without a content hash (trust it first).",
+)
 @global_options()
 @click.pass_context
-def verify_command(ctx: click.Context, ref: str, local: str | None, strict: bool) -> None:
+def verify_command(
+    ctx: click.Context, ref: str, local: str | None, strict: bool, allow_local_refs: bool
+) -> None:
     """Check REF against live storage from metadata alone: exit 1 when it can no longer be downloaded
     (its pinned bytes are gone), 0 when the source moved on but the pinned version is still retrievable.
 
@@ -325,7 +345,7 @@ def verify_command(ctx: click.Context, ref: str, local: str | None, strict: bool
     """
     as_json = settings(ctx)["json"]
     version = _registry(ctx).get(ref)
-    report = version.verify(local) if local is not None else version.verify()
+    report = version.verify(local, allow_local_refs=allow_local_refs)
     gone, shown = set(report.unretrievable), render.printable
     lines = [f"changed  {shown(p)}" + (" (gone)" if p in gone else "") for p in report.changed]
     lines += [f"missing  {shown(p)}" + (" (gone)" if p in gone else "") for p in report.missing]

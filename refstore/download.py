@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from ._exceptions import LocalChangesError, ObjectChangedError, RefstoreError, UnsafePathError
+from ._exceptions import (
+    LocalChangesError,
+    ObjectChangedError,
+    RefstoreError,
+    StorageAccessError,
+    UnsafePathError,
+)
 from ._sync import gather_limited, run_sync
 from .backends import Backend, ObjectMeta, ProgressHook
 from .cache import Cache, CorruptCacheEntry, install
@@ -43,6 +49,7 @@ class Downloader:
         skip_cache: bool = False,
         storage_options: Mapping[str, Any] | None = None,
         executor: Executor | None = None,
+        allow_local_refs: bool = False,
     ) -> None:
         self.store = store
         self.cache = cache or Cache()
@@ -50,6 +57,8 @@ class Downloader:
         self.storage_options = dict(storage_options or {})
         #: Where fetches run when given: batches of entries go to its workers (a Dask cluster, processes).
         self.executor = executor
+        #: Whether local files that a manifest from a remote registry names without a content hash are read.
+        self.allow_local_refs = allow_local_refs
         self._folders: set[str] = set()  # destination folders made by this downloader
         self._backends: dict[str, Backend] = {}  # by the scheme and authority of a ref
 
@@ -78,6 +87,7 @@ class Downloader:
         top = os.fspath(root)  # paths are strings from here on: 10,000 pathlib objects cost more than the I/O
         targets = [(entry, destination(top, entry.path, realpath=real)) for entry in entries]
         check_no_clashes(entry.path for entry in entries)
+        self.check_local_refs(entries)  # before anything is written
         if os.path.lexists(top) and not os.path.isdir(top):
             raise LocalChangesError(f"{top}: a file stands where the download folder {description} goes")
         state = scan(top, entries, cache=self.cache, prefix=prefix, protected=self.protected_folders())
@@ -206,6 +216,7 @@ class Downloader:
                 str(self.cache.root),
                 self.skip_cache,
                 targets[start : start + _BATCH],
+                self.allow_local_refs,
             )
             for start in range(0, len(targets), _BATCH)
         ]
@@ -250,12 +261,38 @@ class Downloader:
             relative = blob_path(entry.digest)
             pin = ObjectMeta(url=self.store.url_of(relative), size=entry.size, digest=entry.digest)
             return self.store.backend, pin
+        self.check_local_refs([entry])
+        return self._backend_of(entry), entry.pin
+
+    def _backend_of(self, entry: ManifestEntry) -> Backend:
         assert entry.ref is not None
         authority = _authority(entry.ref)
         backend = self._backends.get(authority)
         if backend is None:  # resolved once per bucket or host, not per entry
             backend = self._backends[authority] = resolve(entry.ref, self.storage_options).backend
-        return backend, entry.pin
+        return backend
+
+    def check_local_refs(self, entries: Iterable[ManifestEntry]) -> None:
+        """Refuse a local file that a manifest from a registry off this machine's disk names without a
+        content hash (``checksum=False``, or a digest the local backend does not check), unless
+        ``allow_local_refs``: whoever can write that registry must not be able to make a download, ``open``
+        or ``verify`` read this machine's files (``file:///home/you/.aws/credentials``). Local entries that
+        pin their xxh3_128 hash stay allowed: only the bytes the manifest already knows can come out. A
+        ref is local by the backend it resolves to (``file://``, ``FILE://``, a plain path)."""
+        if self.allow_local_refs or self.store.backend.protocol == "file":
+            return
+        for entry in entries:
+            if (
+                entry.ref is None
+                or entry.digest.startswith(f"{ALGORITHM}:")
+                or self._backend_of(entry).protocol != "file"
+            ):
+                continue
+            raise StorageAccessError(
+                f"{entry.ref}: entry {entry.path!r} names a local file without a content hash, in a "
+                f"manifest from {self.store.url}, a registry not on this machine's disk; refused unless you "
+                "trust it: allow_local_refs=True (refstore get/verify --allow-local-refs)"
+            )
 
 
 _BATCH = 256
@@ -271,6 +308,7 @@ class _Batch:
     cache_root: str
     skip_cache: bool
     items: list[tuple[ManifestEntry, str]]
+    allow_local_refs: bool = False
 
 
 def _download_batch(batch: _Batch) -> int:
@@ -279,6 +317,7 @@ def _download_batch(batch: _Batch) -> int:
         Store(batch.store_url, batch.store_options),
         cache=Cache(Path(batch.cache_root)),
         skip_cache=batch.skip_cache,
+        allow_local_refs=batch.allow_local_refs,
         storage_options=batch.storage_options,
     )
     targets = batch.items

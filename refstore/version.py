@@ -99,6 +99,7 @@ class ArtifactVersion:
         executor: Executor | None = None,
         overwrite: bool = False,
         clean: bool = False,
+        allow_local_refs: bool = False,
     ) -> DownloadedPath:
         """Fetch exactly the pinned bytes to ``root`` (default ``./artifacts/<name>:v<N>/``).
 
@@ -112,6 +113,12 @@ class ArtifactVersion:
 
         Fetches run on ``executor`` when given (any :class:`concurrent.futures.Executor`, e.g. a Dask
         cluster's ``client.get_executor()``), in batches; what the local cache holds is copied here.
+
+        A version from a registry that is not on this machine's disk may name local files (``file://``)
+        only with their content hash: one logged with ``checksum=False`` is refused with
+        :class:`~refstore.StorageAccessError` before anything is written, unless ``allow_local_refs=True``
+        (whoever can write that registry could otherwise make you copy any file you can read). The same
+        holds for :meth:`open` and :meth:`verify`.
         """
         target = Path(root) if root is not None else Path("artifacts") / self.qualified_name
         entries = [e for p, e in self.manifest.items() if path_prefix is None or p.startswith(path_prefix)]
@@ -120,7 +127,11 @@ class ArtifactVersion:
                 f"{self.qualified_name}: no entry starts with the prefix {path_prefix!r}"
             )
         downloader = Downloader(
-            self._registry.store, skip_cache=skip_cache, storage_options=storage_options, executor=executor
+            self._registry.store,
+            skip_cache=skip_cache,
+            storage_options=storage_options,
+            executor=executor,
+            allow_local_refs=allow_local_refs,
         )
         return downloader.download(
             entries,
@@ -132,17 +143,30 @@ class ArtifactVersion:
         )
 
     def open(
-        self, logical_path: str, mode: str = "rb", *, storage_options: Mapping[str, Any] | None = None
+        self,
+        logical_path: str,
+        mode: str = "rb",
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        allow_local_refs: bool = False,
     ) -> IO[bytes]:
-        """A read-only stream of the pinned bytes of one entry, without a full download."""
+        """A read-only stream of the pinned bytes of one entry, without a full download
+        (``allow_local_refs``: see :meth:`download`)."""
         if mode != "rb":
             raise ValueError(f"{self.qualified_name}/{logical_path}: versions are read-only, open with 'rb'")
         entry = self._entry(logical_path)
-        backend, pin = Downloader(self._registry.store, storage_options=storage_options).source(entry)
+        downloader = Downloader(
+            self._registry.store, storage_options=storage_options, allow_local_refs=allow_local_refs
+        )
+        backend, pin = downloader.source(entry)
         return backend.open_pinned(pin)
 
     def verify(
-        self, root: str | os.PathLike[str] | None = None, *, storage_options: Mapping[str, Any] | None = None
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        allow_local_refs: bool = False,
     ) -> VerifyReport:
         """Without ``root``: check every entry against live storage from metadata alone (listings where
         cheaper, no bodies); entries that drifted are then probed for their pinned version, so that
@@ -151,8 +175,12 @@ class ArtifactVersion:
         With ``root``: check a downloaded folder against the manifest, with no request to the source;
         ``report.extra`` lists the files the version does not hold, ``report.unverified`` the files whose
         bytes cannot be checked without the source (see :mod:`refstore.local_folder`).
+
+        ``allow_local_refs``: see :meth:`download` (a folder check reads no source and needs none).
         """
-        downloader = Downloader(self._registry.store, storage_options=storage_options)
+        downloader = Downloader(
+            self._registry.store, storage_options=storage_options, allow_local_refs=allow_local_refs
+        )
         if root is not None:
             return verify_folder(self.manifest.values(), Path(root), downloader)
         return verify_entries(self.manifest.values(), downloader)
