@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .._exceptions import RunError
+from .._exceptions import RefstoreError, RunError
 from ..artifact import Artifact
 from ..backends.local import write_atomic
 from ..names import check_name
@@ -324,11 +324,15 @@ def _resume_record(
 
 
 def read_record(reg: Registry, run_path: str) -> RunRecord:
-    """The record of ``run_path``; :class:`RunError` when the registry has no such run."""
+    """The record of ``run_path``; :class:`RunError` when the registry has no such run. A registry that
+    is not there at all (a missing bucket or container: :class:`~refstore.ObjectNotFoundError`, also a
+    :class:`FileNotFoundError`) is told as such, never as a missing run."""
     relative = record_path(run_path)
     try:
         data = reg.store.read(relative)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        if isinstance(exc, RefstoreError):  # the backend named what is missing: the bucket
+            raise
         raise RunError(f"no run {run_path} in {reg.root}") from None
     return RunRecord.from_bytes(data, reg.store.url_of(relative))
 
