@@ -282,12 +282,11 @@ class Downloader:
         if self.allow_local_refs or self.store.backend.protocol == "file":
             return
         for entry in entries:
-            if (
-                entry.ref is None
-                or entry.digest.startswith(f"{ALGORITHM}:")
-                or self._backend_of(entry).protocol != "file"
-            ):
+            if entry.ref is None or entry.digest.startswith(f"{ALGORITHM}:"):
                 continue
+            scheme, sep, _ = entry.ref.partition("://")
+            if (sep and scheme.lower() != "file") or self._backend_of(entry).protocol != "file":
+                continue  # (other schemes are not resolved here: a warm download needs no client)
             raise StorageAccessError(
                 f"{entry.ref}: entry {entry.path!r} names a local file without a content hash, in a "
                 f"manifest from {self.store.url}, a registry not on this machine's disk; refused unless you "
