@@ -186,6 +186,16 @@ def test_a_folder_that_cannot_be_read_is_an_error_naming_it_unless_excluded(shar
         "add_reference": ["a.txt", "sub/b.txt"],
     }
 
+    private = data / "sub" / "private.txt"  # a file that cannot be read: the same rule
+    private.write_text("unseen")
+    private.chmod(0o000)
+    seen = _as_nobody([sys.executable, "-c", _SNAPSHOTS, str(data), "sub/locked"], home)
+    for how, result in json.loads(seen.stdout).items():
+        assert result[0] == "StorageAccessError" and f"{private}: permission denied" in result[1], how
+    both = _as_nobody([sys.executable, "-c", _SNAPSHOTS, str(data), "sub/locked", "private.txt"], home)
+    assert json.loads(both.stdout)["add_dir"] == ["a.txt", "sub/b.txt"]
+    private.unlink()
+
     for copy in (["--copy"], []):  # refstore log --copy, and a reference
         cli = [sys.executable, "-m", "refstore", "log", "ds", str(data), *copy]
         refused = _as_nobody(cli, home)
