@@ -17,7 +17,7 @@ import json
 import os
 import re
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -162,8 +162,23 @@ class LocalState:
         return f"{self.project}/{self.id}"
 
     def save(self, run_dir: Path) -> None:
-        data = json.dumps(asdict(self), sort_keys=True, indent=1).encode()
-        write_atomic(str(state_path(run_dir)), data)
+        write_atomic(str(state_path(run_dir)), self.to_bytes())
+
+    def to_bytes(self) -> bytes:
+        """The state as JSON, built field by field (``asdict`` deep-copies, and ``indent`` makes ``json``
+        leave its C encoder: both cost seconds for a run of 10,000 files)."""
+        body = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "synced"}
+        body["synced"] = {
+            path: {
+                "digest": f.digest,
+                "size": f.size,
+                "mtime_ns": f.mtime_ns,
+                "state": f.state,
+                "racy": f.racy,
+            }
+            for path, f in self.synced.items()
+        }
+        return json.dumps(body, sort_keys=True).encode()
 
     @classmethod
     def load(cls, run_dir: Path) -> LocalState:
