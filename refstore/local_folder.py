@@ -191,6 +191,13 @@ def _md5_hex(path: str) -> str | None:
     return digest.hexdigest()
 
 
+def under_prefix(path: str, prefix: str | None) -> bool:
+    """Whether the logical ``path`` is under ``prefix``, matched at ``/`` boundaries: ``train`` (or
+    ``train/``) takes ``train`` itself and ``train/...``, never ``train2/...``; no prefix takes all."""
+    folder = (prefix or "").rstrip("/")
+    return not folder or path == folder or (path.startswith(folder) and path[len(folder)] == "/")
+
+
 def _walk(root: str, prefix: str, protected: set[str], skipped: list[str]) -> dict[str, Found]:
     """Everything under ``root`` whose logical path starts with ``prefix``, by logical path; links are
     listed, never followed; scratch files of downloads in flight are left out, and so are refstore's own
@@ -212,7 +219,7 @@ def _walk(root: str, prefix: str, protected: set[str], skipped: list[str]) -> di
             continue
         for item in items:
             path = rel + item.name
-            if top and not (path.startswith(prefix) or prefix.startswith(f"{path}/")):
+            if top and not (under_prefix(path, prefix) or prefix.startswith(f"{path}/")):
                 continue
             try:
                 info = item.stat(follow_symlinks=False)
@@ -222,10 +229,10 @@ def _walk(root: str, prefix: str, protected: set[str], skipped: list[str]) -> di
                 if own.excludes(path, True) or os.path.realpath(item.path) in protected:
                     skipped.append(path)
                     continue
-                if path.startswith(prefix):
+                if under_prefix(path, prefix):
                     found[path] = _found(info)
-                stack.append((item.path, f"{path}/", not path.startswith(prefix)))
-            elif not is_scratch_name(item.name) and path.startswith(prefix):
+                stack.append((item.path, f"{path}/", not under_prefix(path, prefix)))
+            elif not is_scratch_name(item.name) and under_prefix(path, prefix):
                 found[path] = _found(info)
     return found
 

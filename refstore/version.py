@@ -10,6 +10,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ._exceptions import ObjectNotFoundError
 from .download import DownloadedPath, Downloader
+from .local_folder import under_prefix
 from .manifest import Manifest, ManifestDiff, ManifestEntry
 from .names import check_logical_path
 from .records import VersionRecord
@@ -108,8 +109,9 @@ class ArtifactVersion:
         :class:`~refstore.LocalChangesError` naming it, unless ``overwrite=True``. Files the version does
         not hold are left alone and listed in the returned path's ``extra``; ``clean=True`` removes them
         (never following links) and lists them in ``removed``. A download that fails half-way says how many
-        entries are in place; running it again completes it. ``path_prefix`` matching no entry is
-        :class:`~refstore.ObjectNotFoundError`.
+        entries are in place; running it again completes it. ``path_prefix`` names a folder (matched at
+        ``/`` boundaries: ``train`` takes ``train/...``, never ``train2/...``) or one file exactly; one
+        matching no entry is :class:`~refstore.ObjectNotFoundError`.
 
         Fetches run on ``executor`` when given (any :class:`concurrent.futures.Executor`, e.g. a Dask
         cluster's ``client.get_executor()``), in batches; what the local cache holds is copied here.
@@ -121,10 +123,11 @@ class ArtifactVersion:
         holds for :meth:`open` and :meth:`verify`.
         """
         target = Path(root) if root is not None else Path("artifacts") / self.qualified_name
-        entries = [e for p, e in self.manifest.items() if path_prefix is None or p.startswith(path_prefix)]
+        entries = [e for p, e in self.manifest.items() if under_prefix(p, path_prefix)]
         if path_prefix is not None and not entries:
             raise ObjectNotFoundError(
-                f"{self.qualified_name}: no entry starts with the prefix {path_prefix!r}"
+                f"{self.qualified_name}: no entry is under the prefix {path_prefix!r} "
+                "(a folder, matched at '/' boundaries, or one file's path)"
             )
         downloader = Downloader(
             self._registry.store,
