@@ -17,7 +17,7 @@ from ._sync import run_sync
 from .backends import ObjectMeta, ProgressHook, RecordsHook
 from .exclusion import Exclusion, exclusion_for
 from .hashing import ALGORITHM
-from .locations import Location, resolve
+from .locations import Location, ref_of, resolve
 from .manifest import Manifest, ManifestEntry, new_entry
 from .names import check_logical_path, check_name, join_logical
 from .progress import progress_bar
@@ -122,11 +122,13 @@ class Artifact:
             paths = [join_logical(name, meta.url[cut:]) for meta in objects]
         else:
             paths = [check_logical_path(name or posixpath.basename(location.path))] * len(objects)
-        if not checksum:
+        if not checksum:  # (the digest hashes the URL as it always did, so it keeps its value)
             pairs = zip(paths, objects, strict=True)
-            return [ManifestEntry(p, m.url, m.size, _unchecked(m.url)) for p, m in pairs]
-        return [
-            new_entry(p, m.url, m.size, m.digest or _hash_by_reading(location, m), m.etag, m.version_id)
+            return [ManifestEntry(p, ref_of(m.url), m.size, _unchecked(m.url)) for p, m in pairs]
+        return [  # refs escape ?, # and % in bucket keys (refstore.locations.ref_of)
+            new_entry(
+                p, ref_of(m.url), m.size, m.digest or _hash_by_reading(location, m), m.etag, m.version_id
+            )
             for p, m in zip(paths, objects, strict=True)
         ]
 

@@ -6,11 +6,18 @@ entry's logical path, size and content digest, not where the bytes live; it deci
 new version. The **manifest digest** is the SHA-256 of the canonical bytes, pins included; it names the
 stored manifest and is checked whenever one is read.
 
-Format ``refstore.manifest/2`` (what this version writes) is compact: one array per entry in path order,
+Format ``refstore.manifest/2`` is compact: one array per entry in path order,
 ``[path, ref, size, digest, etag, version_id]``, where ``ref`` may be the index of a shared base
 (``bases[i] + path``) and ``digest`` may be ``0`` for ``"etag:" + etag``; 1,000,000 S3 entries take about
 half the bytes of format 1. Format ``refstore.manifest/1`` (entries keyed by path) is still read, and a
 manifest read from it keeps format 1, so its digest - the name it is stored under - never changes.
+
+Refs are URIs: a bucket key's ``%``, ``?`` and ``#`` are percent-encoded (:func:`refstore.locations.ref_of`
+says why), in memory as in format ``refstore.manifest/3``, which is format 2's layout with such refs. Formats
+1 and 2 hold keys verbatim (a ``%`` there means itself); their refs are escaped on read and written back
+verbatim, so a manifest keeps its format and its digest. A new manifest is written as format 2 when none of
+its refs has an escape, byte for byte what earlier versions wrote (and read), else as format 3, which
+earlier versions refuse rather than misread.
 """
 
 from __future__ import annotations
@@ -20,17 +27,21 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ._bulk import fast_constructor, without_gc
 from ._exceptions import IntegrityError, ManifestError
 from .backends import ObjectMeta
+from .locations import ref_of, url_of_ref
 from .names import check_logical_path
 from .registry_json import MANIFEST_BYTES, parse
 
 FORMAT = "refstore.manifest/2"
 FORMAT_V1 = "refstore.manifest/1"
+#: Format 2's layout, refs with percent-escapes in bucket keys (see the module's doc).
+FORMAT_V3 = "refstore.manifest/3"
+_ROW_FORMATS = {2: FORMAT, 3: FORMAT_V3}
 _CONTENT_FORMAT = "refstore.content/1"
 _FIELDS = ("ref", "size", "digest", "etag", "version_id")
 _ROW_FIELDS = ["path", *_FIELDS]
@@ -52,9 +63,10 @@ class ManifestEntry:
 
     @property
     def pin(self) -> ObjectMeta:
-        """The entry as the backend record that reads it back."""
+        """The entry as the backend record that reads it back (its URL with the key unescaped)."""
+        url = url_of_ref(self.ref) if self.ref else ""
         return ObjectMeta(
-            url=self.ref or "", size=self.size, digest=self.digest, etag=self.etag, version_id=self.version_id
+            url=url, size=self.size, digest=self.digest, etag=self.etag, version_id=self.version_id
         )
 
     @property
@@ -123,8 +135,8 @@ class Manifest(Mapping[str, ManifestEntry]):
     """An immutable mapping of logical path to entry."""
 
     _entries: Mapping[str, ManifestEntry] = field(default_factory=dict)
-    #: The format :meth:`to_bytes` writes: 2, or 1 for a manifest read from format-1 bytes.
-    _format: int = field(default=2, compare=False)
+    #: The format :meth:`to_bytes` writes: the one it was read from, else (0) 2 or 3 as its refs need.
+    _format: int = field(default=0, compare=False)
 
     @classmethod
     @without_gc
@@ -157,21 +169,34 @@ class Manifest(Mapping[str, ManifestEntry]):
         """The canonical bytes."""
         return b"".join(self._pieces())
 
+    @functools.cached_property
+    def _escaped(self) -> bool:
+        """Whether a ref holds a percent-escape (a bucket key with ``%``, ``?`` or ``#``)."""
+        return any(
+            e.ref is not None and "%" in e.ref and url_of_ref(e.ref) != e.ref for e in self._entries.values()
+        )
+
     def _pieces(self) -> Iterator[bytes]:
         """The canonical bytes in pieces of ``_CHUNK`` entries (never all rows in memory at once)."""
-        if self._format == 1:
+        fmt = self._format or (3 if self._escaped else 2)
+        verbatim = fmt < 3 and self._escaped  # formats 1 and 2 hold keys verbatim
+        if fmt == 1:
             yield canonical_json(
-                {"format": FORMAT_V1, "entries": {p: e.to_json() for p, e in self._entries.items()}}
+                {"format": FORMAT_V1, "entries": {p: _v1_json(e, verbatim) for p, e in self._entries.items()}}
             )
             return
         entries = [self._entries[p] for p in self._paths]
-        bases = sorted({b for b in map(_base_of, entries) if b is not None})
+        refs = [url_of_ref(e.ref) if verbatim and e.ref else e.ref for e in entries]
+        bases = sorted({b for b in map(_base_of, entries, refs) if b is not None})
         index = {b: i for i, b in enumerate(bases)}
         yield f'{{"bases":{_dumps(bases)},"entries":['.encode()
         for start in range(0, len(entries), _CHUNK):
-            rows = _dumps([_row(e, index) for e in entries[start : start + _CHUNK]])[1:-1]
-            yield (f",{rows}" if start else rows).encode()
-        yield f'],"fields":{_dumps(_ROW_FIELDS)},"format":{_dumps(FORMAT)}}}'.encode()
+            end = start + _CHUNK
+            rows = _dumps(
+                [_row(e, r, index) for e, r in zip(entries[start:end], refs[start:end], strict=True)]
+            )
+            yield (f",{rows[1:-1]}" if start else rows[1:-1]).encode()
+        yield f'],"fields":{_dumps(_ROW_FIELDS)},"format":{_dumps(_ROW_FORMATS[fmt])}}}'.encode()
 
     @functools.cached_property
     @without_gc
@@ -228,19 +253,35 @@ _PIECE = 2**20
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode
 
 
-def _base_of(e: ManifestEntry) -> str | None:
-    """The part of ``e.ref`` before its logical path, when the ref ends with it."""
-    if e.ref is not None and len(e.ref) > len(e.path) and e.ref.endswith(e.path):
-        return e.ref[: -len(e.path)]
+def _base_of(e: ManifestEntry, ref: str | None) -> str | None:
+    """The part of ``ref`` (``e``'s, as written) before its logical path, when the ref ends with it."""
+    if ref is not None and len(ref) > len(e.path) and ref.endswith(e.path):
+        return ref[: -len(e.path)]
     return None
 
 
-def _row(e: ManifestEntry, index: Mapping[str, int]) -> tuple[Any, ...]:
-    """One entry as a format-2 row: a shared base by index, an ETag digest as 0."""
-    base = _base_of(e)
-    ref: str | int | None = e.ref if base is None else index[base]
+def _row(e: ManifestEntry, ref: str | None, index: Mapping[str, int]) -> tuple[Any, ...]:
+    """One entry as a format-2 row (``ref`` as written): a shared base by index, an ETag digest as 0."""
+    base = _base_of(e, ref)
+    written: str | int | None = ref if base is None else index[base]
     digest: str | int = 0 if e.etag is not None and e.digest == "etag:" + e.etag else e.digest
-    return (e.path, ref, e.size, digest, e.etag, e.version_id)
+    return (e.path, written, e.size, digest, e.etag, e.version_id)
+
+
+def _v1_json(e: ManifestEntry, verbatim: bool) -> dict[str, Any]:
+    """One entry of a format-1 manifest (keys verbatim in refs)."""
+    body = e.to_json()
+    if verbatim and e.ref is not None:
+        body["ref"] = url_of_ref(e.ref)
+    return body
+
+
+def _legacy(entry: ManifestEntry) -> ManifestEntry:
+    """An entry read from format 1 or 2, whose ref holds a bucket key verbatim, with its ref escaped."""
+    if entry.ref is None:
+        return entry
+    ref = ref_of(entry.ref)
+    return entry if ref == entry.ref else replace(entry, ref=ref)
 
 
 def _read_canonical(data: bytes, source: str) -> Manifest | None:
@@ -252,12 +293,16 @@ def _read_canonical(data: bytes, source: str) -> Manifest | None:
     sends the whole document to the plain parser instead.
     """
     head, mark = b'{"bases":', b'],"entries":['
-    tail = f'],"fields":{_dumps(_ROW_FIELDS)},"format":{_dumps(FORMAT)}}}'.encode()
+    tails = {
+        f'],"fields":{_dumps(_ROW_FIELDS)},"format":{_dumps(f)}}}'.encode(): n
+        for n, f in _ROW_FORMATS.items()
+    }
+    tail = next((t for t in tails if data.endswith(t)), b"")
     bases_end = data.find(mark, len(head))  # holds unescaped quotes: cannot occur inside a string
-    if not data.startswith(head) or bases_end < 0 or not data.endswith(tail):
+    if not data.startswith(head) or bases_end < 0 or not tail:
         return None
     try:
-        reader = _RowReader(_parse(data[len(head) : bases_end + 1], source), source)
+        reader = _RowReader(_parse(data[len(head) : bases_end + 1], source), source, tails[tail])
         position, stop = bases_end + len(mark), len(data) - len(tail)
         while position < stop:
             cut = data.rfind(b"],[", position, position + _PIECE) + 1 if stop - position > _PIECE else stop
@@ -268,7 +313,7 @@ def _read_canonical(data: bytes, source: str) -> Manifest | None:
             position = cut + 1
     except IntegrityError:  # a cut inside a string, or bytes the plain parser will name
         return None
-    return Manifest(reader.entries)
+    return Manifest(reader.entries, reader.format)
 
 
 def _parse(data: bytes, source: str) -> Any:
@@ -280,26 +325,28 @@ def _parse(data: bytes, source: str) -> Any:
 def _read_body(body: Any, source: str) -> Manifest:
     """A manifest of either format from its parsed JSON."""
     fmt = body.get("format") if isinstance(body, dict) else None
-    if fmt == FORMAT:
+    number = next((n for n, name in _ROW_FORMATS.items() if name == fmt), None)
+    if number is not None:
         if body.get("fields") != _ROW_FIELDS or not isinstance(body.get("entries"), list):
-            raise ManifestError(f"{source}: malformed {FORMAT} manifest")
-        reader = _RowReader(body.get("bases"), source)
+            raise ManifestError(f"{source}: malformed {fmt} manifest")
+        reader = _RowReader(body.get("bases"), source, number)
         for row in body["entries"]:
             reader.add(row)
-        return Manifest(reader.entries)
+        return Manifest(reader.entries, number)
     if fmt == FORMAT_V1 and isinstance(body.get("entries"), dict):
-        return Manifest({p: ManifestEntry.from_json(p, e) for p, e in body["entries"].items()}, 1)
-    raise ManifestError(f"{source}: not a {FORMAT} (or {FORMAT_V1}) manifest")
+        return Manifest({p: _legacy(ManifestEntry.from_json(p, e)) for p, e in body["entries"].items()}, 1)
+    raise ManifestError(f"{source}: not a {FORMAT_V3}, {FORMAT} or {FORMAT_V1} manifest")
 
 
 class _RowReader:
     """Format-2 rows into entries, every field checked (the bytes may come from anywhere)."""
 
-    def __init__(self, bases: Any, source: str) -> None:
+    def __init__(self, bases: Any, source: str, fmt: int) -> None:
         if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-            raise ManifestError(f"{source}: malformed {FORMAT} manifest (bases)")
+            raise ManifestError(f"{source}: malformed {_ROW_FORMATS[fmt]} manifest (bases)")
         self.bases: list[str] = bases
         self.source = source
+        self.format = fmt
         self.entries: dict[str, ManifestEntry] = {}
 
     def add(self, row: Any) -> None:
@@ -314,9 +361,21 @@ class _RowReader:
             if digest != 0 or not isinstance(etag, str):
                 raise ManifestError(f"{self.source}: entry {path!r}: bad digest")
             digest = "etag:" + etag
+        if type(ref) is str and ("%" in ref or "?" in ref or "#" in ref):
+            ref = self._ref(path, ref)
         entry = ManifestEntry.checked(path, ref, size, digest, etag, version_id)
         if self.entries.setdefault(entry.path, entry) is not entry:
             raise ManifestError(f"{self.source}: entry {path!r} appears twice")
+
+    def _ref(self, path: Any, ref: str) -> str:
+        """A ref as held in memory: escaped if read from format 2 (keys verbatim), checked if from 3."""
+        if self.format < 3:
+            return ref_of(ref)
+        try:
+            url_of_ref(ref)
+        except ValueError as exc:
+            raise ManifestError(f"{self.source}: entry {path!r}: {exc}") from None
+        return ref
 
 
 def canonical_json(value: Any) -> bytes:

@@ -13,14 +13,17 @@ import hashlib
 import os
 import re
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, cast
 
 import aiohttp
 import botocore.exceptions
 import botocore.parsers
 import s3fs
 from fsspec import AbstractFileSystem
+from fsspec.asyn import sync
+from fsspec.spec import AbstractBufferedFile
 
 from .._exceptions import (
     ObjectChangedError,
@@ -32,6 +35,7 @@ from .._exceptions import (
 from .._sync import gather_limited
 from ._base import (
     CHUNK_SIZE,
+    FETCH_ATTEMPTS,
     Backend,
     BodyFile,
     BrokenTransfer,
@@ -386,40 +390,65 @@ class S3Backend(Backend):
             raise
 
     def open_pinned(self, pin: ObjectMeta) -> IO[bytes]:
-        """Range reads pinned to the version (or, with no version, to the ETag seen at open: s3fs sends
-        ``If-Match``); a pin without an ETag (a registry copy, named by its content hash) is checked by
-        size. A read that finds the pinned object gone or changed is :class:`ObjectChangedError`."""
-        fs = self._version_aware_fs() if pin.version_id is not None else self.fs
-        try:
-            handle = _PinnedS3File(
-                fs,
-                self.path(pin.url),
-                "rb",
-                block_size=fs.default_block_size,
-                version_id=pin.version_id,
-                cache_type="readahead",
-            )
-        except (FileNotFoundError, OSError) as exc:
-            told = self.storage_error(exc, pin.url)
-            if isinstance(told, (StorageAccessError, StorageUnavailableError)):
-                raise told from exc  # refused credentials or no answer, not a changed object
-            raise changed(pin, _why_gone(pin)) from exc
-        handle.pin = pin
-        etag = handle.details.get("ETag")
-        if (etag is not None and pin.etag is not None and normalize_etag(etag) != pin.etag) or (
-            handle.size != pin.size
-        ):
-            handle.close()
+        """A HEAD of the pinned version, then range reads pinned to it (``VersionId``, else ``If-Match`` on
+        the pinned ETag, or on the one seen at open for a pin without one: a registry copy, named by its
+        content hash and checked by size). A pinned object gone or changed is :class:`ObjectChangedError`.
+        The requests name bucket and key themselves: s3fs's own files would read a key such as
+        ``a?versionId=x`` as the key ``a`` at version ``x``."""
+        head = sync(self.fs.loop, self._head_pinned, pin)
+        etag = normalize_etag(head.get("ETag") or "") or None
+        if head.get("ContentLength") != pin.size or (etag is not None and pin.etag not in (None, etag)):
             raise changed(pin, _why_gone(pin))
-        return handle
+        reads = pin if pin.version_id is not None or pin.etag is not None else replace(pin, etag=etag)
+        return cast(IO[bytes], _PinnedS3File(self, reads))
 
-    def _version_aware_fs(self) -> AbstractFileSystem:
-        """A twin of :attr:`fs` that may open old versions (s3fs refuses ``version_id`` otherwise)."""
-        twin = getattr(self, "_twin", None)
-        if twin is None:
-            options = {**self.fs.storage_options, "version_aware": True, "skip_instance_cache": True}
-            twin = self._twin = s3fs.S3FileSystem(**options)
-        return twin
+    async def _head_pinned(self, pin: ObjectMeta) -> Mapping[str, Any]:
+        bucket, key = _split(self.path(pin.url))
+        version = {"VersionId": pin.version_id} if pin.version_id is not None else {}
+        try:
+            head: Mapping[str, Any] = await self._call(
+                "head_object", pin.url, Bucket=bucket, Key=key, **version
+            )
+        except (StorageAccessError, StorageUnavailableError):
+            raise  # refused credentials or no answer, not a changed object
+        except OSError as exc:  # missing, a delete marker (405), a version id the server does not know
+            raise changed(pin, _why_gone(pin)) from exc
+        return head
+
+    async def _read_range(self, pin: ObjectMeta, start: int, end: int) -> bytes:
+        """``[start, end)`` of the pinned object; a body that breaks off is asked for again."""
+        bucket, key = _split(self.path(pin.url))
+        for attempt in range(1, FETCH_ATTEMPTS + 1):
+            try:
+                response = await self._call(
+                    "get_object",
+                    pin.url,
+                    Bucket=bucket,
+                    Key=key,
+                    Range=f"bytes={start}-{end - 1}",
+                    **_pinned(pin),
+                )
+            except (StorageAccessError, StorageUnavailableError):
+                raise
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError) or exc.errno in (errno.EINVAL, errno.EPERM):
+                    raise changed(pin, _why_gone(pin)) from exc  # gone, or 412: If-Match failed
+                raise
+            body = response["Body"]
+            try:
+                data: bytes = await body.read()
+            except _NETWORK_ERRORS as exc:
+                if attempt == FETCH_ATTEMPTS:
+                    raise StorageUnavailableError(
+                        f"{pin.url}: a range read broke off {FETCH_ATTEMPTS} times ({_reason(exc)})"
+                    ) from exc
+                continue
+            finally:
+                body.close()
+            if len(data) != end - start:
+                raise changed(pin, f"a range read of {end - start} bytes returned {len(data)}")
+            return data
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- create-only writes on servers that ignore them (refstore.claims) -------------------------------
 
@@ -471,31 +500,25 @@ class S3Backend(Backend):
         self.fs.invalidate_cache(path)
 
 
-class _PinnedS3File(s3fs.core.S3File):  # type: ignore[misc]
-    """An s3fs read handle whose range reads tell a pinned object that moved on as ObjectChangedError
-    (s3fs raises ``FileExpired`` on moto's 412, and a ``TypeError`` on RGW's 412, which has no message)."""
+class _PinnedS3File(AbstractBufferedFile):  # type: ignore[misc]
+    """A read-only, seekable, buffered file whose every range read is one GET pinned like the open: a
+    pinned object that moved on is :class:`ObjectChangedError` (also where s3fs would raise its own
+    ``FileExpired``, or a ``TypeError`` on Ceph RGW's 412 without a message)."""
 
-    pin: ObjectMeta
+    def __init__(self, backend: S3Backend, pin: ObjectMeta) -> None:
+        self._backend = backend
+        self.pin = pin
+        fs = backend.fs
+        super().__init__(
+            fs, pin.url, mode="rb", block_size=fs.default_block_size, cache_type="readahead", size=pin.size
+        )
+        self.details = {"name": pin.url, "size": pin.size, "type": "file", "ETag": pin.etag}
 
     def _fetch_range(self, start: int, end: int) -> bytes:
-        try:
-            data: bytes = s3fs.core._fetch_range(
-                self.fs,
-                self.bucket,
-                self.key,
-                self.version_id,
-                start,
-                end,
-                req_kw=self.read_kw,
-                details=self.details,
-            )
-        except FileNotFoundError as exc:
-            raise changed(self.pin, _why_gone(self.pin)) from exc
-        except OSError as exc:
-            if exc.errno in (errno.EINVAL, errno.EPERM) or isinstance(exc, s3fs.core.FileExpired):
-                raise changed(self.pin, _why_gone(self.pin)) from exc  # 412: If-Match failed
-            raise
-        return data
+        end = min(end, self.size)
+        if start >= end:
+            return b""
+        return cast(bytes, sync(self.fs.loop, self._backend._read_range, self.pin, start, end))
 
 
 def _is_unavailable(exc: BaseException) -> bool:
