@@ -14,6 +14,15 @@ normalized ETag only, so a 412 on a pinned GET is retried once without ``If-Matc
 ETag is compared instead: one request in the common case, two when the server's ETags are weak or the
 object changed.
 
+Waits are bounded by stalls, never by total time: a request fails when no byte arrives for the stall
+timeout (``REFSTORE_HTTP_STALL_TIMEOUT`` seconds, or ``storage_options={"stall_timeout": ...}``; 60 by
+default), so a slow but steady server is downloaded however long it takes (aiohttp's session default of 300
+s in total cut those off). A fetch that stalls or breaks off is tried again, :data:`FETCH_ATTEMPTS` times in
+all with backoff: it resumes with ``Range: bytes=<received>-`` pinned by ``If-Match`` and ``If-Range`` on
+the ETag where there is one (the server then sends the rest of the same bytes, or the whole object again,
+which starts the file over), else it starts over; what still fails is
+:class:`~refstore.StorageUnavailableError` naming the URL. Range reads of ``open`` are retried the same way.
+
 HTTP has no listing: :meth:`HTTPBackend.list_prefix` raises :class:`~refstore.InvalidURLError` rather
 than scraping HTML index pages (what fsspec's ``ls`` does), which is unreliable and not a complete
 listing. HTTP locations are read-only: registry writes raise :class:`~refstore.InvalidURLError`.
@@ -21,20 +30,26 @@ listing. HTTP locations are read-only: registry writes raise :class:`~refstore.I
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
+import os
+import random
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, ClassVar, cast
 
+import aiohttp
 from fsspec import AbstractFileSystem
 from fsspec.asyn import sync
 from fsspec.spec import AbstractBufferedFile
 
-from .._exceptions import InvalidURLError, StorageAccessError
+from .._exceptions import InvalidURLError, StorageAccessError, StorageUnavailableError
 from ._base import (
     CHUNK_SIZE,
+    FETCH_ATTEMPTS,
+    FETCH_BACKOFF,
     Backend,
     BodyFile,
     ObjectMeta,
@@ -42,11 +57,15 @@ from ._base import (
     changed,
     is_unchecked,
     normalize_etag,
+    short_reason,
 )
 
 __all__ = ["HTTPBackend"]
 
 _GONE = (404, 410)
+#: Seconds without a byte (or without a connection) after which a request is given up and tried again.
+DEFAULT_STALL_TIMEOUT = 60.0
+STALL_TIMEOUT_VARIABLE = "REFSTORE_HTTP_STALL_TIMEOUT"
 _CREDENTIALS = "pass storage_options={'headers': {'Authorization': ...}} (or client_kwargs={'auth': ...})"
 
 
@@ -61,15 +80,29 @@ class HTTPBackend(Backend):
 
     def is_unavailable(self, exc: BaseException) -> bool:
         """A refused connection, an unknown host, a broken or timed-out response (aiohttp's errors)."""
-        import aiohttp
-
         return isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError, TimeoutError))
 
     @classmethod
     def filesystem(cls, protocol: str, storage_options: Mapping[str, Any]) -> AbstractFileSystem:
         from fsspec.implementations.http import HTTPFileSystem
 
-        return cast(AbstractFileSystem, HTTPFileSystem(**dict(storage_options)))
+        options = dict(storage_options)
+        stall = options.pop("stall_timeout", None)  # refstore's own option, not a request option
+        fs = HTTPFileSystem(**options)
+        fs.refstore_stall_timeout = (
+            None if stall is None else _seconds(stall, "storage_options stall_timeout")
+        )
+        return cast(AbstractFileSystem, fs)
+
+    @property
+    def stall_timeout(self) -> float:
+        """Seconds without a byte after which a request is given up: ``storage_options["stall_timeout"]``,
+        else ``$REFSTORE_HTTP_STALL_TIMEOUT``, else :data:`DEFAULT_STALL_TIMEOUT`."""
+        chosen = getattr(self.fs, "refstore_stall_timeout", None)
+        if chosen is not None:
+            return float(chosen)
+        value = os.environ.get(STALL_TIMEOUT_VARIABLE)
+        return _seconds(value, STALL_TIMEOUT_VARIABLE) if value else DEFAULT_STALL_TIMEOUT
 
     def url(self, path: str) -> str:
         return path
@@ -87,6 +120,9 @@ class HTTPBackend(Backend):
         headers.update(extra_headers)
         options["headers"] = headers
         options.setdefault("allow_redirects", True)
+        if "timeout" not in options:  # stalls, not total time (a session's default total is 300 s)
+            stall = self.stall_timeout
+            options["timeout"] = aiohttp.ClientTimeout(total=None, sock_connect=stall, sock_read=stall)
         return options
 
     async def _request(self, method: str, url: str, headers: Mapping[str, str] | None = None) -> Any:
@@ -126,9 +162,14 @@ class HTTPBackend(Backend):
 
     # -- reading pinned bytes ---------------------------------------------------------------------------
 
-    async def _get(self, pin: ObjectMeta, range_header: str | None = None) -> Any:
-        """A GET of the pinned object (``If-Match`` when pinned by ETag), its status and ETag checked."""
+    async def _get(
+        self, pin: ObjectMeta, range_header: str | None = None, *, if_range: str | None = None
+    ) -> Any:
+        """A GET of the pinned object (``If-Match`` when pinned by ETag), its status and ETag checked;
+        ``if_range``: the ETag that the range must still have (else the server sends the whole object)."""
         extra = {"Range": range_header} if range_header else {}
+        if range_header and if_range:
+            extra["If-Range"] = f'"{if_range}"'
         conditional = pin.etag is not None
         headers = {**extra, "If-Match": f'"{pin.etag}"'} if conditional else extra
         response = await self._request("GET", pin.url, headers)
@@ -156,32 +197,62 @@ class HTTPBackend(Backend):
         return response
 
     async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
+        """The pinned bytes into ``dest``; a response that stalls or breaks off is resumed or started over
+        (see the module's doc), at most :data:`FETCH_ATTEMPTS` requests in all."""
+        body = _Body(dest, progress)
+        try:
+            for attempt in range(1, FETCH_ATTEMPTS + 1):
+                try:
+                    await self._fetch_into(pin, body)
+                    return body.file.hexdigest()
+                except _TRANSIENT as exc:
+                    if attempt == FETCH_ATTEMPTS:
+                        raise StorageUnavailableError(
+                            f"{pin.url}: {_what_failed(exc, self.stall_timeout)}, {FETCH_ATTEMPTS} times "
+                            f"({body.file.size} of {pin.size} bytes received)"
+                        ) from exc
+                    await asyncio.sleep(FETCH_BACKOFF * 2 ** (attempt - 1) * (0.5 + random.random()))
+            raise AssertionError("unreachable")  # pragma: no cover
+        except BaseException:
+            body.close()
+            with contextlib.suppress(OSError):
+                dest.unlink()
+            raise
+        finally:
+            body.close()
+
+    async def _fetch_into(self, pin: ObjectMeta, body: _Body) -> None:
+        """One request: the rest of the bytes when some arrived and the ETag pins them, else all of them."""
         checked = not is_unchecked(pin)
-        response = await self._get(pin)
+        validator = pin.etag or body.etag  # a location-only pin resumes on the ETag of its first answer
+        resume = body.file.size > 0 and validator is not None
+        if resume:
+            response = await self._get(pin, f"bytes={body.file.size}-", if_range=validator)
+        else:
+            response = await self._get(pin)
         async with response:
-            if response.status != 200:
+            if response.status == 206 and resume and _range_start(response.headers) == body.file.size:
+                length = _identity_length(response.headers)
+                expected_total = None if length is None else body.file.size + length
+            elif response.status == 200:
+                body.restart()
+                expected_total = _identity_length(response.headers)
+                etag = response.headers.get("ETag", "")
+                body.etag = normalize_etag(etag) if etag and not etag.startswith("W/") else None
+            else:
                 raise OSError(f"{pin.url}: unexpected HTTP {response.status} to a GET")
-            length = _identity_length(response.headers)
-            if checked and length is not None and length != pin.size:
-                raise changed(pin, f"expected {pin.size} bytes, the server has {length}")
-            out = BodyFile(dest)
-            try:
-                with out:
-                    async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                        out.write(chunk)
-                        if checked and out.size > pin.size:
-                            raise changed(pin, f"expected {pin.size} bytes, received more")
-                        if progress is not None:
-                            progress(len(chunk))
-                if checked and out.size != pin.size:
-                    raise changed(pin, f"expected {pin.size} bytes, received {out.size}")
-                if length is not None and out.size != length:
-                    raise OSError(f"{pin.url}: the response ended after {out.size} of {length} bytes")
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    dest.unlink()
-                raise
-            return out.hexdigest()
+            if checked and expected_total is not None and expected_total != pin.size:
+                raise changed(pin, f"expected {pin.size} bytes, the server has {expected_total}")
+            async for chunk in response.content.iter_chunked(CHUNK_SIZE):
+                body.write(chunk)
+                if checked and body.file.size > pin.size:
+                    raise changed(pin, f"expected {pin.size} bytes, received more")
+        if expected_total is not None and body.file.size < expected_total:
+            raise _CutShort(f"the response ended after {body.file.size} of {expected_total} bytes")
+        if checked and body.file.size != pin.size:
+            raise changed(pin, f"expected {pin.size} bytes, received {body.file.size}")
+        if expected_total is not None and body.file.size != expected_total:
+            raise OSError(f"{pin.url}: the response ended after {body.file.size} of {expected_total} bytes")
 
     def open_pinned(self, pin: ObjectMeta) -> IO[bytes]:
         """A seekable file of range reads, each one ``If-Match``-conditional; the ETag is checked at open."""
@@ -198,6 +269,20 @@ class HTTPBackend(Backend):
         return cast(IO[bytes], _PinnedHTTPFile(self, pin))
 
     async def _read_range(self, pin: ObjectMeta, start: int, end: int) -> bytes:
+        """``[start, end)`` of the pinned object; a read that stalls or breaks off is tried again."""
+        for attempt in range(1, FETCH_ATTEMPTS + 1):
+            try:
+                return await self._read_range_once(pin, start, end)
+            except _TRANSIENT as exc:
+                if attempt == FETCH_ATTEMPTS:
+                    raise StorageUnavailableError(
+                        f"{pin.url}: {_what_failed(exc, self.stall_timeout)}, {FETCH_ATTEMPTS} times "
+                        f"(bytes {start}-{end - 1})"
+                    ) from exc
+                await asyncio.sleep(FETCH_BACKOFF * 2 ** (attempt - 1) * (0.5 + random.random()))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read_range_once(self, pin: ObjectMeta, start: int, end: int) -> bytes:
         response = await self._get(pin, f"bytes={start}-{end - 1}")
         async with response:
             total = _content_range_total(response.headers)
@@ -240,6 +325,77 @@ class _PinnedHTTPFile(AbstractBufferedFile):  # type: ignore[misc]
         if start >= end:
             return b""
         return cast(bytes, sync(self.fs.loop, self._backend._read_range, self._pin, start, end))
+
+
+class _CutShort(Exception):
+    """Internal: a response that ended before the bytes its headers announced (the connection closed)."""
+
+
+#: What a request that stalled or broke off raises: tried again (a refused connection included).
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    aiohttp.ClientPayloadError,
+    aiohttp.ClientConnectionError,
+    TimeoutError,
+    _CutShort,
+)
+
+
+class _Body:
+    """The local file of one fetch across its attempts: appended to when a request resumes, started over
+    (truncated, its progress taken back) when a request sends the whole object."""
+
+    def __init__(self, dest: Path, progress: ProgressHook | None) -> None:
+        self.dest = dest
+        self.progress = progress
+        self.file = BodyFile(dest)
+        self.file.__enter__()
+        self.open = True
+        #: The strong ETag of the first whole answer: what a location-only pin resumes on.
+        self.etag: str | None = None
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        if self.progress is not None:
+            self.progress(len(chunk))
+
+    def restart(self) -> None:
+        if self.file.size:
+            if self.progress is not None:
+                self.progress(-self.file.size)
+            self.close()
+            self.file = BodyFile(self.dest)
+            self.file.__enter__()
+            self.open = True
+
+    def close(self) -> None:
+        if self.open:
+            self.open = False
+            self.file.__exit__(None, None, None)
+
+
+def _what_failed(exc: BaseException, stall: float) -> str:
+    """A failed attempt in a few words: a stall names the timeout."""
+    if isinstance(exc, TimeoutError):
+        return f"no byte for {stall:g} s (stalled; set {STALL_TIMEOUT_VARIABLE} to wait longer)"
+    return f"the response broke off ({short_reason(exc)})"
+
+
+def _seconds(value: Any, what: str) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise InvalidURLError(f"{what}: {value!r} is not a number of seconds") from None
+    if not seconds > 0:
+        raise InvalidURLError(f"{what}: {value!r} is not a positive number of seconds")
+    return seconds
+
+
+def _range_start(headers: Mapping[str, str]) -> int | None:
+    """The first byte in ``Content-Range: bytes a-b/total``."""
+    value = headers.get("Content-Range", "")
+    unit, _, spec = value.partition(" ")
+    first = spec.partition("-")[0]
+    return int(first) if unit == "bytes" and first.isdigit() else None
 
 
 def _read_only(url: str) -> InvalidURLError:
