@@ -377,6 +377,8 @@ def _what_failed(exc: BaseException, stall: float) -> str:
     """A failed attempt in a few words: a stall names the timeout."""
     if isinstance(exc, TimeoutError):
         return f"no byte for {stall:g} s (stalled; set {STALL_TIMEOUT_VARIABLE} to wait longer)"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"no connection ({short_reason(exc)})"
     return f"the response broke off ({short_reason(exc)})"
 
 
