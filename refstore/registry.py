@@ -29,6 +29,7 @@ from ._exceptions import (
     IntegrityError,
     InvalidNameError,
     ManifestError,
+    RefstoreError,
 )
 from ._sync import gather_limited, run_sync
 from .artifact import Artifact
@@ -325,7 +326,9 @@ class Registry:
         relative = f"artifacts/{name}/aliases/{alias}.json"
         try:
             data = self.store.read(relative)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if isinstance(exc, RefstoreError):  # a missing bucket, named by the backend
+                raise
             raise ArtifactNotFoundError(f"{name}:{alias}: no such version or alias in {self.root}") from None
         record = AliasRecord.from_bytes(data, self.store.url_of(relative))
         if (record.name, record.alias) != (name, alias):
@@ -336,7 +339,9 @@ class Registry:
         relative = f"artifacts/{name}/versions/{number}.json"
         try:
             data = self.store.read_created(relative)
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            if isinstance(exc, RefstoreError):  # a missing bucket, named by the backend
+                raise
             raise ArtifactNotFoundError(f"{name}:v{number}: no such version in {self.root}") from None
         record = VersionRecord.from_bytes(data, self.store.url_of(relative))
         if (record.name, record.version) != (name, number):

@@ -34,3 +34,10 @@ def test_restore_of_an_unknown_run_in_an_existing_bucket_is_still_run_error(
 ) -> None:
     with pytest.raises(refstore.RunError, match=rf"^no run p/run1 in s3://{s3_bucket}/reg"):
         refstore.restore("a.txt", "p/run1", root=tmp_path / "out", registry=f"s3://{s3_bucket}/reg")
+
+
+@pytest.mark.parametrize("ref", ["d:v0", "d:prod", "d", "d:latest"])
+def test_reading_a_version_from_a_missing_bucket_names_the_bucket(s3_fs: Any, ref: str) -> None:
+    missing = unique_name("gone-")
+    with pytest.raises(refstore.ObjectNotFoundError, match=rf"^s3://{missing}: no such bucket"):
+        refstore.Registry(f"s3://{missing}/reg").get(ref)
