@@ -171,10 +171,9 @@ class Manifest(Mapping[str, ManifestEntry]):
 
     @functools.cached_property
     def _escaped(self) -> bool:
-        """Whether a ref holds a percent-escape (a bucket key with ``%``, ``?`` or ``#``)."""
-        return any(
-            e.ref is not None and "%" in e.ref and url_of_ref(e.ref) != e.ref for e in self._entries.values()
-        )
+        """Whether a ref has ``%``, ``?`` or ``#`` in a bucket key: format 2 (keys verbatim, escaped on
+        read) could not give it back as it is, format 3 can."""
+        return any(e.ref is not None and ref_of(e.ref) != e.ref for e in self._entries.values())
 
     def _pieces(self) -> Iterator[bytes]:
         """The canonical bytes in pieces of ``_CHUNK`` entries (never all rows in memory at once)."""
