@@ -17,6 +17,7 @@ file in place can therefore change the cached bytes, which the next read from th
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -24,7 +25,10 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+import xxhash
+
 from .backends import BodyFile
+from .dirfd import Spot
 from .hashing import ALGORITHM, hash_open_file
 from .manifest import ManifestEntry, canonical_json
 from .scratch import remove_stale, scratch_name
@@ -78,8 +82,7 @@ class Cache:
     def admit(self, entry: ManifestEntry, fetched: str, content: str) -> str:
         """Move checked bytes, whose xxh3_128 hex is ``content``, into the cache (consuming ``fetched``)."""
         blob = self._blob(content)
-        self._folder(os.path.dirname(blob))
-        os.replace(fetched, blob)
+        _move(fetched, blob, self._folder(os.path.dirname(blob)))
         self.remember(entry, content)
         return blob
 
@@ -88,17 +91,21 @@ class Cache:
         (fetched and checked): files already at a destination can then be checked with no request."""
         pin = self._pin_file(entry)
         if pin is not None:
-            self._folder(os.path.dirname(pin))
             tmp = self.tmp_path()
-            _write_new(tmp, content.encode())
-            os.replace(tmp, pin)
+            try:
+                _write_new(tmp, content.encode())
+                _move(tmp, pin, self._folder(os.path.dirname(pin)))
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
 
     def known_content(self, entry: ManifestEntry) -> str | None:
         """The xxh3_128 hex of ``entry``'s bytes when known without a request: pinned by the entry, or
         recorded by :meth:`remember` when this cache's machine fetched it (the bytes need not be cached)."""
         return self._content_hash(entry)
 
-    def place(self, entry: ManifestEntry, cached: str, dest: str, scratch: str) -> None:
+    def place(self, entry: ManifestEntry, cached: str, dest: Spot, scratch: Spot) -> None:
         """Put cached bytes at ``dest`` (see :func:`install`), re-hashing them first;
         :class:`CorruptCacheEntry` (the entry dropped, ``dest`` untouched) when they fail their name."""
         try:
@@ -162,38 +169,65 @@ class Cache:
         return folder
 
 
-def install(blob: str, dest: str, scratch: str, copy: Callable[[str], object], linkable: bool = True) -> None:
+def install(
+    blob: str, dest: Spot, scratch: Spot, copy: Callable[[Spot], object], linkable: bool = True
+) -> None:
     """Make ``dest`` hold the checked bytes of ``blob`` in one step: a hard link when nothing but the
     cache holds ``blob`` (made at ``dest`` itself, or at ``scratch`` and renamed over what ``dest`` was),
-    else ``copy(scratch)`` renamed onto ``dest``."""
+    else ``copy(scratch)`` renamed onto ``dest``. Files in a destination are made relative to their open
+    folder (:mod:`refstore.dirfd`)."""
     if linkable:
         try:
             if _link_alone(blob, dest):
                 return
         except FileExistsError:
             if _link_alone(blob, scratch):
-                os.replace(scratch, dest)
+                scratch.move_to(dest)
                 return
     copy(scratch)
-    os.replace(scratch, dest)
+    scratch.move_to(dest)
 
 
-def _link_alone(blob: str, path: str) -> bool:
-    """Hard-link ``blob`` to the new ``path`` if no other path links it; ``False`` (nothing made) when one
+def _link_alone(blob: str, spot: Spot) -> bool:
+    """Hard-link ``blob`` to the new ``spot`` if no other path links it; ``False`` (nothing made) when one
     does or the filesystem refuses (another device, no hard links, no permission). :class:`FileExistsError`
-    when ``path`` exists."""
+    when ``spot`` exists."""
     try:
         if os.stat(blob).st_nlink != 1:
             return False
-        os.link(blob, path)
+        spot.link_from(blob)
     except FileExistsError:
         raise
     except OSError:
         return False
-    if os.stat(path).st_nlink == 2:
+    if spot.links() == 2:
         return True
-    os.unlink(path)  # another download linked it at the same moment: both copy
+    spot.discard()  # another download linked it at the same moment: both copy
     return False
+
+
+def _move(source: str, target: str, folder: str) -> None:
+    """Rename ``source`` onto ``target`` (in ``folder``); across filesystems (``blobs/`` or ``tmp/`` a link
+    to another one: ``EXDEV``) a copy to a scratch file in ``folder``, renamed onto ``target``. ``source``
+    is consumed either way."""
+    try:
+        os.replace(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    scratch = Spot(None, f"{folder}/{scratch_name()}")
+    try:
+        fd = os.open(source, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        try:
+            _copy_fd(fd, scratch)
+        finally:
+            os.close(fd)
+        scratch.move_to(Spot(None, target))
+    except BaseException:
+        scratch.discard()
+        raise
+    os.unlink(source)
 
 
 def _read_small(path: str) -> bytes:
@@ -214,11 +248,47 @@ def _buffer(fd: int) -> bytearray:
     return bytearray(min(_BLOCK, os.fstat(fd).st_size + 1))
 
 
-def _copy_fd(fd: int, dest: str) -> str:
-    """Copy the open file ``fd`` to the new path ``dest``, hashing it on the way; the xxh3_128 hex."""
+def _copy_fd(fd: int, dest: Spot) -> str:
+    """Copy the open file ``fd`` to the new file ``dest``, hashing it on the way; the xxh3_128 hex."""
     buffer = _buffer(fd)
     view = memoryview(buffer)
-    with BodyFile(dest) as out:
+    digest = xxhash.xxh3_128()
+    out = dest.create()
+    try:
         while n := os.readv(fd, [buffer]):
-            out.write(view[:n])
-    return out.hexdigest()
+            digest.update(view[:n])
+            chunk = view[:n]
+            while chunk:
+                chunk = chunk[os.write(out, chunk) :]
+    finally:
+        os.close(out)
+    return str(digest.hexdigest())
+
+
+def copy_file(source: str, dest: Spot) -> None:
+    """Copy the file at ``source`` to the new file ``dest`` (in the kernel where it can)."""
+    fd = os.open(source, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        out = dest.create()
+        try:
+            _copy_plain(fd, out, os.fstat(fd).st_size)
+        finally:
+            os.close(out)
+    finally:
+        os.close(fd)
+
+
+def _copy_plain(fd: int, out: int, size: int) -> None:
+    offset = 0
+    if hasattr(os, "sendfile"):
+        try:
+            while offset < size and (sent := os.sendfile(out, fd, offset, size - offset)):
+                offset += sent
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP) or offset:
+                raise
+    os.lseek(fd, offset, os.SEEK_SET)
+    while chunk := os.read(fd, _BLOCK):
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(out, view) :]

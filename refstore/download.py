@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import shutil
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from ._exceptions import (
+    ConflictError,
     LocalChangesError,
     ObjectChangedError,
     RefstoreError,
@@ -23,14 +23,15 @@ from ._exceptions import (
 )
 from ._sync import gather_limited, run_sync
 from .backends import Backend, ObjectMeta, ProgressHook
-from .cache import Cache, CorruptCacheEntry, install
+from .cache import Cache, CorruptCacheEntry, copy_file, install
+from .dirfd import Folders, Spot
 from .hashing import ALGORITHM, hash_file, parallel_pays
 from .local_folder import FolderState, replaced, scan
 from .locations import resolve
 from .manifest import ManifestEntry
 from .names import check_logical_path
 from .progress import progress_bar
-from .scratch import Staging
+from .scratch import Staging, is_scratch_name
 from .store import Store
 
 CONCURRENCY = 32
@@ -59,7 +60,6 @@ class Downloader:
         self.executor = executor
         #: Whether local files that a manifest from a remote registry names without a content hash are read.
         self.allow_local_refs = allow_local_refs
-        self._folders: set[str] = set()  # destination folders made by this downloader
         self._backends: dict[str, Backend] = {}  # by the scheme and authority of a ref
 
     @functools.cached_property
@@ -103,7 +103,7 @@ class Downloader:
         kept = set(state.paths("ok"))
         todo = [(entry, dest) for entry, dest in targets if entry.path not in kept]
         try:
-            self._place(todo, description)
+            self._place(todo, description, top)
         except Exception as exc:
             placed = len(kept) + sum(replaced(state, entry.path) for entry, _ in todo)
             note = (
@@ -113,15 +113,17 @@ class Downloader:
             _raise_with_note(exc, note)
         return DownloadedPath(root, extra=extra, removed=removed)
 
-    def _place(self, targets: list[tuple[ManifestEntry, str]], description: str) -> None:
-        """Fetch (or copy from the cache) each target's bytes and rename them into place."""
+    def _place(self, targets: list[tuple[ManifestEntry, str]], description: str, root: str) -> None:
+        """Fetch (or copy from the cache) each target's bytes and rename them into place under ``root``."""
         _ = self._staging  # made before any thread starts
+        if targets:
+            os.makedirs(root, exist_ok=True)
         with progress_bar(sum(e.size for e, _ in targets), description) as bar:
-            missing = targets if self.skip_cache else self._copy_cached(targets, bar.update)
+            missing = targets if self.skip_cache else self._copy_cached(targets, bar.update, root)
             if self.executor is None:
-                self.fetch_all(missing, bar.update)
+                self.fetch_all(missing, bar.update, root)
             else:
-                self._fetch_on(self.executor, missing, bar.update)
+                self._fetch_on(self.executor, missing, bar.update, root)
 
     def protected_folders(self) -> list[str]:
         """Folders a download never lists as extra nor cleans: the cache, and a registry on local disk."""
@@ -153,21 +155,23 @@ class Downloader:
 
         state.states.update(run_sync(gather_limited, [compare(e) for e in entries], CONCURRENCY))
 
-    def fetch_all(self, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook) -> None:
-        """Fetch every entry to its destination, ``CONCURRENCY`` at a time."""
-        run_sync(gather_limited, [self._one(entry, dest, progress) for entry, dest in targets], CONCURRENCY)
+    def fetch_all(self, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook, root: str) -> None:
+        """Fetch every entry to its destination under ``root``, ``CONCURRENCY`` at a time."""
+        jobs = [self._one(entry, dest, root, progress) for entry, dest in targets]
+        run_sync(gather_limited, jobs, CONCURRENCY)
 
     def _copy_cached(
-        self, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook
+        self, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook, root: str
     ) -> list[tuple[ManifestEntry, str]]:
         """Place what the cache holds before any network work (a warm download of 10,000 files is file
         system work only); returns the targets still to fetch."""
 
         def place_batch(batch: list[tuple[ManifestEntry, str]]) -> list[bool]:
-            return [place(entry, dest) for entry, dest in batch]
+            with Folders(root) as folders:  # one thread's open folders (see refstore.dirfd)
+                return [place(folders, entry, dest) for entry, dest in batch]
 
-        def place(entry: ManifestEntry, dest: str) -> bool:
-            if not self._from_cache(entry, dest, self._prepare(dest)):
+        def place(folders: Folders, entry: ManifestEntry, dest: str) -> bool:
+            if not self._from_cache(entry, *self._spots(folders, entry, dest)):
                 return False
             progress(entry.size)
             return True
@@ -180,32 +184,44 @@ class Downloader:
                 done = [placed for batch in pool.map(place_batch, batches) for placed in batch]
         return [item for item, placed in zip(targets, done, strict=True) if not placed]
 
-    def _prepare(self, dest: str) -> str:
-        """Make ``dest``'s folder (once per folder) and return a scratch path to build it at."""
-        folder = os.path.dirname(dest)
-        if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
-            self._folders.add(folder)
-        return self._staging.path_for(dest)
+    def _spots(self, folders: Folders, entry: ManifestEntry, dest: str) -> tuple[Spot, Spot]:
+        """The file ``entry`` goes to (its folder opened, made if missing) and a scratch file to build it
+        at."""
+        target = folders.spot(entry.path)
+        return target, self._staging.spot_for(target, os.path.dirname(dest))
 
-    def _from_cache(self, entry: ManifestEntry, dest: str, scratch: str) -> bool:
+    def _from_cache(self, entry: ManifestEntry, dest: Spot, scratch: Spot) -> bool:
         """Put the cached bytes of ``entry`` at ``dest``; ``False`` when the cache has none (or had
-        corrupt ones, now dropped)."""
+        corrupt ones, now dropped, or they or the scratch file vanished meanwhile)."""
         cached = self.cache.lookup(entry)
         if cached is None:
             return False
         try:
             self.cache.place(entry, cached, dest, scratch)
         except CorruptCacheEntry:
-            _discard(scratch)
+            scratch.discard()
             return False
+        except FileNotFoundError as exc:
+            scratch.discard()
+            if not self._vanished(exc):
+                raise
+            return False  # fetched instead
         except BaseException:
-            _discard(scratch)
+            scratch.discard()
             raise
         return True
 
+    def _vanished(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says a file of this download's own vanished: a scratch file or a cached blob
+        removed by another process (not a source object that is missing)."""
+        if isinstance(exc, RefstoreError) or not isinstance(exc, FileNotFoundError):
+            return False
+        names = [os.fspath(n) for n in (exc.filename, exc.filename2) if isinstance(n, (str, os.PathLike))]
+        cache = os.fspath(self.cache.root)
+        return any(n.startswith(cache) or is_scratch_name(os.path.basename(n)) for n in names)
+
     def _fetch_on(
-        self, executor: Executor, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook
+        self, executor: Executor, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook, root: str
     ) -> None:
         """Fetch in batches on ``executor``'s workers, each with its own connections and this cache."""
         jobs = [
@@ -217,6 +233,7 @@ class Downloader:
                 self.skip_cache,
                 targets[start : start + _BATCH],
                 self.allow_local_refs,
+                root,
             )
             for start in range(0, len(targets), _BATCH)
         ]
@@ -228,27 +245,50 @@ class Downloader:
             for future in futures:
                 future.cancel()  # interrupted or failed: batches not started never start
 
-    async def _one(self, entry: ManifestEntry, dest: str, progress: Any) -> None:
-        scratch = self._prepare(dest)
-        fetched = scratch if self.skip_cache else self.cache.tmp_path()
-        try:
-            content = await self._fetch(entry, Path(fetched), progress)
-            await asyncio.to_thread(self._admit, entry, content, fetched, dest, scratch)
-        except BaseException:
-            _discard(fetched)
-            _discard(scratch)
-            raise
+    async def _one(self, entry: ManifestEntry, dest: str, root: str, progress: Any) -> None:
+        """Fetch one entry into the cache's ``tmp/`` and put it at ``dest``; fetched again when a file
+        of its own vanished meanwhile (another process cleaning ``tmp/``), up to ``_ATTEMPTS`` times."""
+        for attempt in range(1, _ATTEMPTS + 1):
+            fetched = self.cache.tmp_path()
+            try:
+                content = await self._fetch(entry, Path(fetched), progress)
+                await asyncio.to_thread(self._admit, entry, content, fetched, dest, root)
+                return
+            except FileNotFoundError as exc:
+                _discard(fetched)
+                if not self._vanished(exc):
+                    raise
+                if attempt == _ATTEMPTS:
+                    raise ConflictError(
+                        f"{dest}: a file this download was writing ({exc.filename}) vanished {_ATTEMPTS} "
+                        f"times; is another process removing files in {self.cache.tmp_dir()}?"
+                    ) from exc
+            except BaseException:
+                _discard(fetched)
+                raise
 
-    def _admit(self, entry: ManifestEntry, content: str, fetched: str, dest: str, scratch: str) -> None:
+    def _admit(self, entry: ManifestEntry, content: str, fetched: str, dest: str, root: str) -> None:
         """Check fetched bytes, whose xxh3_128 hex is ``content``, and put them at ``dest``: through the
-        cache, whose file ``dest`` then shares (a hard link, else a copy in the kernel)."""
+        cache, whose file ``dest`` then shares (a hard link, else a copy in the kernel); with
+        ``skip_cache`` renamed there from ``tmp/`` (copied when ``tmp/`` is on another filesystem)."""
         _check_content(entry, content)
-        if fetched == scratch:
-            self.cache.remember(entry, content)
-            os.replace(scratch, dest)
-            return
-        blob = self.cache.admit(entry, fetched, content)
-        install(blob, dest, scratch, lambda path: shutil.copyfile(blob, path))
+        with Folders(root) as folders:
+            target, scratch = self._spots(folders, entry, dest)
+            try:
+                if not self.skip_cache:
+                    blob = self.cache.admit(entry, fetched, content)
+                    install(blob, target, scratch, lambda spot: copy_file(blob, spot))
+                    return
+                self.cache.remember(entry, content)
+                if scratch.fd is None:  # tmp/ shares the destination's filesystem
+                    Spot(None, fetched).move_to(target)
+                    return
+                copy_file(fetched, scratch)
+                scratch.move_to(target)
+                _discard(fetched)
+            except BaseException:
+                scratch.discard()
+                raise
 
     async def _fetch(self, entry: ManifestEntry, target: Path, progress: Any) -> str:
         """Fetch the entry's bytes to ``target``; their xxh3_128 hex."""
@@ -295,6 +335,8 @@ class Downloader:
 
 
 _BATCH = 256
+#: How many times a download fetches one file whose scratch file vanished before it gives up.
+_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -308,6 +350,7 @@ class _Batch:
     skip_cache: bool
     items: list[tuple[ManifestEntry, str]]
     allow_local_refs: bool = False
+    root: str = ""
 
 
 def _download_batch(batch: _Batch) -> int:
@@ -319,8 +362,9 @@ def _download_batch(batch: _Batch) -> int:
         allow_local_refs=batch.allow_local_refs,
         storage_options=batch.storage_options,
     )
-    targets = batch.items
-    downloader.fetch_all(targets if batch.skip_cache else downloader._copy_cached(targets, _ignore), _ignore)
+    targets, root = batch.items, batch.root
+    missing = targets if batch.skip_cache else downloader._copy_cached(targets, _ignore, root)
+    downloader.fetch_all(missing, _ignore, root)
     return sum(entry.size for entry, _ in batch.items)
 
 

@@ -1,13 +1,23 @@
-"""Downloads that hold when files change under them (issue 14): prefixes at ``/`` boundaries (item 24)."""
+"""Downloads that hold when files change under them (issue 14): a folder swapped for a link mid-download
+(item 9), two PID namespaces sharing a cache (item 19), a cache spread over filesystems (item 20),
+prefixes at ``/`` boundaries (item 24)."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 import refstore
+import refstore.cache
 from refstore.cli import main
 
 
@@ -57,3 +67,125 @@ def test_clean_under_a_prefix_never_touches_files_of_a_sibling_with_a_longer_nam
     got = version.download(dest, path_prefix="train.txt")
     assert got.extra == ()  # a file's path: train.txt.bak is not under it
     assert (dest / "train.txt").read_bytes() == b"t"
+
+
+# -- item 9: a folder swapped for a link during a download -----------------------------------------------
+
+SWAPPER = """
+import ctypes, os, sys, time
+sub, aside, outside, stop = sys.argv[1:5]
+libc = ctypes.CDLL(None, use_errno=True)
+os.symlink(outside, aside)
+while not os.path.exists(stop):  # sub and the link trade places atomically (renameat2 RENAME_EXCHANGE)
+    if libc.renameat2(-100, sub.encode(), -100, aside.encode(), 2) != 0:
+        raise OSError(ctypes.get_errno(), "renameat2")
+    time.sleep(0.0003)
+"""
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["from-the-cache", "fetched"])
+def test_a_folder_swapped_for_a_link_during_a_download_never_sends_a_file_outside(
+    tmp_path: Path, warm: bool
+) -> None:
+    files = {f"sub/f{i:04d}.txt": f"file {i}\n".encode() for i in range(1500)}
+    version = _log_files(tmp_path, files, "many")
+    if warm:
+        version.download(tmp_path / "warm-up")
+        shutil.rmtree(tmp_path / "warm-up")  # the cache holds every file, held by no download
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for attempt in range(8):  # the swap may be seen by the check before writing: then nothing races
+        dest = tmp_path / f"dest{attempt}"
+        (dest / "sub").mkdir(parents=True)
+        stop = tmp_path / f"stop{attempt}"
+        args = [str(dest / "sub"), str(dest / "sub-aside"), str(outside), str(stop)]
+        swapper = subprocess.Popen([sys.executable, "-c", SWAPPER, *args])
+        while not os.path.lexists(dest / "sub-aside") and swapper.poll() is None:
+            time.sleep(0.01)  # swapping from now on
+        try:
+            try:
+                version.download(dest, skip_cache=not warm)
+            except refstore.UnsafePathError as exc:  # the swap seen: refused, never followed
+                assert re.search("outside|a link appeared|changed .* times", str(exc)), str(exc)
+        finally:
+            stop.touch()
+            swapper.wait(timeout=30)
+        assert swapper.returncode == 0, "the swapper stopped early"
+        assert sorted(os.listdir(outside)) == [], f"attempt {attempt}: files written through the link"
+
+
+# -- item 19: downloads in two PID namespaces share a host name and a cache --------------------------------
+
+DOWNLOAD = """
+import sys, refstore
+refstore.Registry(sys.argv[1]).get("ns:v0").download(sys.argv[2])
+"""
+
+
+def test_a_download_in_another_pid_namespace_keeps_this_process_scratch_files(tmp_path: Path) -> None:
+    if shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs unshare and root")
+    files = {f"f{i}.txt": f"file {i}\n".encode() for i in range(20)}
+    _log_files(tmp_path, files, "ns")
+    cache = Path(os.environ["REFSTORE_CACHE_DIR"])
+    (cache / "tmp").mkdir(parents=True)
+    from refstore.scratch import scratch_name
+
+    ours = cache / "tmp" / scratch_name()  # a file this (live) process is writing
+    ours.write_bytes(b"half of a download in flight")
+    registry = os.environ["REFSTORE_ROOT"]
+    command = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", DOWNLOAD]
+    env = {**os.environ, "PYTHONPATH": str(Path(refstore.__file__).parents[1])}  # this refstore
+    done = subprocess.run(
+        [*command, registry, str(tmp_path / "other")], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert _tree(tmp_path / "other") == files
+    assert ours.exists(), "a download in another PID namespace removed a live process's scratch file"
+
+
+def test_a_scratch_file_that_vanishes_mid_download_is_fetched_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process (an older refstore in another namespace) removes a file in flight in ``tmp/``."""
+    files = {f"f{i}.txt": f"file {i}\n".encode() for i in range(5)}
+    version = _log_files(tmp_path, files, "vanish")
+    admit = refstore.cache.Cache.admit
+    removed: list[str] = []
+
+    def admit_after_removal(self: refstore.cache.Cache, entry: object, fetched: str, content: str) -> str:
+        if len(removed) < 2:
+            removed.append(fetched)
+            os.unlink(fetched)
+        return admit(self, entry, fetched, content)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(refstore.cache.Cache, "admit", admit_after_removal)
+    assert _tree(version.download(tmp_path / "dest")) == files
+    assert len(removed) == 2
+
+
+# -- item 20: a cache whose blobs/ or tmp/ is on another filesystem -----------------------------------------
+
+
+@pytest.mark.parametrize("moved", ["blobs", "tmp", "pins"])
+@pytest.mark.parametrize("skip_cache", [False, True], ids=["cached", "skip-cache"])
+def test_a_cache_folder_linked_to_another_filesystem_still_downloads(
+    tmp_path: Path, moved: str, skip_cache: bool
+) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("/dev/shm is not another filesystem here")
+    elsewhere = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        files = {f"d/f{i}.txt": f"file {i}\n".encode() * 100 for i in range(10)}
+        version = _log_files(tmp_path, files, "xdev")
+        cache = Path(os.environ["REFSTORE_CACHE_DIR"])
+        cache.mkdir(parents=True)
+        (cache / moved).symlink_to(elsewhere)
+        assert _tree(version.download(tmp_path / "cold", skip_cache=skip_cache)) == files
+        assert _tree(version.download(tmp_path / "warm")) == files
+        assert _tree(version.download(tmp_path / "warm-again")) == files
+        leftovers = [p for p in elsewhere.rglob("*") if p.is_file() and p.name.endswith(".part")]
+        assert leftovers == []
+    finally:
+        shutil.rmtree(elsewhere)

@@ -28,7 +28,7 @@ import refstore
 from refstore.cli import main
 from refstore.download import blob_path
 from refstore.hashing import hash_bytes, hash_file
-from refstore.scratch import HOST, remove_stale
+from refstore.scratch import HOST, OLD_FORM_AGE, remove_stale, scratch_name
 
 #: Runs the CLI once the modules it needs are imported, so that kill points fall inside the command.
 _CLI = (
@@ -272,16 +272,22 @@ def test_scratch_files_of_dead_processes_are_removed_and_no_others(tmp_path: Pat
     dead.wait()
     folder = tmp_path / "tmp"
     folder.mkdir()
+    machine, pid, started, _ = scratch_name().split("-")  # this machine, boot and PID namespace
+    other = "f" * 8 if machine != "f" * 8 else "e" * 8
     names = {
-        "dead": f"{HOST}-{dead.pid}-{'0' * 16}.part",
-        "dead-sibling": f".refstore-{HOST}-{dead.pid}-{'1' * 16}.part",
-        "alive": f"{HOST}-{os.getpid()}-{'2' * 16}.part",
-        "other-host": f"{'f' * 8 if HOST != 'f' * 8 else 'e' * 8}-{dead.pid}-{'3' * 16}.part",
+        "dead": f"{machine}-{dead.pid}-{started}-{'0' * 16}.part",
+        "dead-sibling": f".refstore-{machine}-{dead.pid}-{started}-{'1' * 16}.part",
+        "alive": f"{machine}-{pid}-{started}-{'2' * 16}.part",
+        "pid-reused": f"{machine}-{pid}-{int(started) + 1}-{'4' * 16}.part",  # this pid, another process
+        "other-host-or-namespace": f"{other}-{dead.pid}-{started}-{'3' * 16}.part",
         "not-ours": f"data-{dead.pid}.part",
+        "old-form-fresh": f"{HOST}-{dead.pid}-{'5' * 16}.part",  # cannot tell namespaces: kept a day
+        "old-form-old": f"{HOST}-{dead.pid}-{'6' * 16}.part",
     }
     for name in names.values():
         (folder / name).write_bytes(b"partial")
+    os.utime(folder / names["old-form-old"], (time.time() - 2 * OLD_FORM_AGE,) * 2)
     remove_stale(folder)
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        names[k] for k in ("alive", "other-host", "not-ours")
+        names[k] for k in ("alive", "other-host-or-namespace", "not-ours", "old-form-fresh")
     )
