@@ -245,6 +245,24 @@ def test_a_loop_of_links_named_directly_is_an_error_naming_it(tmp_path: Path) ->
         refstore.Artifact("x").add_reference(tmp_path / "loop")
 
 
+def test_a_referenced_file_replaced_by_a_loop_of_links_is_missing_for_verify(tmp_path: Path) -> None:
+    """After the snapshot, a loop is no object: ``verify`` reports the entry missing (it raised a raw
+    ``OSError``), a download refuses it with ``ObjectChangedError`` naming it."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "a.txt").write_text("alpha")
+    (folder / "b.txt").write_text("beta")
+    artifact = refstore.Artifact("refs")
+    artifact.add_reference(folder)
+    version = refstore.Registry(tmp_path / "reg").log(artifact)
+    (folder / "a.txt").unlink()
+    (folder / "a.txt").symlink_to("a.txt")
+    report = version.verify()
+    assert (report.missing, report.ok) == (["a.txt"], ["b.txt"])
+    with pytest.raises(refstore.ObjectChangedError, match=r"a\.txt: a loop of symbolic links"):
+        version.download(tmp_path / "dl", skip_cache=True)
+
+
 def test_cli_log_of_a_folder_with_a_loop_is_one_line(tmp_path: Path) -> None:
     folder = _folder_with(tmp_path, "loop")
     for copy in (["--copy"], []):

@@ -97,7 +97,9 @@ class LocalBackend(Backend):
             info = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return None
-        except OSError as exc:  # a loop of links, a folder above that cannot be searched
+        except OSError as exc:  # a folder above that cannot be searched
+            if exc.errno == errno.ELOOP:
+                return None  # no object here (verify: missing); a reference of it says why when listing it
             raise read_error(path, exc) from exc
         if not stat_module.S_ISREG(info.st_mode):
             return None
@@ -165,10 +167,19 @@ class LocalBackend(Backend):
             fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO must not hang here
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise changed(pin, "the file no longer exists (local files keep no versions)") from exc
-        if not stat_module.S_ISREG(os.fstat(fd).st_mode):  # /dev/zero, a FIFO: no end, no pinnable bytes
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise changed(pin, "a loop of symbolic links stands there now") from exc
+            if isinstance(exc, PermissionError):
+                raise StorageAccessError(f"{shown(source)}: permission denied ({exc.strerror})") from exc
+            raise
+        try:
+            if not stat_module.S_ISREG(os.fstat(fd).st_mode):  # /dev/zero, a FIFO: no end, no pinnable bytes
+                raise changed(pin, "not a regular file")
+            out = BodyFile(dest)
+        except BaseException:
             os.close(fd)
-            raise changed(pin, "not a regular file")
-        out = BodyFile(dest)
+            raise
         try:
             with open(fd, "rb", buffering=0) as src, out:
                 buffer = bytearray(min(CHUNK_SIZE, os.fstat(src.fileno()).st_size + 1))  # not 4 MiB per file
