@@ -239,7 +239,9 @@ def show_command(ctx: click.Context, ref: str, show_all: bool) -> None:
 @main.command("get")
 @click.argument("ref", shell_complete=complete_ref)
 @click.argument("dest", required=False)
-@click.option("--prefix", default=None, help="Only entries under this folder (at / boundaries) or this one file.")
+@click.option(
+    "--prefix", default=None, help="Only entries under this folder (at / boundaries) or this one file."
+)
 @click.option("--skip-cache", is_flag=True, help="Fetch from the source even when cached.")
 @click.option("--force", is_flag=True, help="Replace local files whose bytes differ from the version.")
 @click.option("--clean", is_flag=True, help="Remove files the version does not hold (under --prefix).")
