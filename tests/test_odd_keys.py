@@ -103,9 +103,13 @@ def test_s3_odd_keys_through_the_cli(s3_fs: Any, s3_bucket: str, tmp_path: Path)
     assert json.loads(checked.output)["ok"] == sorted(odd)
 
 
-def test_gcs_odd_keys_log_download_open_verify(gcs_server: Any, gcs_bucket: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("versioned", [True, False], ids=["versioned", "unversioned"])
+def test_gcs_odd_keys_log_download_open_verify(
+    gcs_server: Any, gcs_bucket: str, gcs_unversioned_bucket: str, versioned: bool, tmp_path: Path
+) -> None:
     import gcsfs
 
+    gcs_bucket = gcs_bucket if versioned else gcs_unversioned_bucket
     writer = gcsfs.GCSFileSystem(token="anon", endpoint_url=gcs_server.endpoint_url, skip_instance_cache=True)
     for logical, data in ODD.items():  # not version-aware: "#123" stays in the key
         writer.pipe_file(f"{gcs_bucket}/data/{logical}", data)
@@ -119,9 +123,15 @@ def test_gcs_odd_keys_log_download_open_verify(gcs_server: Any, gcs_bucket: str,
 
     writer.pipe_file(f"{gcs_bucket}/data/k#123", b"overwritten")
     report = version.verify()
-    assert report.changed == ["k#123"] and report.retrievable
-    with version.open("k#123") as handle:  # the pinned generation, not the current one
-        assert handle.read() == ODD["k#123"]
+    assert report.changed == ["k#123"] and report.retrievable == versioned
+    if versioned:
+        with version.open("k#123") as handle:  # the pinned generation, not the current one
+            assert handle.read() == ODD["k#123"]
+    else:
+        with pytest.raises(
+            refstore.ObjectChangedError, match=r"/data/k#123: generation \d+ no longer exists"
+        ):
+            version.open("k#123")
 
 
 # -- manifests written before refs were escaped --------------------------------------------------------
