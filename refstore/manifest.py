@@ -15,9 +15,9 @@ manifest read from it keeps format 1, so its digest - the name it is stored unde
 Refs are URIs: a bucket key's ``%``, ``?`` and ``#`` are percent-encoded (:func:`refstore.locations.ref_of`
 says why), in memory as in format ``refstore.manifest/3``, which is format 2's layout with such refs. Formats
 1 and 2 hold keys verbatim (a ``%`` there means itself); their refs are escaped on read and written back
-verbatim, so a manifest keeps its format and its digest. A new manifest is written as format 2 when none of
-its refs has an escape, byte for byte what earlier versions wrote (and read), else as format 3, which
-earlier versions refuse rather than misread.
+verbatim, so a manifest keeps its format and its digest. A new manifest is written as format 2 when no ref
+has a ``%``, ``?`` or ``#`` in a bucket key, byte for byte what earlier versions wrote (and read), else as
+format 3, which earlier versions refuse rather than misread.
 """
 
 from __future__ import annotations
