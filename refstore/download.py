@@ -31,6 +31,7 @@ from .locations import resolve
 from .manifest import ManifestEntry
 from .names import check_logical_path
 from .progress import progress_bar
+from .quarantine import corrupt_blob_error, quarantine_if_corrupt
 from .scratch import Staging, is_scratch_name
 from .store import Store
 
@@ -254,6 +255,14 @@ class Downloader:
                 content = await self._fetch(entry, Path(fetched), progress)
                 await asyncio.to_thread(self._admit, entry, content, fetched, dest, root)
                 return
+            except ObjectChangedError as exc:
+                _discard(fetched)
+                if entry.is_copy:  # the registry's own blob: corrupt in the store, or damaged on the way?
+                    relative, pin = blob_path(entry.digest), self.source(entry)[1]
+                    moved = await quarantine_if_corrupt(self.store, relative, pin, self.cache.tmp_path())
+                    if moved is not None:
+                        raise corrupt_blob_error(self.store, relative, moved, exc) from exc
+                raise
             except FileNotFoundError as exc:
                 _discard(fetched)
                 if not self._vanished(exc):

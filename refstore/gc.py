@@ -64,6 +64,7 @@ from ._sync import gather_limited, run_sync
 from .backends._base import call_fs
 from .download import blob_path
 from .manifest import Manifest, canonical_json
+from .quarantine import QUARANTINE
 from .registry import _manifest_path as manifest_path
 from .registry_json import parse
 from .store import Store
@@ -128,6 +129,9 @@ class GCReport:
     intent_expiry: timedelta = INTENT_EXPIRY
     #: Temporary files of dead writers (unchanged for :data:`TEMP_EXPIRY`), deleted (or to delete).
     temp_files: list[str] = field(default_factory=list)
+    #: Blobs found corrupt on read and moved to ``quarantine/`` (see :mod:`refstore.quarantine`): never
+    #: deleted by gc, listed so that someone looks at them.
+    quarantined: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -141,6 +145,7 @@ class GCReport:
             "in_flight": [log.to_json() for log in self.in_flight],
             "intent_expiry_seconds": self.intent_expiry.total_seconds(),
             "temp_files": self.temp_files,
+            "quarantined": self.quarantined,
         }
 
 
@@ -177,7 +182,15 @@ def collect_garbage(
         candidates = _listing(store, COLLECTED)
         marks = _references(registry, expiry)
         leftovers, temp_files = _trash_leftovers(store), _stale_temp_files(store)
-        return _report(True, candidates, marks, expiry, leftovers=leftovers, temp_files=temp_files)
+        return _report(
+            True,
+            candidates,
+            marks,
+            expiry,
+            leftovers=leftovers,
+            temp_files=temp_files,
+            quarantined=_listing(store, [QUARANTINE]),
+        )
     with _gc_lock(store):
         leftovers = _trash_leftovers(store)
         candidates = _listing(store, COLLECTED)
@@ -200,6 +213,7 @@ def collect_garbage(
             restored=restored,
             leftovers=leftovers,
             temp_files=temp_files,
+            quarantined=_listing(store, [QUARANTINE]),
         )
 
 
@@ -213,6 +227,7 @@ def _report(
     restored: Iterable[str] = (),
     leftovers: Iterable[str] = (),
     temp_files: Iterable[str] = (),
+    quarantined: Iterable[str] = (),
 ) -> GCReport:
     """``gone``: what was deleted (default: what a dry run would delete)."""
     garbage = sorted(set(candidates) - marks.keep if gone is None else gone)
@@ -237,6 +252,7 @@ def _report(
         in_flight=in_flight,
         intent_expiry=expiry,
         temp_files=sorted(temp_files),
+        quarantined=sorted(quarantined),
     )
 
 

@@ -36,6 +36,7 @@ from .artifact import Artifact
 from .exclusion import note_registry
 from .manifest import Manifest, ManifestDiff, canonical_json
 from .names import check_alias, check_name, parse_ref, version_number
+from .quarantine import quarantined_blobs
 from .records import AliasRecord, VersionRecord
 from .registry_json import MAX_DEPTH, check_depth, parse
 from .store import REGISTRY_MARKER, Store
@@ -104,6 +105,7 @@ class Registry:
                 )
             if latest is not None and latest.content_digest == manifest.content_digest:
                 record, created = latest, False
+                self._restore_quarantined(artifact.staged_files)
             else:
                 self._mark()
                 self._store_blobs(artifact.staged_files)
@@ -140,6 +142,13 @@ class Registry:
         record = self._resolve(ref)
         self._point_alias(record, alias)
         return self._version(record)
+
+    def _restore_quarantined(self, staged: Mapping[str, Path]) -> None:
+        """Upload again the staged copies whose blobs a reader found corrupt and moved to ``quarantine/``
+        (:mod:`refstore.quarantine`); one listing, and nothing else when nothing is quarantined. Any other
+        log uploads them anyway: :meth:`_store_blobs` skips only blobs that exist."""
+        if staged and (names := quarantined_blobs(self.store)):
+            self._store_blobs({d: p for d, p in staged.items() if _hex(d) in names})
 
     def _store_blobs(self, staged: Mapping[str, Path]) -> None:
         async def upload(digest: str, local: Path) -> None:

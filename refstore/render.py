@@ -185,6 +185,8 @@ def gc_lines(report: GCReport) -> list[str]:
     for temp in report.temp_files:
         done = "would delete" if report.dry_run else "deleted"
         lines.append(f"{done}  {printable(temp)}  (a temporary file unchanged for a day: its writer died)")
+    for blob in report.quarantined:
+        lines.append(f"kept  {printable(blob)}  (a blob found corrupt on read: gc never deletes it)")
     if report.in_flight or report.expired_intents:
         lines.append(f"log intents protect their paths for {expiry} (REFSTORE_INTENT_TTL or gc --intent-ttl)")
     counts = f"{_count(len(report.manifests), 'manifest')} and {_count(len(report.blobs), 'blob')}"

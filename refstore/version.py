@@ -8,11 +8,12 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from ._exceptions import ObjectNotFoundError
-from .download import DownloadedPath, Downloader
+from ._exceptions import ObjectChangedError, ObjectNotFoundError
+from .download import DownloadedPath, Downloader, blob_path
 from .local_folder import under_prefix
 from .manifest import Manifest, ManifestDiff, ManifestEntry
 from .names import check_logical_path
+from .quarantine import check_copy
 from .records import VersionRecord
 from .verify import VerifyReport, verify_entries, verify_folder
 
@@ -162,7 +163,14 @@ class ArtifactVersion:
             self._registry.store, storage_options=storage_options, allow_local_refs=allow_local_refs
         )
         backend, pin = downloader.source(entry)
-        return backend.open_pinned(pin)
+        try:
+            return backend.open_pinned(pin)
+        except ObjectChangedError as exc:
+            if entry.is_copy:  # a corrupt blob is moved to quarantine/ (see refstore.quarantine)
+                check_copy(
+                    self._registry.store, blob_path(entry.digest), pin, downloader.cache.tmp_path(), exc
+                )
+            raise
 
     def verify(
         self,

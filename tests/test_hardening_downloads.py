@@ -12,9 +12,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from faultproxy import FaultProxy
 
 import refstore
 import refstore.cache
@@ -189,3 +191,94 @@ def test_a_cache_folder_linked_to_another_filesystem_still_downloads(
         assert leftovers == []
     finally:
         shutil.rmtree(elsewhere)
+
+
+# -- item 2: a blob found corrupt on read is quarantined, and the next log uploads it again ------------------
+
+
+def _blob_of(registry: Path, data: bytes) -> Path:
+    from refstore.hashing import hash_bytes
+
+    digest = hash_bytes(data).split(":", 1)[1]
+    return registry / "blobs" / digest[:2] / digest
+
+
+@pytest.mark.parametrize("reader", ["download", "open"])
+def test_a_corrupt_blob_is_quarantined_never_deleted_and_the_next_log_restores_it(
+    tmp_path: Path, reader: str
+) -> None:
+    data = b"the pinned bytes\n" * 100
+    (tmp_path / "model.bin").write_bytes(data)
+    root = tmp_path / "registry"
+    registry = refstore.Registry(root)
+    artifact = refstore.Artifact("model")
+    artifact.add_file(tmp_path / "model.bin")
+    version = registry.log(artifact)
+    blob = _blob_of(root, data)
+    damaged = b"X" + data[1:]  # same size: only the hash tells
+    blob.write_bytes(damaged)
+    with pytest.raises(refstore.IntegrityError) as raised:
+        if reader == "download":
+            version.download(tmp_path / "dest", skip_cache=True)
+        else:
+            version.open("model.bin").read()
+    quarantined = list((root / "quarantine").rglob("*"))
+    quarantined = [p for p in quarantined if p.is_file()]
+    assert [p.read_bytes() for p in quarantined] == [damaged], "moved aside, never deleted"
+    assert blob.name in str(raised.value) and "quarantine/" in str(raised.value)
+    assert not blob.exists()
+    report = refstore.collect_garbage(registry, yes=True)
+    assert report.quarantined == [quarantined[0].relative_to(root).as_posix()]
+    assert quarantined[0].exists(), "gc never deletes quarantine/"
+    again = refstore.Artifact("model")  # the next log that has the bytes uploads the blob again
+    again.add_file(tmp_path / "model.bin")
+    assert registry.log(again) == version
+    assert blob.read_bytes() == data
+    assert _tree(version.download(tmp_path / "dest", skip_cache=True)) == {"model.bin": data}
+    assert version.open("model.bin").read() == data
+
+
+def test_a_blob_damaged_on_the_way_but_right_in_the_store_is_not_quarantined(
+    s3_server: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    """Only bytes wrong in the store are moved aside: a transfer damaged once (a proxy flipping bytes) is
+    fetched again to tell."""
+    data = os.urandom(5000)
+    (tmp_path / "model.bin").write_bytes(data)
+    proxy = FaultProxy(s3_server.endpoint_url).start()
+    try:
+        options = {"endpoint_url": proxy.url}
+        registry = refstore.Registry(f"s3://{s3_bucket}/reg", storage_options=options)
+        artifact = refstore.Artifact("model")
+        artifact.add_file(tmp_path / "model.bin")
+        version = registry.log(artifact)
+        proxy.inject("corrupt", times=1, match=f"GET /{s3_bucket}/reg/blobs/")  # the check's read is clean
+        with pytest.raises(refstore.ObjectChangedError) as raised:
+            version.download(tmp_path / "dest")
+        assert not isinstance(raised.value, refstore.IntegrityError)
+        assert registry.store.backend.fs.find(f"{s3_bucket}/reg/quarantine") == []
+        assert _tree(version.download(tmp_path / "dest")) == {"model.bin": data}
+    finally:
+        proxy.stop()
+
+
+def test_a_corrupt_blob_in_an_s3_registry_is_quarantined_and_restored_by_the_next_log(
+    s3_fs: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    data = os.urandom(3000)
+    (tmp_path / "model.bin").write_bytes(data)
+    registry = refstore.Registry(f"s3://{s3_bucket}/reg")
+    artifact = refstore.Artifact("model")
+    artifact.add_file(tmp_path / "model.bin")
+    version = registry.log(artifact)
+    blob = f"{s3_bucket}/reg/" + _blob_of(Path(""), data).as_posix()
+    s3_fs.pipe_file(blob, b"Y" + data[1:])
+    with pytest.raises(refstore.IntegrityError, match="quarantine/"):
+        version.download(tmp_path / "dest")
+    s3_fs.invalidate_cache()
+    assert [s3_fs.cat_file(p) for p in s3_fs.find(f"{s3_bucket}/reg/quarantine")] == [b"Y" + data[1:]]
+    assert not s3_fs.exists(blob)
+    again = refstore.Artifact("model")
+    again.add_file(tmp_path / "model.bin")
+    registry.log(again)
+    assert _tree(version.download(tmp_path / "dest")) == {"model.bin": data}
