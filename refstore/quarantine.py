@@ -2,12 +2,14 @@
 
 A copy entry's bytes live at ``blobs/<aa>/<hex>``, named by their xxh3_128 hash. When a read (a download,
 ``open``) finds bytes that do not match that name, the blob is fetched once more, to rule out damage in
-transit; if the stored bytes are wrong again, it is moved to ``quarantine/blobs/<aa>/<hex>.<UTC time>`` and
-the read fails with :class:`~refstore.IntegrityError` naming both. Kept, not deleted: a corrupt blob may be
-the only trace of what went wrong (a disk, a tool writing into the registry), and its bytes may still be
-worth something. With the name free again, the next log of a file holding those bytes uploads them anew
-(logs skip only blobs that exist), and the versions that use it download again. gc never deletes
-``quarantine/``; it lists what is there (``GCReport.quarantined``) so that someone looks at it.
+transit; if the stored bytes are wrong again, it is moved to ``quarantine/blobs/<aa>/<hex>.<UTC time>``
+and the read fails with :class:`CorruptBlobError` naming both (an :class:`~refstore.IntegrityError`, and
+the :class:`~refstore.ObjectChangedError` that reads of altered bytes raised before). Kept, not deleted:
+a corrupt blob may be the only trace of what went wrong (a disk, a tool writing into the registry), and
+a blob taken for corrupt by mistake (a path that damages every transfer alike) can be moved back. With
+the name free again, the next log of a file holding those bytes uploads them anew (logs skip only blobs
+that exist), and the versions that use it download again. gc never deletes ``quarantine/``; it lists what
+is there (``GCReport.quarantined``) so that someone looks at it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ from .hashing import ALGORITHM
 from .store import Store
 
 QUARANTINE = "quarantine"
+
+
+class CorruptBlobError(IntegrityError, ObjectChangedError):
+    """A registry blob whose stored bytes do not hash to its name: an :class:`IntegrityError` of the
+    registry, and still the :class:`ObjectChangedError` that reads of altered bytes raised before."""
 
 
 async def quarantine_if_corrupt(store: Store, relative: str, pin: ObjectMeta, scratch: str) -> str | None:
@@ -63,9 +70,9 @@ def quarantined_blobs(store: Store) -> set[str]:
     return {str(path).rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0] for path in found}
 
 
-def corrupt_blob_error(store: Store, relative: str, moved: str, cause: Exception) -> IntegrityError:
+def corrupt_blob_error(store: Store, relative: str, moved: str, cause: Exception) -> CorruptBlobError:
     """The error a read that found the blob ``relative`` corrupt (and moved it to ``moved``) fails with."""
-    return IntegrityError(
+    return CorruptBlobError(
         f"{store.url_of(relative)}: stored bytes do not hash to the blob's name ({cause}); moved to "
         f"{store.url_of(moved)}, never deleted; log a file with these bytes again to restore the blob"
     )
