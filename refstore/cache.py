@@ -5,8 +5,9 @@ Layout under ``$REFSTORE_CACHE_DIR`` (default ``~/.cache/refstore``)::
     blobs/<aa>/<xxh3_128 hex>     bytes, admitted only after they were checked against their pin
     pins/<aa>/<sha256 of pin>     the xxh3_128 hex of the bytes a reference pin resolved to (recorded by
                                   every download, ``skip_cache`` too: it checks files already in place)
-    tmp/                          downloads in flight (same filesystem, so admission is a rename); what
-                                  crashed processes left there is removed at the start of each download
+    tmp/                          downloads in flight (admission is a rename; a copy and a rename where
+                                  ``blobs/`` or ``pins/`` is a link to another filesystem); what crashed
+                                  processes left there is removed at the start of each download
 
 Every read from the cache re-hashes the bytes; a corrupted entry is dropped and fetched again. A cached
 file that no download holds is handed out as a hard link (no second copy of the bytes on disk); once one
