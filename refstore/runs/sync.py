@@ -13,7 +13,9 @@ The run directory's state (``state.json``) is written at most once per :data:`ST
 files are saved and uploaded, and always when a batch of uploads ends and at finish: rewriting (and
 fsyncing) the whole state after every file made saving N files quadratic. The registry, not this state, is
 what says a file is synced: a state lost in a crash only makes ``refstore sync`` check (hash) those files
-again and upload any it cannot match.
+again and upload any it cannot match. On a local registry the bytes and records of uploads are fsynced in
+one batch (:meth:`RunFiles.make_durable`) right before each write of the state and at the end of each batch
+of uploads, not one by one: a synced state is written down, and a batch is done, only once it is durable.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ class Syncer:
         Call with the lock held."""
         self._dirty = True
         if now or time.monotonic() - self._saved_at >= STATE_SAVE_INTERVAL:
+            self.files.make_durable()  # nothing is written down as synced before it would survive a crash
             self.state.save(self.run_dir)
             self._dirty, self._saved_at = False, time.monotonic()
 
@@ -259,6 +262,7 @@ class Syncer:
         else:
             with ThreadPoolExecutor(min(_UPLOAD_THREADS, len(relpaths))) as pool:
                 list(pool.map(self._upload_one, relpaths))
+        self.files.make_durable()
         self.save_state()
 
     def _upload_one(self, relpath: str) -> None:
