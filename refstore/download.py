@@ -531,8 +531,13 @@ def destination(root: str, logical_path: str, *, realpath: Callable[[str], str] 
         if os.sep != "/"
         else f"{root.rstrip('/')}/{logical_path}"
     )
-    real_root = realpath(root)
-    real_parent = realpath(os.path.dirname(dest))
+    try:
+        real_root = realpath(root)
+        real_parent = realpath(os.path.dirname(dest))
+    except OSError as exc:  # a link swapped for a folder between realpath's lstat and readlink
+        raise UnsafePathError(
+            f"logical path {logical_path!r}: its folder changed while it was checked"
+        ) from exc
     inside = real_parent == real_root or real_parent.startswith(real_root.rstrip(os.sep) + os.sep)
     if not inside and os.path.commonpath([real_root, real_parent]) != real_root:
         raise UnsafePathError(f"logical path {logical_path!r}: would be written outside {root}")

@@ -108,7 +108,7 @@ def test_a_folder_swapped_for_a_link_during_a_download_never_sends_a_file_outsid
             try:
                 version.download(dest, skip_cache=not warm)
             except refstore.UnsafePathError as exc:  # the swap seen: refused, never followed
-                assert re.search("outside|a link appeared|changed .* times", str(exc)), str(exc)
+                assert re.search("outside|a link appeared|changed", str(exc)), str(exc)
         finally:
             stop.touch()
             swapper.wait(timeout=30)
