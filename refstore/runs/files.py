@@ -178,7 +178,7 @@ class RunFiles:
         if not numbers:
             return None
         relative = f"{self.base}/files/{name}/{numbers[-1]}.json"
-        record = FileState.from_bytes(self.store.read(relative), self.store.url_of(relative))
+        record = FileState.from_bytes(self.store.read_created(relative), self.store.url_of(relative))
         if encode_path(record.path) != name:
             raise IntegrityError(f"{self.store.url_of(relative)}: record names {record.path}")
         return record.path
@@ -197,13 +197,14 @@ class RunFiles:
     def newest(self, relpath: str) -> FileState | None:
         """The newest synced state of ``relpath``, checked; ``None`` when it has none."""
         for number in reversed(self.states(relpath)):
-            if self.store.read(self._state(relpath, number)):  # empty: a crash cut it short, never reported
+            # an empty record: a crash cut it short, and it was never reported synced
+            if self.store.read_created(self._state(relpath, number)):
                 return self.state(relpath, number)
         return None
 
     def state(self, relpath: str, number: int) -> FileState:
         relative = self._state(relpath, number)
-        record = FileState.from_bytes(self.store.read(relative), self.store.url_of(relative))
+        record = FileState.from_bytes(self.store.read_created(relative), self.store.url_of(relative))
         if (record.path, record.state) != (relpath, number):
             raise IntegrityError(f"{self.store.url_of(relative)}: record names {record.path} {record.state}")
         return record
