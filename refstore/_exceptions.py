@@ -10,6 +10,7 @@
     ├── TooManyObjectsError
     ├── ManifestError (ValueError)
     │   ├── IntegrityError
+    │   │   └── CorruptBlobError (also ObjectChangedError)
     │   └── UnsafePathError
     ├── ArtifactNotFoundError (LookupError)
     ├── ArtifactTypeError (ValueError)
@@ -63,6 +64,12 @@ class ManifestError(RefstoreError, ValueError):
 
 class IntegrityError(ManifestError):
     """Bytes, a manifest or a record that fail their digest."""
+
+
+class CorruptBlobError(IntegrityError, ObjectChangedError):
+    """A registry blob whose stored bytes do not hash to its name (moved to ``quarantine/``): an
+    :class:`IntegrityError` of the registry, and the :class:`ObjectChangedError` reads of altered bytes
+    raised before."""
 
 
 class UnsafePathError(ManifestError):

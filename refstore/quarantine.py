@@ -19,7 +19,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ._exceptions import IntegrityError, ObjectChangedError
+from ._exceptions import CorruptBlobError, ObjectChangedError
 from ._sync import run_sync
 from .backends import ObjectMeta
 from .backends._base import call_fs
@@ -27,11 +27,6 @@ from .hashing import ALGORITHM
 from .store import Store
 
 QUARANTINE = "quarantine"
-
-
-class CorruptBlobError(IntegrityError, ObjectChangedError):
-    """A registry blob whose stored bytes do not hash to its name: an :class:`IntegrityError` of the
-    registry, and still the :class:`ObjectChangedError` that reads of altered bytes raised before."""
 
 
 async def quarantine_if_corrupt(store: Store, relative: str, pin: ObjectMeta, scratch: str) -> str | None:
