@@ -108,17 +108,18 @@ def test_racing_replacements_never_return_other_bytes(tmp_path: Path, size: int)
 
 def test_in_place_rewrites_never_give_a_torn_digest(tmp_path: Path) -> None:
     """A file rewritten in place while it is hashed (the red team: 15 of 20 tries gave a digest of bytes
-    that never existed together). The writer overwrites a 2 MiB file front to back with all-A or all-B
-    bytes, so every state the file passes through is new bytes up to some page and old ones after it; a
-    read torn by a write gives any other mix. Each result must be one of the real states, or a one-line
-    refusal naming the file."""
-    size, page = 2 * 2**20, 4096
+    that never existed together). The writer overwrites a 128 KiB file front to back with all-A or all-B
+    bytes, so every state the file passes through is new bytes up to some byte and old ones after it (a
+    reader may see a write half-way through a page, so cuts are counted at every byte); a read torn across
+    the writer's passes gives any other mix. Each result must be one of the real states, or a one-line
+    refusal naming the file. (Plain reads of this file tear about one time in ten here.)"""
+    size = 128 * 1024
     path = tmp_path / "busy.bin"
     path.write_bytes(b"A" * size)
     real = {
         hash_bytes(new * cut + old * (size - cut))
         for new, old in ((b"A", b"B"), (b"B", b"A"))
-        for cut in range(0, size + 1, page)
+        for cut in range(size + 1)
     }
     writer = subprocess.Popen(  # a process of its own: no GIL between its writes and the reads
         [sys.executable, "-c", _WRITER, str(path), str(size)], stdout=subprocess.PIPE
@@ -152,7 +153,7 @@ fd = os.open(path, os.O_WRONLY)
 print("writing", flush=True)
 i = 0
 while True:
-    block = (b"B" if i % 2 == 0 else b"A") * 65536
+    block = (b"B" if i % 2 == 0 else b"A") * 16384
     for at in range(0, size, len(block)):
         os.pwrite(fd, block, at)
     i += 1
