@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -127,7 +128,19 @@ def shared_dir() -> Iterator[Path]:
         pytest.skip("needs root and setpriv to run a child as another user")
     folder = Path(tempfile.mkdtemp(prefix="refstore-nobody-"))
     folder.chmod(0o755)
+    # The child runs this interpreter as another user: it must be able to pass through the folders that
+    # hold the environment and the checkout (tox keeps .tox/ private to root). Only search permission is
+    # added, and only for the test.
+    opened: list[tuple[Path, int]] = []
+    for start in (Path(sys.prefix), Path(__file__).resolve().parent.parent):
+        for path in (start, *start.parents):
+            mode = path.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                opened.append((path, mode))
+                path.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
     yield folder
+    for path, mode in reversed(opened):
+        path.chmod(stat.S_IMODE(mode))
     for path in folder.rglob("*"):  # let root remove what it made unreadable
         if path.is_dir() and not path.is_symlink():
             path.chmod(0o755)
