@@ -31,6 +31,20 @@ def identity() -> dict[str, Any]:
     }
 
 
+def pid_running(pid: int) -> bool:
+    """Whether some process of this PID namespace has ``pid`` (the old pid-only rule; where no probe is
+    safe, as on Windows, it answers True so that nothing is taken for dead)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # a process of another user runs under that pid
+    return True
+
+
 def is_dead(holder: Mapping[str, Any]) -> bool:
     """True when the process ``holder`` (an :func:`identity`) names is certainly no longer running."""
     pid = holder.get("pid")
@@ -43,12 +57,8 @@ def is_dead(holder: Mapping[str, Any]) -> bool:
         namespace,
     ):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_running(pid):
         return True
-    except PermissionError:
-        pass  # a process of another user runs under that pid
     stat = _proc_stat(pid)
     if stat is None:
         return False

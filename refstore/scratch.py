@@ -76,7 +76,7 @@ def is_stale(name: str, folder: str | os.PathLike[str] | int = ".") -> bool:
     if match[1] != _machine(me):
         return False  # another machine, boot or PID namespace: its pids are not ours to probe
     if me["boot_id"] is None or me["pid_ns"] is None:  # no /proc: no namespaces to tell apart either
-        return not _running(int(match[2]))
+        return not liveness.pid_running(int(match[2]))
     started = int(match[3]) or None
     return liveness.is_dead({**me, "pid": int(match[2]), "started": started})
 
@@ -106,18 +106,6 @@ def remove_stale(folder: Path | int) -> None:
                     os.unlink(name, dir_fd=folder)
                 else:
                     os.unlink(folder / name)
-
-
-def _running(pid: int) -> bool:
-    if os.name != "posix":
-        return True  # no safe liveness probe: keep the file
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Staging:

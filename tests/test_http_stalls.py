@@ -173,7 +173,6 @@ def test_a_server_that_keeps_stalling_is_storage_unavailable_naming_the_url(
     slow: SlowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_base, "FETCH_BACKOFF", 0.05)
-    monkeypatch.setattr("refstore.backends.http.FETCH_BACKOFF", 0.05)
     url = slow.url("stall-always", "d.bin")
     version = _logged(url, tmp_path)
     started = time.monotonic()
@@ -189,7 +188,7 @@ def test_a_server_that_keeps_stalling_is_storage_unavailable_naming_the_url(
 def test_the_stall_timeout_comes_from_the_environment(
     slow: SlowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("refstore.backends.http.FETCH_BACKOFF", 0.05)
+    monkeypatch.setattr(_base, "FETCH_BACKOFF", 0.05)
     monkeypatch.setenv("REFSTORE_HTTP_STALL_TIMEOUT", "0.3")
     url = slow.url("stall-always", "e.bin")
     version = _logged(url, tmp_path)

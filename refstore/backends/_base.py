@@ -493,6 +493,12 @@ FETCH_ATTEMPTS = 4
 FETCH_BACKOFF = 0.25
 
 
+async def backoff(attempt: int) -> None:
+    """Pause after failed attempt number ``attempt`` (from 1): :data:`FETCH_BACKOFF` doubled each time,
+    with jitter."""
+    await asyncio.sleep(FETCH_BACKOFF * 2 ** (attempt - 1) * (0.5 + random.random()))
+
+
 class BrokenTransfer(Exception):
     """Internal: a response body broke off (reset, timeout, cut short); the object is fetched again."""
 
@@ -518,7 +524,7 @@ async def fetch_with_retries(
         except (BrokenTransfer, DamagedTransfer) as exc:
             counted.rewind()
             if attempt < FETCH_ATTEMPTS:
-                await asyncio.sleep(FETCH_BACKOFF * 2 ** (attempt - 1) * (0.5 + random.random()))
+                await backoff(attempt)
                 continue
             error = StorageUnavailableError if isinstance(exc, BrokenTransfer) else ObjectChangedError
             raise error(f"{pin.url}: {exc} (gave up after {FETCH_ATTEMPTS} attempts)") from exc

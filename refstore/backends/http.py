@@ -30,11 +30,9 @@ listing. HTTP locations are read-only: registry writes raise :class:`~refstore.I
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email.utils
 import os
-import random
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -49,11 +47,11 @@ from .._exceptions import InvalidURLError, StorageAccessError, StorageUnavailabl
 from ._base import (
     CHUNK_SIZE,
     FETCH_ATTEMPTS,
-    FETCH_BACKOFF,
     Backend,
     BodyFile,
     ObjectMeta,
     ProgressHook,
+    backoff,
     changed,
     is_unchecked,
     normalize_etag,
@@ -211,7 +209,7 @@ class HTTPBackend(Backend):
                             f"{pin.url}: {_what_failed(exc, self.stall_timeout)}, {FETCH_ATTEMPTS} times "
                             f"({body.file.size} of {pin.size} bytes received)"
                         ) from exc
-                    await asyncio.sleep(FETCH_BACKOFF * 2 ** (attempt - 1) * (0.5 + random.random()))
+                    await backoff(attempt)
             raise AssertionError("unreachable")  # pragma: no cover
         except BaseException:
             body.close()
@@ -279,7 +277,7 @@ class HTTPBackend(Backend):
                         f"{pin.url}: {_what_failed(exc, self.stall_timeout)}, {FETCH_ATTEMPTS} times "
                         f"(bytes {start}-{end - 1})"
                     ) from exc
-                await asyncio.sleep(FETCH_BACKOFF * 2 ** (attempt - 1) * (0.5 + random.random()))
+                await backoff(attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _read_range_once(self, pin: ObjectMeta, start: int, end: int) -> bytes:

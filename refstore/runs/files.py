@@ -103,7 +103,7 @@ class RunFiles:
                 self._written(self.store.full(blob))
         if after is None:
             return None
-        record = FileState(relpath, after + 1, digest, size, policy, datetime.now(timezone.utc).isoformat())
+        record = FileState(relpath, after + 1, digest, size, policy, _now())
         relative = self._state(relpath, record.state)
         try:
             with self.store._failures(relative):
@@ -122,7 +122,7 @@ class RunFiles:
                 await self.store.backend.upload(staged, self.store.full(blob))
         if after is None:
             return None
-        record = FileState(relpath, after + 1, digest, size, policy, datetime.now(timezone.utc).isoformat())
+        record = FileState(relpath, after + 1, digest, size, policy, _now())
         relative = self._state(relpath, record.state)
         try:
             with self.store._failures(relative):
@@ -152,7 +152,7 @@ class RunFiles:
     def _claim(self, relpath: str, digest: str, size: int, policy: str) -> FileState:
         number = self._next_state(relpath)
         for _ in range(_MAX_CLAIM_ATTEMPTS):
-            synced_at = datetime.now(timezone.utc).isoformat()
+            synced_at = _now()
             record = FileState(relpath, number, digest, size, policy, synced_at)
             try:
                 self.store.create(self._state(relpath, number), record.to_bytes())
@@ -235,3 +235,8 @@ class RunFiles:
 
     def _blob(self, digest: str) -> str:
         return f"{self.base}/blobs/{digest.split(':', 1)[1]}"
+
+
+def _now() -> str:
+    """The time a file state is recorded (UTC, ISO 8601)."""
+    return datetime.now(timezone.utc).isoformat()

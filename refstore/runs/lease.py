@@ -175,19 +175,9 @@ def _legacy_live(run_dir: Path, state: LocalState, here: Holder, now: float) -> 
         return []
     holder = Holder({"host": state.host, "pid": state.pid})
     if state.host == here.host:  # as older versions judged it: by the pid alone
-        return [LiveLease(holder, now, True)] if _pid_exists(state.pid) else []
+        return [LiveLease(holder, now, True)] if liveness.pid_running(state.pid) else []
     try:
         mtime = state_path(run_dir).stat().st_mtime
     except OSError:
         mtime = now
     return [LiveLease(holder, mtime, False)] if now - mtime < EXPIRY else []
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
