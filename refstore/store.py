@@ -61,7 +61,7 @@ class Store:
 
     def read(self, relative: str) -> bytes:
         """The bytes at ``relative``; :class:`FileNotFoundError` when there are none."""
-        with self._failures(relative):
+        with self.failures(relative):
             data: bytes = run_sync(self.read_async, relative)
         return data
 
@@ -70,14 +70,14 @@ class Store:
 
     async def exists_async(self, relative: str) -> bool:
         self.backend.fs.invalidate_cache(self.full(relative))
-        with self._failures(relative):
+        with self.failures(relative):
             return bool(await call_fs(self.backend.fs, "exists", self.full(relative)))
 
     def list(self, relative: str) -> list[str]:
         """Names (not paths) directly inside the folder ``relative``; empty when it does not exist."""
         self.backend.fs.invalidate_cache(self.full(relative))
         try:
-            with self._failures(relative):
+            with self.failures(relative):
                 found = run_sync(call_fs, self.backend.fs, "ls", self.full(relative), detail=False)
         except FileNotFoundError as exc:
             if isinstance(exc, RefstoreError):  # a missing bucket, not an empty folder
@@ -95,15 +95,20 @@ class Store:
     def create(self, relative: str, data: bytes) -> None:
         """Write only if nothing is there; :class:`FileExistsError` otherwise. On storage that ignores
         create-only writes, a claim that cannot lie instead (see :mod:`refstore.claims`)."""
-        with self._failures(relative):
+        with self.failures(relative):
             run_sync(self._create_only.create, relative, data)
 
     def read_created(self, relative: str) -> bytes:
         """The bytes that :meth:`create` put at ``relative``, for keys that are never replaced (version
         records, the content index, ``gc.lock``); :class:`FileNotFoundError` when there are none."""
-        with self._failures(relative):
+        with self.failures(relative):
             data: bytes = run_sync(self._create_only.read, relative)
         return data
+
+    async def create_async(self, relative: str, data: bytes) -> None:
+        """Like :meth:`create`, on the IO loop."""
+        with self.failures(relative):
+            await self._create_only.create(relative, data)
 
     @functools.cached_property
     def _create_only(self) -> CreateOnly:
@@ -130,11 +135,11 @@ class Store:
 
     def replace(self, relative: str, data: bytes) -> None:
         """Write or overwrite, atomically for readers."""
-        with self._failures(relative):
+        with self.failures(relative):
             run_sync(self.backend.put_atomic, self.full(relative), data)
 
     @contextlib.contextmanager
-    def _failures(self, relative: str) -> Iterator[None]:
+    def failures(self, relative: str) -> Iterator[None]:
         """Failures told by the backend (``Backend.storage_error``): :class:`StorageUnavailableError` for
         storage that kept failing after its retries, :class:`StorageAccessError` for refused credentials."""
         with self.backend.storage_errors(self.url_of(relative)):

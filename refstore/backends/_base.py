@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol
 
 import xxhash
 from fsspec import AbstractFileSystem
@@ -121,6 +121,24 @@ STORAGE_CALLS = {
     "put_atomic": 0,
     "move": 0,
 }
+
+
+class BatchedWrites(Protocol):
+    """New files written into storage on a local file system, made durable together by
+    :meth:`make_durable` (an fsync per file as it is written made saving many small files slow)."""
+
+    def staging_path(self, folder: str) -> str:
+        """A new name in ``folder`` (created if needed) for a file staged on the storage's own file system;
+        a staged name is a temporary one, which readers never list and gc sweeps when it is left behind."""
+
+    def put_staged(self, staged: str, path: str) -> bool:
+        """Give the staged file the name ``path`` without a copy, unless a file is there (``False``)."""
+
+    def create_only(self, path: str, data: bytes) -> None:
+        """Write ``data`` at ``path`` only if nothing is there; else raise :class:`FileExistsError`."""
+
+    def make_durable(self) -> None:
+        """Make every file written so far survive a crash (until then, a crash may leave them empty)."""
 
 
 class Backend(abc.ABC):
@@ -289,6 +307,11 @@ class Backend(abc.ABC):
         """Write ``data`` at ``path`` only if nothing is there; else raise :class:`FileExistsError`.
         Returns the id of the object version written where the backend tells it (S3), else ``None``."""
         await _maybe_async(self.fs, "pipe_file", path, data, mode="create")
+        return None
+
+    def batched_writes(self) -> BatchedWrites | None:
+        """Writes made durable in one batch, where the storage is a local file system; ``None`` elsewhere
+        (a remote write is durable when it returns)."""
         return None
 
     # -- create-only writes on storage that ignores them (see refstore.claims) ---------------------------

@@ -221,6 +221,9 @@ class LocalBackend(Backend):
             raise
         return io.BufferedReader(raw, CHUNK_SIZE)
 
+    def batched_writes(self) -> LocalBatchedWrites:
+        return LocalBatchedWrites()
+
     async def put_create_only(self, path: str, data: bytes) -> None:
         await asyncio.to_thread(write_create_only, path, data)
 
@@ -383,14 +386,11 @@ def _stale_temp_files(root: str, older_than: float) -> list[str]:
     return found
 
 
-def write_create_only(path: str, data: bytes, *, durable: bool = True) -> None:
-    """Complete bytes appear at ``path`` at once, only if nothing is there (hard link: atomic, O_EXCL).
-
-    ``durable=False`` skips the fsync: the caller makes a batch of such files durable at once with
-    :func:`make_durable` before it reports them written (a crash before that may leave them empty)."""
+def write_create_only(path: str, data: bytes) -> None:
+    """Complete bytes appear at ``path`` at once, only if nothing is there (hard link: atomic, O_EXCL)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = _temp_name(path)
-    _write_synced(tmp, data, durable=durable)
+    _write_synced(tmp, data)
     try:
         os.link(tmp, path)
     finally:
@@ -446,6 +446,71 @@ def move_atomic(path: str, new_path: str) -> None:
     os.replace(path, new_path)
 
 
+class LocalBatchedWrites:
+    """New files in a local registry, fsynced together by :meth:`make_durable` (see
+    :class:`~refstore.backends._base.BatchedWrites`).
+
+    Each file costs one new inode and no copy: saving 10,000 run files was bound by inode creation (about
+    0.5 ms each on this project's CI disks), so a staged file becomes its final name by a hard link (a copy
+    where the file system has none), and a create-only record is written straight into its ``O_EXCL`` name
+    rather than through a temporary file. A record is a few hundred bytes written by one ``write``; a crash
+    before :meth:`make_durable` may leave it empty, and readers skip empty records (never reported written).
+    """
+
+    def __init__(self) -> None:
+        self._written: list[str] = []
+        self._lock = threading.Lock()
+
+    def staging_path(self, folder: str) -> str:
+        os.makedirs(folder, exist_ok=True)
+        return _temp_name(os.path.join(folder, "staged"))
+
+    def put_staged(self, staged: str, path: str) -> bool:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            return False
+        except OSError as exc:  # a file system without hard links
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+                raise
+            if os.path.exists(path):
+                return False
+            copy_atomic(Path(staged), path)
+        self._note(path)
+        return True
+
+    def create_only(self, path: str, data: bytes) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            with open(fd, "wb", closefd=False) as handle:
+                handle.write(data)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        finally:
+            os.close(fd)
+        self._note(path)
+
+    def make_durable(self) -> None:
+        with self._lock:
+            paths, self._written = self._written, []
+        if not paths:
+            return
+        try:
+            make_durable(paths)
+        except BaseException:
+            with self._lock:
+                self._written[:0] = paths
+            raise
+
+    def _note(self, path: str) -> None:
+        with self._lock:
+            self._written.append(path)
+
+
 #: Threads that fsync one batch (:func:`make_durable`): concurrent fsyncs share the file system's commits.
 _SYNC_THREADS = 16
 
@@ -468,15 +533,13 @@ def _fsync_path(path: str) -> None:
         os.close(fd)
 
 
-def _write_synced(path: str, data: bytes, *, durable: bool = True) -> None:
-    """Write a new temporary file (fsynced unless not ``durable``); one that could not be written whole (a
-    full disk) is removed."""
+def _write_synced(path: str, data: bytes) -> None:
+    """Write a new temporary file, fsynced; one that could not be written whole (a full disk) is removed."""
     try:
         with open(path, "wb") as handle:
             handle.write(data)
             handle.flush()
-            if durable:
-                os.fsync(handle.fileno())
+            os.fsync(handle.fileno())
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(path)

@@ -20,20 +20,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, unquote
 
 from .._exceptions import ConflictError, IntegrityError, RunError
 from .._sync import run_sync
-from ..backends._base import call_fs
-from ..backends.local import LocalBackend, copy_atomic, make_durable, write_create_only
+from ..backends._base import BatchedWrites, call_fs
 from ..hashing import hash_file
 from ..store import Store
 from .records import FileState
 
 _MAX_CLAIM_ATTEMPTS = 1000
+_REMOTE_PUSHES = 8
 #: Longest folder name for a file, in bytes (all ASCII): well within the 255 bytes of common file systems.
 MAX_NAME = 200
 #: Marks a name shortened with a hash (never in a percent-encoding: ``%`` is always followed by hex digits).
@@ -71,9 +70,23 @@ class RunFiles:
         self.store = store
         self.run_path = run_path
         self.base = f"runs/{run_path}"
-        #: Local registry: blobs and records written since the last :meth:`make_durable`, not fsynced yet.
-        self._not_durable: list[str] = []
-        self._not_durable_lock = threading.Lock()
+        #: On a local registry: writes fsynced per batch (:meth:`make_durable`), not one by one.
+        self._batched = store.backend.batched_writes()
+
+    @property
+    def parallel_pushes(self) -> int:
+        """How many pushes to run at once: one into a local registry, where a push is a few system calls
+        that threads only slow down by contending for the interpreter (10,000 files: 4.7 s with one
+        thread, 7.4 s with eight, on tmpfs), and several where each push waits on the network."""
+        return 1 if self._batched is not None else _REMOTE_PUSHES
+
+    def staging_path(self, folder: Path) -> Path:
+        """A new name for a private copy of a file about to be pushed: beside the run's blobs on a local
+        registry (the push then links it into place, no second copy), else in ``folder``."""
+        if self._batched is not None:
+            return Path(self._batched.staging_path(self.store.full(f"{self.base}/blobs")))
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / os.urandom(8).hex()
 
     def push(
         self, relpath: str, staged: Path, digest: str, size: int, policy: str, after: int | None = None
@@ -86,31 +99,35 @@ class RunFiles:
         registry the push runs in the calling thread and fsyncs nothing: call :meth:`make_durable` before
         reporting the state synced.
         """
-        if isinstance(self.store.backend, LocalBackend):  # in this thread: no trips to the IO loop
-            claimed = self._push_local(relpath, staged, digest, size, policy, after)
+        if self._batched is not None:  # in this thread: no trips to the IO loop
+            claimed = self._push_batched(self._batched, relpath, staged, digest, size, policy, after)
         else:
             claimed = run_sync(self._push, relpath, staged, digest, size, policy, after)
         return claimed or self._claim(relpath, digest, size, policy)
 
-    def _push_local(
-        self, relpath: str, staged: Path, digest: str, size: int, policy: str, after: int | None
+    def _push_batched(
+        self,
+        batched: BatchedWrites,
+        relpath: str,
+        staged: Path,
+        digest: str,
+        size: int,
+        policy: str,
+        after: int | None,
     ) -> FileState | None:
-        """:meth:`_push` into a local registry, without fsync: :meth:`make_durable` does that per batch."""
+        """:meth:`_push` into a local registry, made durable later by :meth:`make_durable`."""
         blob = self._blob(digest)
-        with self.store._failures(blob):
-            if not os.path.exists(self.store.full(blob)):
-                copy_atomic(staged, self.store.full(blob))
-                self._written(self.store.full(blob))
+        with self.store.failures(blob):
+            batched.put_staged(str(staged), self.store.full(blob))
         if after is None:
             return None
         record = FileState(relpath, after + 1, digest, size, policy, _now())
         relative = self._state(relpath, record.state)
         try:
-            with self.store._failures(relative):
-                write_create_only(self.store.full(relative), record.to_bytes(), durable=False)
+            with self.store.failures(relative):
+                batched.create_only(self.store.full(relative), record.to_bytes())
         except FileExistsError:
             return None
-        self._written(self.store.full(relative))
         return record
 
     async def _push(
@@ -118,36 +135,22 @@ class RunFiles:
     ) -> FileState | None:
         blob = self._blob(digest)
         if not await self.store.exists_async(blob):
-            with self.store._failures(blob):
+            with self.store.failures(blob):
                 await self.store.backend.upload(staged, self.store.full(blob))
         if after is None:
             return None
         record = FileState(relpath, after + 1, digest, size, policy, _now())
-        relative = self._state(relpath, record.state)
         try:
-            with self.store._failures(relative):
-                await self.store._create_only.create(relative, record.to_bytes())
+            await self.store.create_async(self._state(relpath, record.state), record.to_bytes())
         except FileExistsError:
             return None
         return record
 
-    def _written(self, path: str) -> None:
-        with self._not_durable_lock:
-            self._not_durable.append(path)
-
     def make_durable(self) -> None:
-        """Make every state pushed so far survive a crash (its bytes and record: on a local registry they are
+        """Make every state pushed so far survive a crash (on a local registry its bytes and record are
         written without fsync, and fsynced here in one batch). Call it before reporting them synced."""
-        with self._not_durable_lock:
-            paths, self._not_durable = self._not_durable, []
-        if not paths:
-            return
-        try:
-            make_durable(paths)
-        except BaseException:
-            with self._not_durable_lock:
-                self._not_durable[:0] = paths
-            raise
+        if self._batched is not None:
+            self._batched.make_durable()
 
     def _claim(self, relpath: str, digest: str, size: int, policy: str) -> FileState:
         number = self._next_state(relpath)

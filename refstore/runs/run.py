@@ -194,13 +194,27 @@ def link_into(source: Path, dest: Path) -> None:
     """Make ``dest`` a symbolic link to ``source`` (a copy where links are not allowed), atomically."""
     if os.path.abspath(source) == os.path.abspath(dest):
         return
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if _link_new(os.path.abspath(source), dest):
+        return
     temporary = dest.with_name(f".{short_name(dest.name)}{LINK_SCRATCH}{os.urandom(4).hex()}")
     try:
         os.symlink(os.path.abspath(source), temporary)
     except OSError:
         shutil.copy2(source, temporary)
     os.replace(temporary, dest)
+
+
+def _link_new(target: str, dest: Path) -> bool:
+    """Make ``dest`` a new link to ``target`` in one call where nothing is there yet (the common case: a
+    temporary link and a rename cost two more calls per saved file); ``False`` when something is."""
+    try:
+        os.symlink(target, dest)
+    except FileNotFoundError:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return _link_new(target, dest) if dest.parent.is_dir() else False
+    except OSError:
+        return False
+    return True
 
 
 def record_path(run_path: str) -> str:

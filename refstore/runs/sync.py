@@ -10,19 +10,20 @@ then held still for one tick, so a file caught mid-write is not synced half-writ
 copy first (hashed while copied), so the bytes sent are the bytes hashed.
 
 The run directory's state (``state.json``) is written at most once per :data:`STATE_SAVE_INTERVAL` while
-files are saved and uploaded, and always when a batch of uploads ends and at finish: rewriting (and
-fsyncing) the whole state after every file made saving N files quadratic. The registry, not this state, is
-what says a file is synced: a state lost in a crash only makes ``refstore sync`` check (hash) those files
-again and upload any it cannot match. On a local registry the bytes and records of uploads are fsynced in
-one batch (:meth:`RunFiles.make_durable`) right before each write of the state and at the end of each batch
-of uploads, not one by one: a synced state is written down, and a batch is done, only once it is durable.
+files are saved and uploaded: rewriting (and
+fsyncing) the whole state after every file made saving N files quadratic, and so did writing it after every
+batch of uploads (a ``save`` per file makes a batch per file). It is always written when all is uploaded
+(:meth:`Syncer.flush`, at finish). The registry, not this state, is what says a file is synced: a state lost
+in a crash only makes ``refstore sync`` check (hash) those files again and upload any it cannot match. On a
+local registry the bytes and records of uploads are fsynced in one batch (:meth:`RunFiles.make_durable`)
+right before each write of the state, not one by one: a synced state is written down only once it is
+durable.
 """
 
 from __future__ import annotations
 
 import glob
 import logging
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +40,6 @@ from .local import INTERNAL_DIR, LocalState, Signature, SyncedFile, files_in
 
 POLICIES = ("live", "now", "end")
 _BLOCK = 2**20
-_UPLOAD_THREADS = 8
 #: Seconds between two writes of the run directory's state while work goes on.
 STATE_SAVE_INTERVAL = 1.0
 _log = logging.getLogger("refstore.runs")
@@ -171,6 +171,7 @@ class Syncer:
             pending = {p for p in files_in(self.run_dir) if self._pending(p)}
             lost = {p for p in self.state.tracked if p not in self.state.synced and p not in pending}
         self._upload_all(sorted({*pending, *lost}))
+        self.save_state()
         with self._lock:
             return [UploadFailure(p, self.run_dir / p, why) for p, (_, why) in sorted(self._failed.items())]
 
@@ -260,10 +261,11 @@ class Syncer:
             for relpath in relpaths:
                 self._upload_one(relpath)
         else:
-            with ThreadPoolExecutor(min(_UPLOAD_THREADS, len(relpaths))) as pool:
+            with ThreadPoolExecutor(min(self.files.parallel_pushes, len(relpaths))) as pool:
                 list(pool.map(self._upload_one, relpaths))
-        self.files.make_durable()
-        self.save_state()
+        with self._lock:
+            if self._dirty:
+                self._changed_state()
 
     def _upload_one(self, relpath: str) -> None:
         signature = Signature.of(self.run_dir / relpath)
@@ -304,12 +306,10 @@ class Syncer:
 
     def _stage(self, source: Path) -> tuple[Path, str, int]:
         """A private copy of ``source``, its digest and size (the bytes hashed are the bytes sent)."""
-        staging = self.run_dir / INTERNAL_DIR / "staging"
-        staging.mkdir(parents=True, exist_ok=True)
-        staged = staging / os.urandom(8).hex()
+        staged = self.files.staging_path(self.run_dir / INTERNAL_DIR / "staging")
         digest, size = xxhash.xxh3_128(), 0
         try:
-            with open(source, "rb") as src, open(staged, "wb") as dst:
+            with open(source, "rb") as src, open(staged, "xb") as dst:
                 while chunk := src.read(_BLOCK):
                     digest.update(chunk)
                     dst.write(chunk)
