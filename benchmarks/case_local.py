@@ -113,8 +113,8 @@ def _refstore(root: Path, count: int) -> None:
 
 def _walk_and_hash(root: Path) -> None:
     """The I/O part of a local reference alone: the walk and the hashing, no entries built."""
-    from refstore.backends.local import _walk_files
-    from refstore.hashing import hash_many
+    from refstore.storage.backends.local import _walk_files
+    from refstore.storage.hashing import hash_many
 
     hash_many(_walk_files(str(root), 10**9, str(root)))
 

@@ -129,7 +129,7 @@ def _measure_peer(server: S3Server, row: Row, peers: Path, uri: str, n: int) -> 
 
 def _refstore_reference(n: int) -> None:
     import refstore
-    from refstore.locations import clear_backends
+    from refstore.storage.locations import clear_backends
 
     clear_backends()  # a fresh client each time, as the peers pay for theirs
     entries = refstore.Artifact("bench").add_reference(f"s3://{bucket(n)}/p{n}", max_objects=n + 10)
@@ -268,14 +268,14 @@ def _warm_only(server: S3Server, result: CaseResult, work: Path, n: int, source_
     prefixes = {f"sub-{k:03d}" for k in range(math.ceil(n / 1000))}
     os.environ["REFSTORE_CACHE_DIR"] = str(work / "cache-warm")
     entries = [e for p, e in version.manifest.items() if p.split("/", 1)[0] in prefixes][:n]
-    from refstore.download import Downloader
+    from refstore.storage.download import Downloader
 
     def download(dest: Path) -> None:
         Downloader(version._registry.store).download(entries, dest, description="warm")
 
     holder = work / "warm-holder"  # an earlier download, holding the cache's files
     download(holder)
-    from refstore.cache import Cache
+    from refstore.storage.cache import Cache
 
     cache = Cache()
     blobs = [(cache.lookup(e), e.path) for e in entries]

@@ -6,7 +6,7 @@ order that rotates each round, with ``os.sync()`` before each timed step:
 
 - ``boto3``: ``download_file`` with its default transfer settings (ranged GETs, 10 threads);
 - ``refstore``: ``ArtifactVersion.download`` into a fresh folder with a fresh cache (pinned ranged GETs
-  from ``refstore.backends.s3.RANGED_THRESHOLD`` on, every byte hashed);
+  from ``refstore.storage.backends.s3.RANGED_THRESHOLD`` on, every byte hashed);
 - ``refstore-1``: the same with the ranged path turned off (one pinned GET).
 
 Every download is checked against the uploaded bytes' digest after its timing. Run:
@@ -69,7 +69,7 @@ def main() -> None:
         source.unlink()
 
         import refstore
-        import refstore.backends.s3 as s3_backend
+        import refstore.storage.backends.s3 as s3_backend
 
         art = refstore.Artifact("big", type="dataset")
         art.add_reference("s3://large/data/")

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from refstore.manifest import Manifest, ManifestDiff, ManifestEntry
+from refstore.core.manifest import Manifest, ManifestDiff, ManifestEntry
 
 
 def entries(n: int) -> list[ManifestEntry]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import (
+from ._version import __version__
+from .core.exceptions import (
     ArtifactNotFoundError,
     ArtifactTypeError,
     ConflictError,
@@ -24,32 +25,31 @@ from ._exceptions import (
     UnsafePathError,
     UnsupportedSchemeError,
 )
-from ._version import __version__
 
 if TYPE_CHECKING:
-    from .artifact import Artifact
-    from .backends import ObjectMeta
-    from .fs import RefstoreFileSystem
-    from .gc import GCReport, collect_garbage
-    from .manifest import Manifest, ManifestDiff, ManifestEntry
-    from .registry import Registry
+    from .core.manifest import Manifest, ManifestDiff, ManifestEntry
     from .runs import Run, finish, init, restore, save
-    from .version import ArtifactVersion, VerifyReport
+    from .snapshots.artifact import Artifact
+    from .snapshots.gc import GCReport, collect_garbage
+    from .snapshots.registry import Registry
+    from .snapshots.version import ArtifactVersion, VerifyReport
+    from .storage.backends import ObjectMeta
+    from .surfaces.fs import RefstoreFileSystem
 
 #: Public names imported on first use (module-level ``__getattr__``): fsspec, asyncio and tqdm are not
 #: loaded by ``import refstore`` itself (benchmarks/case_import.py measures it).
 _LAZY = {
-    "Artifact": "artifact",
-    "ArtifactVersion": "version",
-    "GCReport": "gc",
-    "Manifest": "manifest",
-    "ManifestDiff": "manifest",
-    "ManifestEntry": "manifest",
-    "ObjectMeta": "backends",
-    "RefstoreFileSystem": "fs",
-    "Registry": "registry",
-    "VerifyReport": "version",
-    "collect_garbage": "gc",
+    "Artifact": "snapshots.artifact",
+    "ArtifactVersion": "snapshots.version",
+    "GCReport": "snapshots.gc",
+    "Manifest": "core.manifest",
+    "ManifestDiff": "core.manifest",
+    "ManifestEntry": "core.manifest",
+    "ObjectMeta": "storage.backends",
+    "RefstoreFileSystem": "surfaces.fs",
+    "Registry": "snapshots.registry",
+    "VerifyReport": "snapshots.version",
+    "collect_garbage": "snapshots.gc",
     **dict.fromkeys(("Run", "finish", "init", "restore", "save"), "runs"),
 }
 

@@ -1,5 +1,5 @@
 """``python -m refstore`` is the ``refstore`` command."""
 
-from .cli import run
+from .surfaces.cli import run
 
 run()

@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 import refstore
-from refstore.cli import main
-from refstore.manifest import canonical_json
-from refstore.records import VERSION_FORMAT, VersionRecord
-from refstore.registry_json import MAX_DEPTH, RECORD_BYTES
+from refstore.core.bounded_json import MAX_DEPTH, RECORD_BYTES
+from refstore.core.manifest import canonical_json
+from refstore.core.records import VERSION_FORMAT, VersionRecord
+from refstore.surfaces.cli import main
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 LONG_INT = b'{"format":"refstore.version/1","version":' + b"9" * 5000 + b"}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from refstore.cli import main
+from refstore.surfaces.cli import main
 
 
 @pytest.fixture
@@ -95,7 +95,7 @@ def test_demo_brings_the_old_bytes_back(tmp_path: Path) -> None:
     """The README's main command: log a local folder, change a file, log v1, download v0."""
     env = {k: v for k, v in os.environ.items() if k != "REFSTORE_ROOT"}  # the embedded default
     result = subprocess.run(
-        [sys.executable, "-m", "refstore.demo", str(tmp_path / "demo")],
+        [sys.executable, "-m", "refstore.surfaces.demo", str(tmp_path / "demo")],
         capture_output=True,
         text=True,
         check=False,

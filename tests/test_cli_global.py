@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 import refstore
-from refstore.cli import main
+from refstore.surfaces.cli import main
 
 
 def _cli(*args: str, input: str | None = None) -> Result:

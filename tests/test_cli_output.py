@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 import refstore
-from refstore.cli import main
+from refstore.surfaces.cli import main
 
 
 def _run(*args: str) -> str:

@@ -19,9 +19,9 @@ from faultproxy import FaultProxy
 from servers import RGWServer
 
 import refstore
-from refstore.claims import MARKER
-from refstore.gc import LOCK, collect_garbage
-from refstore.store import Store
+from refstore.snapshots.gc import LOCK, collect_garbage
+from refstore.storage.claims import MARKER
+from refstore.storage.store import Store
 
 S3_SERVERS = ("moto", "rgw")
 

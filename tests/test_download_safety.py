@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from faultproxy import FaultProxy
 
 import refstore
-from refstore.cli import main
+from refstore.surfaces.cli import main
 
 #: Tests that do not count requests run on moto and on Ceph RGW.
 S3_SERVERS = ("moto", "rgw")
@@ -307,7 +307,7 @@ def test_a_download_cut_off_by_the_network_says_what_is_in_place_and_completes_l
 ) -> None:
     """Through a proxy that keeps answering 503 for one object: the download gives up, says how far it
     got, and a later run (the network back) fetches only the rest."""
-    monkeypatch.setattr("refstore.backends._base.FETCH_BACKOFF", 0.01)
+    monkeypatch.setattr("refstore.storage.backends._base.FETCH_BACKOFF", 0.01)
     files = {f"part-{i:02d}.bin": os.urandom(1000 + i) for i in range(12)}
     version = _log(s3_fs, s3_bucket, files, name="parts")
     proxy = FaultProxy(s3_server.endpoint_url).start()

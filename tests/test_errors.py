@@ -25,9 +25,9 @@ from conftest import unique_name
 from servers import S3Server, free_port
 
 import refstore
-from refstore._sync import run_sync
-from refstore.locations import clear_backends, resolve
-from refstore.store import Store
+from refstore.core.loop import run_sync
+from refstore.storage.locations import clear_backends, resolve
+from refstore.storage.store import Store
 
 SECRET = "wJalrXUtnFEMI-do-not-print-me"
 

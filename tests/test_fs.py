@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 import refstore
-from refstore.fs import RefstoreFileSystem
+from refstore.surfaces.fs import RefstoreFileSystem
 
 #: Tests on S3 run against moto and Ceph RGW (see conftest.s3_endpoint).
 S3_SERVERS = ("moto", "rgw")
@@ -70,7 +70,7 @@ def sales(s3_fs: Any, s3_bucket: str, tmp_path: Path) -> str:
 
 def test_registered_through_the_fsspec_entry_point() -> None:
     (spec,) = [e for e in entry_points(group="fsspec.specs") if e.name == "refstore"]
-    assert spec.value == "refstore.fs:RefstoreFileSystem"
+    assert spec.value == "refstore.surfaces.fs:RefstoreFileSystem"
     assert fsspec.get_filesystem_class("refstore") is RefstoreFileSystem
 
 

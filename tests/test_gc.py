@@ -14,12 +14,12 @@ from typing import Any
 from click.testing import CliRunner
 
 import refstore
-from refstore.cli import main
-from refstore.download import blob_path
-from refstore.gc import collect_garbage, log_intent
-from refstore.hashing import hash_bytes
-from refstore.manifest import Manifest, ManifestEntry, canonical_json
-from refstore.registry import _manifest_path as manifest_path
+from refstore.core.manifest import Manifest, ManifestEntry, canonical_json
+from refstore.snapshots.gc import collect_garbage, log_intent
+from refstore.snapshots.intents import manifest_path
+from refstore.storage.download import blob_path
+from refstore.storage.hashing import hash_bytes
+from refstore.surfaces.cli import main
 
 
 def _orphan_blob(registry: refstore.Registry, data: bytes) -> str:

@@ -25,16 +25,17 @@ import pytest
 from click.testing import CliRunner
 
 import refstore
-from refstore.cli import main
-from refstore.download import blob_path
-from refstore.gc import HOLD_AFTER_TRASH, collect_garbage
-from refstore.hashing import hash_bytes
-from refstore.manifest import Manifest, ManifestEntry, canonical_json
-from refstore.records import VersionRecord
-from refstore.registry import _manifest_path as manifest_path
+from refstore.core.manifest import Manifest, ManifestEntry, canonical_json
+from refstore.core.records import VersionRecord
+from refstore.snapshots.gc import HOLD_AFTER_TRASH, collect_garbage
+from refstore.snapshots.intents import manifest_path
+from refstore.storage.download import blob_path
+from refstore.storage.hashing import hash_bytes
+from refstore.surfaces.cli import main
 
 GC = (
-    "import sys, refstore, refstore.gc; refstore.gc.collect_garbage(refstore.Registry(sys.argv[1]), yes=True)"
+    "import sys, refstore, refstore.snapshots.gc; "
+    "refstore.snapshots.gc.collect_garbage(refstore.Registry(sys.argv[1]), yes=True)"
 )
 NEEDED = {"w.bin": b"weights 1", "cfg.json": b"{}"}
 
@@ -144,7 +145,7 @@ def test_a_killed_gc_on_an_s3_registry_is_recovered_by_a_reader(
 HOLDER = textwrap.dedent(
     """
     import json, time
-    from refstore.liveness import identity
+    from refstore.core.liveness import identity
     print(json.dumps(identity()), flush=True)
     time.sleep(600)
     """

@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 import refstore
-from refstore.cli import main
-from refstore.download import blob_path
-from refstore.gc import collect_garbage, parse_duration
-from refstore.hashing import hash_bytes
-from refstore.manifest import canonical_json
+from refstore.core.manifest import canonical_json
+from refstore.snapshots.gc import collect_garbage, parse_duration
+from refstore.storage.download import blob_path
+from refstore.storage.hashing import hash_bytes
+from refstore.surfaces.cli import main
 
 
 def _cli(*args: str) -> Result:

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from faultproxy import FaultProxy
 
 import refstore
-import refstore.cache
-from refstore.cli import main
+import refstore.storage.cache
+from refstore.surfaces.cli import main
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -131,7 +131,7 @@ def test_a_download_in_another_pid_namespace_keeps_this_process_scratch_files(tm
     _log_files(tmp_path, files, "ns")
     cache = Path(os.environ["REFSTORE_CACHE_DIR"])
     (cache / "tmp").mkdir(parents=True)
-    from refstore.scratch import scratch_name
+    from refstore.storage.scratch import scratch_name
 
     ours = cache / "tmp" / scratch_name()  # a file this (live) process is writing
     ours.write_bytes(b"half of a download in flight")
@@ -152,16 +152,18 @@ def test_a_scratch_file_that_vanishes_mid_download_is_fetched_again(
     """Another process (an older refstore in another namespace) removes a file in flight in ``tmp/``."""
     files = {f"f{i}.txt": f"file {i}\n".encode() for i in range(5)}
     version = _log_files(tmp_path, files, "vanish")
-    admit = refstore.cache.Cache.admit
+    admit = refstore.storage.cache.Cache.admit
     removed: list[str] = []
 
-    def admit_after_removal(self: refstore.cache.Cache, entry: object, fetched: str, content: str) -> str:
+    def admit_after_removal(
+        self: refstore.storage.cache.Cache, entry: object, fetched: str, content: str
+    ) -> str:
         if len(removed) < 2:
             removed.append(fetched)
             os.unlink(fetched)
         return admit(self, entry, fetched, content)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(refstore.cache.Cache, "admit", admit_after_removal)
+    monkeypatch.setattr(refstore.storage.cache.Cache, "admit", admit_after_removal)
     assert _tree(version.download(tmp_path / "dest")) == files
     assert len(removed) == 2
 
@@ -197,7 +199,7 @@ def test_a_cache_folder_linked_to_another_filesystem_still_downloads(
 
 
 def _blob_of(registry: Path, data: bytes) -> Path:
-    from refstore.hashing import hash_bytes
+    from refstore.storage.hashing import hash_bytes
 
     digest = hash_bytes(data).split(":", 1)[1]
     return registry / "blobs" / digest[:2] / digest

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import refstore
-from refstore.hashing import hash_bytes, stat_and_hash
+from refstore.storage.hashing import hash_bytes, stat_and_hash
 
 BIG = 6 * 2**20  # above the size that open() reads whole into memory
 

@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner
 
 import refstore
-from refstore.cli import main
-from refstore.manifest import ManifestEntry
+from refstore.core.manifest import ManifestEntry
+from refstore.surfaces.cli import main
 
 SECRET = b"[default]\naws_secret_access_key = the-victims-key\n"
 

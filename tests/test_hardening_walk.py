@@ -26,9 +26,9 @@ import pytest
 from click.testing import CliRunner
 
 import refstore
-import refstore.hashing
-from refstore.cli import main
-from refstore.hashing import hash_bytes
+import refstore.storage.hashing
+from refstore.storage.hashing import hash_bytes
+from refstore.surfaces.cli import main
 
 NOBODY = 65534
 
@@ -56,16 +56,16 @@ def test_a_file_appended_to_after_it_was_read_keeps_the_size_that_was_hashed(
     first = os.urandom(5000)
     (data / "log.txt").write_bytes(first)
     (data / "other.bin").write_bytes(b"steady")
-    real = refstore.hashing._hash_open
+    real = refstore.storage.hashing._hash_open
 
-    def read_then_append(fd: int, path: str) -> refstore.hashing.FileHash:
+    def read_then_append(fd: int, path: str) -> refstore.storage.hashing.FileHash:
         found = real(fd, path)
         if path.endswith("log.txt"):
             with open(path, "ab") as writer:
                 writer.write(b"appended after the read")
         return found
 
-    monkeypatch.setattr(refstore.hashing, "_hash_open", read_then_append)
+    monkeypatch.setattr(refstore.storage.hashing, "_hash_open", read_then_append)
     for add in ("add_dir", "add_file"):
         (data / "log.txt").write_bytes(first)
         artifact = refstore.Artifact("growing")

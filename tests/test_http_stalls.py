@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 import refstore
-from refstore.backends import _base
+from refstore.storage.backends import _base
 
 DATA = bytes(range(256)) * 256  # 64 KiB
 HALF = len(DATA) // 2

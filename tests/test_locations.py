@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import refstore
-from refstore.locations import resolve
+from refstore.storage.locations import resolve
 
 
 def test_plain_paths_and_file_urls(tmp_path: Path) -> None:
@@ -67,7 +67,7 @@ def test_credentials_in_urls_are_refused_without_echoing_them() -> None:
 
 
 def test_storage_options_keyed_by_scheme_apply_to_their_scheme_only() -> None:
-    from refstore.locations import options_for
+    from refstore.storage.locations import options_for
 
     mixed = {"s3": {"anon": True}, "https": {"headers": {"X": "1"}}}
     assert options_for("s3", mixed) == {"anon": True}

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import refstore
-from refstore.cli import main
+from refstore.surfaces.cli import main
 
 
 def _write(root: Path, files: dict[str, str]) -> None:

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 import refstore
-from refstore.cli import main
+from refstore.surfaces.cli import main
 
 _BUCKETS = {"s3": ("s3", "s3_bucket"), "gcs": ("gs", "gcs_bucket"), "azure": ("az", "azure_container")}
 

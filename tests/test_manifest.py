@@ -8,7 +8,7 @@ import json
 import pytest
 
 import refstore
-from refstore.manifest import Manifest, ManifestDiff, ManifestEntry
+from refstore.core.manifest import Manifest, ManifestDiff, ManifestEntry
 
 
 def _entries() -> list[ManifestEntry]:
@@ -122,8 +122,8 @@ def test_diff() -> None:
 def test_streamed_bytes_and_digests_equal_canonical_json_of_the_whole(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from refstore import manifest as module
-    from refstore.manifest import canonical_json
+    from refstore.core import manifest as module
+    from refstore.core.manifest import canonical_json
 
     monkeypatch.setattr(module, "_CHUNK", 7)  # several pieces written
     monkeypatch.setattr(module, "_PIECE", 64)  # several pieces read

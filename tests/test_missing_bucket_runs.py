@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import refstore
-from refstore.cli import main
+from refstore.surfaces.cli import main
 from tests.conftest import unique_name
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import refstore
-from refstore.names import check_alias, check_logical_path, check_name, parse_ref
+from refstore.core.names import check_alias, check_logical_path, check_name, parse_ref
 
 
 @pytest.mark.parametrize("name", ["mnist", "a", "A-1.b_c", "x" * 128])

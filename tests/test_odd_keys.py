@@ -3,7 +3,7 @@
 Keys holding ``?`` or ``#`` used to be logged and then refused on every read (``InvalidURLError`` naming a
 key cut at the ``?``); ``a?versionId=x`` would be read by s3fs as the key ``a`` pinned to version ``x``, and
 ``k#123`` by gcsfs as ``k`` at generation 123. Refs now escape ``%``, ``?`` and ``#`` in keys
-(``refstore.locations.ref_of``), and manifests written before keep reading as they did.
+(``refstore.storage.locations.ref_of``), and manifests written before keep reading as they did.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 import refstore
-from refstore.cli import main
-from refstore.locations import url_of_ref
-from refstore.manifest import Manifest, ManifestEntry
+from refstore.core.manifest import Manifest, ManifestEntry
+from refstore.core.refs import url_of_ref
+from refstore.surfaces.cli import main
 
 #: Logical path (the key below data/) -> bytes. "a" sits beside "a?versionId=x", and "k" beside "k#123",
 #: so that a key cut at "?" or "#" would read another object's bytes, not fail.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from refstore.progress import progress_bar
+from refstore.core.progress import progress_bar
 
 
 def _shown(capsys: pytest.CaptureFixture[str], total: int | None, unit: str, amount: int) -> str:

@@ -11,7 +11,11 @@ import pytest
 
 @pytest.mark.parametrize(
     "imports",
-    ["import refstore", "import refstore, refstore.registry, refstore.cli, refstore.gc; refstore.Registry"],
+    [
+        "import refstore",
+        "import refstore, refstore.snapshots.registry, refstore.surfaces.cli, refstore.snapshots.gc; "
+        "refstore.Registry",
+    ],
 )
 def test_dir_shows_only_the_public_names(imports: str) -> None:
     code = f"import json; {imports}; print(json.dumps([dir(refstore), refstore.__all__]))"

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from conftest import unique_name
 
 import refstore
-from refstore.cli import main
+from refstore.surfaces.cli import main
 
 
 @pytest.fixture

@@ -25,11 +25,11 @@ from runs_support import registry_root, run_area, wait_until
 
 import refstore
 from refstore import Registry, RunError
-from refstore.cli import main
 from refstore.runs import lease
 from refstore.runs.clean import delete, survey
 from refstore.runs.local import INTERNAL_DIR, LocalState, find_run_dir
 from refstore.runs.records import RunRecord
+from refstore.surfaces.cli import main
 
 __all__ = ["registry_root", "run_area"]  # fixtures used by name
 

@@ -14,8 +14,8 @@ from click.testing import CliRunner, Result
 from runs_support import registry_root, run_area, states
 
 import refstore
-from refstore.cli import main
-from refstore.runs.local import AREA_NAME
+from refstore.core.places import AREA_NAME
+from refstore.surfaces.cli import main
 
 __all__ = ["registry_root", "run_area"]  # fixtures used by name
 

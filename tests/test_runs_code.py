@@ -12,8 +12,8 @@ from runs_support import registry_root, run_area
 
 import refstore
 from refstore import Registry, RunError
-from refstore.cli import main
 from refstore.runs.code_state import redact_url
+from refstore.surfaces.cli import main
 
 __all__ = ["registry_root", "run_area"]  # fixtures used by name
 

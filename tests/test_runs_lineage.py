@@ -10,7 +10,7 @@ from runs_support import registry_root, run_area
 
 import refstore
 from refstore import Artifact, Registry
-from refstore.cli import main
+from refstore.surfaces.cli import main
 
 __all__ = ["registry_root", "run_area"]  # fixtures used by name
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from runs_support import FAST, registry_root, run_area, states
 
 import refstore
-from refstore.cli import main
 from refstore.runs.files import MAX_NAME, encode_path
+from refstore.surfaces.cli import main
 
 __all__ = ["registry_root", "run_area"]  # fixtures used by name
 

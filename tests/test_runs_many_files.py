@@ -14,9 +14,9 @@ from runs_support import FAST, registry_root, run_area, states
 
 import refstore
 from refstore import Registry
-from refstore.cli import main
 from refstore.runs.files import RunFiles
 from refstore.runs.local import LocalState
+from refstore.surfaces.cli import main
 
 __all__ = ["registry_root", "run_area"]  # fixtures used by name
 

@@ -18,9 +18,9 @@ from runs_support import FAST, registry_root, run_area, states
 
 import refstore
 from refstore import Registry
-from refstore.cli import main
 from refstore.runs.records import RunRecord
 from refstore.runs.status import describe, redact
+from refstore.surfaces.cli import main
 
 __all__ = ["registry_root", "run_area"]  # fixtures used by name
 

@@ -14,7 +14,7 @@ from runs_support import FAST, registry_root, run_area, states
 
 import refstore
 from refstore import RunError
-from refstore.cli import main
+from refstore.surfaces.cli import main
 
 __all__ = ["registry_root", "run_area"]  # fixtures used by name
 

@@ -15,7 +15,7 @@ import pytest
 from faultproxy import FaultProxy
 
 import refstore
-import refstore.backends.s3 as s3_backend
+import refstore.storage.backends.s3 as s3_backend
 
 S3_SERVERS = ("moto", "rgw")
 RANGE = 256 * 1024
@@ -25,7 +25,7 @@ RANGE = 256 * 1024
 def _small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(s3_backend, "RANGED_THRESHOLD", 1024 * 1024)
     monkeypatch.setattr(s3_backend, "RANGE_SIZE", RANGE)
-    monkeypatch.setattr("refstore.backends._base.FETCH_BACKOFF", 0.05)
+    monkeypatch.setattr("refstore.storage.backends._base.FETCH_BACKOFF", 0.05)
 
 
 def _log(s3_fs: Any, bucket: str, data: bytes, tmp_path: Path) -> refstore.ArtifactVersion:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 import refstore
-from refstore.hashing import hash_file
+from refstore.storage.hashing import hash_file
 
 N_FILES = 10_000
 
@@ -79,7 +79,7 @@ def test_an_s3_download_through_dask_sends_one_get_per_object(
     requests = s3_server.requests_since(mark)
     assert len(requests) == 120 and all(r.startswith("GET ") and "versionId=" in r for r in requests)
     assert _digests(folder) == {
-        f"o{i:03d}.bin": refstore.hashing.hash_bytes(s3_fs.cat(f"{s3_bucket}/data/o{i:03d}.bin"))
+        f"o{i:03d}.bin": refstore.storage.hashing.hash_bytes(s3_fs.cat(f"{s3_bucket}/data/o{i:03d}.bin"))
         for i in range(120)
     }
 

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from refstore.cli import main
-from refstore.manifest import Manifest, ManifestEntry
-from refstore.records import AliasRecord, VersionRecord
-from refstore.registry import Registry
+from refstore.core.manifest import Manifest, ManifestEntry
+from refstore.core.records import AliasRecord, VersionRecord
 from refstore.runs.records import RunRecord
+from refstore.snapshots.registry import Registry
+from refstore.surfaces.cli import main
 
 HIDE = "\x1b[2K\r"  # erase the line, back to its start
 REF = f"file:///srv/evil/credentials{HIDE}s3://team-bucket/data/train.csv"

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 import refstore
-from refstore.hashing import hash_bytes
-from refstore.manifest import Manifest, ManifestEntry
-from refstore.records import AliasRecord, VersionRecord, seal
+from refstore.core.manifest import Manifest, ManifestEntry
+from refstore.core.records import AliasRecord, VersionRecord, seal
+from refstore.storage.hashing import hash_bytes
 
 CONTENT_HEX = "00" * 16
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 import refstore
-from refstore.hashing import hash_bytes
+from refstore.storage.hashing import hash_bytes
 
 WORKER = Path(__file__).with_name("trust_worker.py")
 START_TIMEOUT = 60.0

@@ -25,21 +25,24 @@ import xxhash
 from click.testing import CliRunner
 
 import refstore
-from refstore.cli import main
-from refstore.download import blob_path
-from refstore.hashing import hash_bytes, hash_file
-from refstore.scratch import HOST, OLD_FORM_AGE, remove_stale, scratch_name
+from refstore.storage.download import blob_path
+from refstore.storage.hashing import hash_bytes, hash_file
+from refstore.storage.scratch import HOST, OLD_FORM_AGE, remove_stale, scratch_name
+from refstore.surfaces.cli import main
 
 #: Runs the CLI once the modules it needs are imported, so that kill points fall inside the command.
 _CLI = (
     "import sys, importlib\n"
     "for m in sys.argv[1].split(','): importlib.import_module(m)\n"
-    "from refstore.cli import main\n"
+    "from refstore.surfaces.cli import main\n"
     "print('ready', flush=True)\n"
     "main(sys.argv[2:], prog_name='refstore')\n"
 )
-_PRELOAD = "refstore.registry,refstore.artifact,refstore.download,refstore.backends.local"
-_PRELOAD_S3 = _PRELOAD + ",refstore.backends.s3,s3fs"
+_PRELOAD = (
+    "refstore.snapshots.registry,refstore.snapshots.artifact,refstore.storage.download,"
+    "refstore.storage.backends.local"
+)
+_PRELOAD_S3 = _PRELOAD + ",refstore.storage.backends.s3,s3fs"
 KILLS = {"log-local": 6, "log-s3": 3, "log-rgw": 3, "get-local": 6, "get-s3": 3, "get-rgw": 3}
 #: Files per logged version, objects per downloaded version (S3 ones are fewer: moto is slower).
 SIZES = {"local": 30, "s3": 8, "rgw": 8}

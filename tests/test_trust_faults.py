@@ -20,7 +20,7 @@ import xxhash
 from faultproxy import FaultProxy
 
 import refstore
-from refstore.backends.s3 import S3Backend
+from refstore.storage.backends.s3 import S3Backend
 
 S3_SERVERS = ("moto", "rgw")
 
@@ -41,7 +41,7 @@ FAULT_PAIRS = [("reset", "500"), ("503", "truncate"), ("stall", "short"), ("stal
 @pytest.fixture(autouse=True)
 def _short_refetch_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     """Whole-object refetches pause 0.05 s instead of 0.25 s (doubling each time): same logic, less wait."""
-    monkeypatch.setattr("refstore.backends._base.FETCH_BACKOFF", 0.05)
+    monkeypatch.setattr("refstore.storage.backends._base.FETCH_BACKOFF", 0.05)
 
 
 @pytest.fixture

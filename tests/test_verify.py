@@ -9,7 +9,7 @@ from typing import Any
 from click.testing import CliRunner
 
 import refstore
-from refstore.cli import main
+from refstore.surfaces.cli import main
 
 
 def _log_prefix(

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 import refstore
-from refstore.cli import main
+from refstore.surfaces.cli import main
 
 #: Tests that do not count requests run on moto and on Ceph RGW.
 S3_SERVERS = ("moto", "rgw")

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 import refstore
-from refstore import workers
-from refstore.hashing import PROCESS_MIN_FILES, hash_batch, hash_file, stat_and_hash
-from refstore.workers import ProcessExecutor
+from refstore.storage import workers
+from refstore.storage.hashing import PROCESS_MIN_FILES, hash_batch, hash_file, stat_and_hash
+from refstore.storage.workers import ProcessExecutor
 
 N_FILES = PROCESS_MIN_FILES + 1000
 
@@ -125,7 +125,7 @@ _UNGUARDED = """
 import sys
 import refstore
 entries = refstore.Artifact("x").add_reference(sys.argv[1], max_objects=10**6)
-print("ran", len(entries), *[w._process.pid for w in refstore.workers._shared._workers], flush=True)
+print("ran", len(entries), *[w._process.pid for w in refstore.storage.workers._shared._workers], flush=True)
 """
 
 
@@ -148,7 +148,7 @@ _KILLED = """
 import sys, time
 import refstore
 refstore.Artifact("x").add_reference(sys.argv[1], max_objects=10**6)
-print(*[w._process.pid for w in refstore.workers._shared._workers], flush=True)
+print(*[w._process.pid for w in refstore.storage.workers._shared._workers], flush=True)
 time.sleep(600)
 """
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "current_run", "finish", "init", "restore", "restore_code", "save"]
 
-#: Where each public name lives; imported on first use (``refstore.cli`` imports ``runs.commands``).
+#: Where each public name lives; imported on first use (``refstore.surfaces.cli`` imports ``runs.commands``).
 _MODULES = {
     **dict.fromkeys(("Run", "current_run", "finish", "init", "save"), "run"),
     **dict.fromkeys(("restore", "restore_code"), "restoring"),

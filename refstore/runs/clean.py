@@ -19,15 +19,15 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .._exceptions import RunError
-from ..hashing import hash_file
-from ..registry import Registry
+from ..core.exceptions import RunError
+from ..core.places import LEGACY_AREA_NAME
+from ..snapshots.registry import Registry
+from ..storage.hashing import hash_file
 from . import status
 from .files import RunFiles
 from .lease import live_leases
 from .local import (
     INTERNAL_DIR,
-    LEGACY_AREA_NAME,
     LOCAL_RECORD,
     LocalState,
     Signature,

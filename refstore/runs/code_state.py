@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from .._exceptions import RunError
+from ..core.exceptions import RunError
 from .status import redact_environment
 
 PATCH_NAME = "diff.patch"

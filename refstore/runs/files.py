@@ -24,11 +24,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from .._exceptions import ConflictError, IntegrityError, RunError
-from .._sync import run_sync
-from ..backends._base import BatchedWrites, call_fs
-from ..hashing import hash_file
-from ..store import Store
+from ..core.exceptions import ConflictError, IntegrityError, RunError
+from ..core.loop import run_sync
+from ..storage.backends._base import BatchedWrites, call_fs
+from ..storage.hashing import hash_file
+from ..storage.store import Store
 from .records import FileState
 
 _MAX_CLAIM_ATTEMPTS = 1000

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from fnmatch import fnmatchcase
 
-from .._exceptions import RunError
+from ..core.exceptions import RunError
 
 
 def matches(relpath: str, pattern: str) -> bool:

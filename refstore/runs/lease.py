@@ -6,7 +6,7 @@ Every process that opens a run directory (``init``, a resume included) writes a 
 ``refstore sync`` calls a run crashed, only when every lease in it is provably dead:
 
 - a lease of this machine (same host name, same boot, same PID namespace) is dead when
-  :func:`refstore.liveness.is_dead` says so: no process has its pid, or a zombie, or a later process that
+  :func:`refstore.core.liveness.is_dead` says so: no process has its pid, or a zombie, or a later process that
   reused the pid (its start time differs);
 - a lease from elsewhere (another host of a shared file system, another boot, a container's PID namespace)
   names a process nobody here can look at: it is dead only when it has not been refreshed for
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import liveness
-from ..backends.local import write_atomic
+from ..core import liveness
+from ..storage.backends.local import write_atomic
 from .local import INTERNAL_DIR, LocalState, state_path
 
 LEASES = "leases"
@@ -48,7 +48,7 @@ EXPIRY = 24 * 3600.0
 
 @dataclass(frozen=True, slots=True)
 class Holder:
-    """The process a lease names (a :func:`refstore.liveness.identity`): host, pid, boot, PID namespace
+    """The process a lease names (a :func:`refstore.core.liveness.identity`): host, pid, boot, PID namespace
     and start time."""
 
     identity: dict[str, Any]

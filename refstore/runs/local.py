@@ -15,21 +15,17 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .._exceptions import RunError
-from ..backends.local import write_atomic
+from ..core.exceptions import RunError
+from ..core.places import INTERNAL_DIR as INTERNAL_DIR  # the runs code names it from here
+from ..core.places import LEGACY_AREA_NAME
+from ..storage.backends.local import write_atomic
 
-#: Not a valid module name: ``import refstore`` can never pick up the run area instead of the package.
-AREA_NAME = "refstore-runs"
-#: Where runs lived before (it shadowed the package); its run directories are still found.
-LEGACY_AREA_NAME = "refstore"
-INTERNAL_DIR = ".refstore-run"
 _STATE_NAME = "state.json"
 #: The run directory's copy of its run record.
 LOCAL_RECORD = "run.json"
@@ -37,35 +33,9 @@ LOCAL_RECORD = "run.json"
 RACY_NS = 2 * 10**9
 
 
-def run_area(dir: str | os.PathLike[str] | None = None) -> Path:
-    """``<dir or $REFSTORE_DIR or .>/refstore-runs``, absolute."""
-    base = dir if dir is not None else os.environ.get("REFSTORE_DIR") or "."
-    return Path(base).expanduser().absolute() / AREA_NAME
-
-
 def legacy_area(area: Path) -> Path:
     """The run area older versions used beside ``area`` (``<dir>/refstore``)."""
     return area.parent / LEGACY_AREA_NAME
-
-
-#: A run directory's name: ``run-YYYYmmdd_HHMMSS-<id>``.
-RUN_DIR_NAME = re.compile(r"run-\d{8}_\d{6}-[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def is_legacy_area(folder: str | os.PathLike[str]) -> bool:
-    """Whether ``folder`` is a run area of an older version: named ``refstore`` and holding a run directory
-    (``run-YYYYmmdd_HHMMSS-<id>`` with its ``.refstore-run`` state). A ``refstore`` folder of source code
-    holds none, so it is never taken for one."""
-    if os.path.basename(os.path.normpath(folder)) != LEGACY_AREA_NAME:
-        return False
-    try:
-        with os.scandir(folder) as entries:
-            names = [
-                e.name for e in entries if RUN_DIR_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
-            ]
-    except OSError:
-        return False
-    return any(os.path.isdir(os.path.join(folder, name, INTERNAL_DIR)) for name in names)
 
 
 def new_run_dir(area: Path, run_id: str) -> Path:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..registry import Registry
+from ..snapshots.registry import Registry
 from . import status
 from .files import RunFiles
 from .lease import live_leases

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .._exceptions import ManifestError
-from ..names import check_logical_path
-from ..records import seal, unseal, unseal_as
+from ..core.exceptions import ManifestError
+from ..core.names import check_logical_path
+from ..core.records import seal, unseal, unseal_as
 from .code_state import CodeState
 
 RUN_FORMAT = "refstore.run/1"

@@ -7,10 +7,10 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from .._exceptions import InvalidNameError, RunError
-from ..download import safe_destination
-from ..names import check_name
-from ..registry import Registry
+from ..core.exceptions import InvalidNameError, RunError
+from ..core.names import check_name
+from ..snapshots.registry import Registry
+from ..storage.download import safe_destination
 from . import code_state
 from .files import RunFiles
 from .records import FileState

@@ -21,17 +21,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .._exceptions import RefstoreError, RunError
-from ..artifact import Artifact
-from ..backends.local import write_atomic
-from ..names import check_name
-from ..registry import Registry
-from ..version import ArtifactVersion
+from ..core.exceptions import RefstoreError, RunError
+from ..core.names import check_name
+from ..core.places import run_area
+from ..snapshots.artifact import Artifact
+from ..snapshots.registry import Registry
+from ..snapshots.version import ArtifactVersion
+from ..storage.backends.local import write_atomic
 from . import code_state, status
 from .files import RunFiles, short_name
 from .globs import is_ignored, run_relative
 from .lease import Lease
-from .local import INTERNAL_DIR, LINK_SCRATCH, LOCAL_RECORD, LocalState, find_run_dir, new_run_dir, run_area
+from .local import INTERNAL_DIR, LINK_SCRATCH, LOCAL_RECORD, LocalState, find_run_dir, new_run_dir
 from .naming import new_run_id, readable_name
 from .records import RunRecord
 from .settings import ignore_globs

@@ -14,7 +14,7 @@ import configparser
 import os
 from pathlib import Path
 
-from .._exceptions import RunError
+from ..core.exceptions import RunError
 from .local import legacy_area
 
 SETTINGS_NAME = "settings"

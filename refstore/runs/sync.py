@@ -32,8 +32,8 @@ from pathlib import Path
 
 import xxhash
 
-from .._exceptions import ObjectNotFoundError, RunError
-from ..hashing import ALGORITHM, hash_file
+from ..core.exceptions import ObjectNotFoundError, RunError
+from ..storage.hashing import ALGORITHM, hash_file
 from .files import RunFiles
 from .globs import is_ignored, matches
 from .local import INTERNAL_DIR, LocalState, Signature, SyncedFile, files_in

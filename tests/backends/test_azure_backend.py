@@ -25,14 +25,14 @@ import fsspec.asyn
 import pytest
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
-from refstore._exceptions import (
+from refstore.core.exceptions import (
     InvalidURLError,
     ObjectChangedError,
     ObjectNotFoundError,
     TooManyObjectsError,
 )
-from refstore.backends import ObjectMeta, backend_class
-from refstore.backends.azure import AzureBackend, _md5_hex
+from refstore.storage.backends import ObjectMeta, backend_class
+from refstore.storage.backends.azure import AzureBackend, _md5_hex
 
 ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key (public, documented by Microsoft): not a secret.

@@ -19,8 +19,8 @@ import aiohttp
 import fsspec.asyn
 import pytest
 
-from refstore._exceptions import ObjectChangedError, TooManyObjectsError
-from refstore.backends.gcs import GCSBackend
+from refstore.core.exceptions import ObjectChangedError, TooManyObjectsError
+from refstore.storage.backends.gcs import GCSBackend
 
 
 class RequestCounter:

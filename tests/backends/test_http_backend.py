@@ -24,9 +24,9 @@ import fsspec.asyn
 import pytest
 from aiohttp import web
 
-from refstore._exceptions import InvalidURLError, ObjectChangedError
-from refstore.backends import ObjectMeta, backend_class
-from refstore.backends.http import HTTPBackend
+from refstore.core.exceptions import InvalidURLError, ObjectChangedError
+from refstore.storage.backends import ObjectMeta, backend_class
+from refstore.storage.backends.http import HTTPBackend
 
 # -- the server --------------------------------------------------------------------------------------
 

@@ -1,0 +1,83 @@
+"""Validation of artifact names, aliases, references (``name:alias``) and logical paths."""
+
+from __future__ import annotations
+
+import re
+
+from .exceptions import InvalidNameError, UnsafePathError
+
+MAX_NAME_LENGTH = 128
+MAX_PATH_LENGTH = 1024
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_VERSION = re.compile(r"v(\d+)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE = re.compile(r"[A-Za-z]:")
+_BAD_SEGMENTS = frozenset(("", ".", ".."))
+#: A path every check below accepts, in one C-level match (the common case; manifests hold millions).
+_SEGMENT = r"(?!\.\.?(?:/|$))[^/\\\x00-\x1f\x7f]+"
+_SAFE_PATH = re.compile(rf"(?![A-Za-z]:){_SEGMENT}(?:/{_SEGMENT})*")
+RESERVED_ALIASES = ("latest",)
+
+
+def check_name(name: str, what: str = "artifact name") -> str:
+    """Return ``name`` if it is ``[A-Za-z0-9][A-Za-z0-9._-]*`` of at most 128 characters."""
+    if not isinstance(name, str) or len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
+        raise InvalidNameError(
+            f"{what} {name!r}: use letters, digits, '.', '_' and '-', starting with a letter or digit, "
+            f"at most {MAX_NAME_LENGTH} characters"
+        )
+    return name
+
+
+def check_alias(alias: str) -> str:
+    """A custom alias: a valid name that is neither ``latest`` nor ``v<digits>``."""
+    check_name(alias, "alias")
+    if alias in RESERVED_ALIASES or _VERSION.fullmatch(alias):
+        raise InvalidNameError(f"alias {alias!r} is reserved (latest and v<N> are managed by refstore)")
+    return alias
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``"mnist"`` -> ``("mnist", "latest")``; ``"mnist:v3"`` -> ``("mnist", "v3")``."""
+    name, sep, selector = ref.partition(":")
+    check_name(name)
+    if not sep:
+        return name, "latest"
+    check_name(selector, f"version or alias in {ref!r}")
+    return name, selector
+
+
+def version_number(selector: str) -> int | None:
+    """``"v3"`` -> 3; an alias -> None."""
+    match = _VERSION.fullmatch(selector)
+    return int(match[1]) if match else None
+
+
+def check_logical_path(path: str) -> str:
+    """Return ``path`` if it is a safe relative POSIX path; else raise :class:`UnsafePathError`.
+
+    Refused: empty, absolute, ``..`` or ``.`` segments, empty segments, backslashes, NUL and other control
+    characters, a drive letter, and paths longer than 1024 characters.
+    """
+    if type(path) is str and len(path) <= MAX_PATH_LENGTH and _SAFE_PATH.fullmatch(path):
+        return path
+    if not isinstance(path, str) or not path:
+        raise UnsafePathError(f"logical path {path!r}: must be a non-empty string")
+    if len(path) > MAX_PATH_LENGTH:
+        raise UnsafePathError(f"logical path {path[:60]!r}...: longer than {MAX_PATH_LENGTH} characters")
+    if path.startswith("/") or "\\" in path or _DRIVE.match(path):
+        raise UnsafePathError(f"logical path {path!r}: must be relative, with '/' separators")
+    if _CONTROL.search(path):
+        raise UnsafePathError(f"logical path {path!r}: contains a control character")
+    if not _BAD_SEGMENTS.isdisjoint(path.split("/")):
+        raise UnsafePathError(f"logical path {path!r}: empty, '.' or '..' segment")
+    return path
+
+
+def join_logical(prefix: str | None, path: str) -> str:
+    """``prefix/path`` (or ``path``), validated."""
+    if prefix:
+        path = f"{prefix.rstrip('/')}/{path}"  # a leading "/" stays refused
+    if type(path) is str and len(path) <= MAX_PATH_LENGTH and _SAFE_PATH.fullmatch(path):
+        return path  # the common case, without a second call
+    return check_logical_path(path)

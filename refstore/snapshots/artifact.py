@@ -1,0 +1,307 @@
+"""``Artifact``: a draft that collects manifest entries until a registry logs it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import sys
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from ..core.bulk import gc_paused
+from ..core.exceptions import InvalidURLError, ObjectNotFoundError, RefstoreError
+from ..core.loop import run_sync
+from ..core.manifest import Manifest, ManifestEntry, new_entry
+from ..core.names import check_logical_path, check_name, join_logical
+from ..core.progress import progress_bar
+from ..core.refs import ref_of
+from ..storage.backends import ObjectMeta, ProgressHook, RecordsHook
+from ..storage.exclusion import Exclusion, exclusion_for
+from ..storage.hashing import ALGORITHM
+from ..storage.locations import Location, resolve
+
+if TYPE_CHECKING:
+    from .verify import VerifyReport
+    from .version import ArtifactVersion
+
+DEFAULT_MAX_OBJECTS = 10_000
+
+
+class Artifact:
+    """A draft: references and copies gathered into a manifest, made immutable by ``Registry.log``."""
+
+    def __init__(
+        self,
+        name: str,
+        type: str = "dataset",
+        *,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = check_name(name)
+        self.type = type
+        self.description = description
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._entries: dict[str, ManifestEntry] = {}
+        #: content digest -> local file whose bytes the registry must store at log time
+        self._staged: dict[str, Path] = {}
+        #: the version this draft was last logged as, until the draft changes
+        self._logged: ArtifactVersion | None = None
+
+    def __repr__(self) -> str:
+        return f"Artifact({self.name!r}, type={self.type!r}, {len(self._entries)} entries)"
+
+    @property
+    def manifest(self) -> Manifest:
+        """The entries added so far."""
+        return Manifest(dict(self._entries))
+
+    @property
+    def digest(self) -> str:
+        """The content digest, independent of the order of adds."""
+        return self.manifest.content_digest
+
+    @property
+    def staged_files(self) -> Mapping[str, Path]:
+        """Content digest -> local file, for the copies ``add_file``/``add_dir`` made."""
+        return dict(self._staged)
+
+    # -- references -------------------------------------------------------------------------------------
+
+    def add_reference(
+        self,
+        uri: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        checksum: bool = True,
+        max_objects: int = DEFAULT_MAX_OBJECTS,
+        storage_options: Mapping[str, Any] | None = None,
+        executor: Executor | None = None,
+        exclude: Iterable[str] | str | None = None,
+    ) -> list[ManifestEntry]:
+        """Record the objects at ``uri`` (one object, or every object under a prefix) without copying them.
+
+        With ``checksum=False`` only locations are recorded (no ETag, version or hash): a download then
+        fetches whatever is there at that time, unchecked. Local files are hashed on ``executor`` (any
+        :class:`concurrent.futures.Executor`, e.g. a Dask cluster's; default: a thread per core).
+        Under a prefix or folder, files matched by an ``exclude`` glob (matched against logical paths) and
+        refstore's own folders (the registry, the download cache, the run area) are left out, as
+        :mod:`refstore.storage.exclusion` says.
+        """
+        location = resolve(uri, storage_options)
+        exclusion = exclusion_for(location.url, exclude, name)
+        hashing = not location.backend.lists_metadata
+        entries: list[ManifestEntry] = []
+
+        def on_records(records: list[ObjectMeta]) -> None:  # while later files are hashed
+            entries.extend(self._entries_for(location, records, True, name, checksum))
+
+        with gc_paused():  # the records of a large listing make no cycles
+            with progress_bar(None, f"hashing {location.url}", unit="files", show=hashing) as bar:
+                objects, is_folder = run_sync(
+                    _list_location, location, max_objects, executor, bar.update, on_records, exclusion
+                )
+            if not objects:
+                what = (
+                    "no objects under this prefix"
+                    if location.is_folder or exclude
+                    else "no such object or prefix"
+                )
+                raise _nothing_found(location, what, exclude)
+            # records the backend returned only at the end
+            entries += self._entries_for(location, objects[len(entries) :], is_folder, name, checksum)
+            return self._add(entries)
+
+    def _entries_for(
+        self, location: Location, objects: list[ObjectMeta], is_folder: bool, name: str | None, checksum: bool
+    ) -> list[ManifestEntry]:
+        if is_folder:
+            cut = len(location.url) + 1
+            paths = [join_logical(name, meta.url[cut:]) for meta in objects]
+        else:
+            paths = [check_logical_path(name or posixpath.basename(location.path))] * len(objects)
+        if not checksum:  # (the digest hashes the URL as it always did, so it keeps its value)
+            pairs = zip(paths, objects, strict=True)
+            return [ManifestEntry(p, ref_of(m.url), m.size, _unchecked(m.url)) for p, m in pairs]
+        return [  # refs escape ?, # and % in bucket keys (refstore.core.refs.ref_of)
+            new_entry(
+                p, ref_of(m.url), m.size, m.digest or _hash_by_reading(location, m), m.etag, m.version_id
+            )
+            for p, m in zip(paths, objects, strict=True)
+        ]
+
+    # -- copies -----------------------------------------------------------------------------------------
+
+    def add_file(self, local_path: str | os.PathLike[str], name: str | None = None) -> ManifestEntry:
+        """Copy one local file into the artifact (stored in the registry's blob store at log time). Its size
+        and digest come from one read (a file that changes while it is read is read again, then refused);
+        the bytes stored at log time must still have that digest."""
+        path = Path(local_path).expanduser()
+        if not path.is_file():
+            raise ObjectNotFoundError(f"{path}: no such file")
+        logical = check_logical_path(name) if name else check_logical_path(path.name)
+        source = path.resolve()
+        meta = run_sync(resolve(source).backend.stat, os.fspath(source))
+        if meta is None or meta.digest is None:
+            raise ObjectNotFoundError(f"{path}: no such file")
+        return self._add([self._copy_entry(source, logical, meta)])[0]
+
+    def add_dir(
+        self,
+        local_path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        executor: Executor | None = None,
+        exclude: Iterable[str] | str | None = None,
+    ) -> list[ManifestEntry]:
+        """Copy every file under a local folder, logical paths relative to it (under ``name``); the files
+        are hashed on ``executor`` (default: a thread per core). The folder is walked exactly as
+        :meth:`add_reference` walks a local folder (:class:`~refstore.storage.backends.local.LocalBackend`
+        says what is taken and what is an error): files matched by an ``exclude`` glob and refstore's own
+        folders are left out; a folder that cannot be read, a dangling link or a loop of links raises, naming
+        it; a folder with no file to take raises :class:`ObjectNotFoundError`, as for :meth:`add_reference`.
+        Each file's size and digest come from one read."""
+        root = Path(local_path).expanduser()
+        if not root.is_dir():
+            raise ObjectNotFoundError(f"{root}: no such directory")
+        location = resolve(root)
+        exclusion = exclusion_for(location.url, exclude, name)
+        with gc_paused(), progress_bar(None, f"hashing {location.url}", unit="files") as bar:
+            objects, _ = run_sync(
+                _list_location, location, sys.maxsize, executor, bar.update, _ignore_records, exclusion
+            )
+        if not objects:
+            raise _nothing_found(location, "no files in this folder", exclude)
+        cut = len(location.url) + 1
+        backend = location.backend
+        entries = [
+            self._copy_entry(Path(backend.path(meta.url)), join_logical(name, meta.url[cut:]), meta)
+            for meta in objects
+        ]
+        return self._add(entries)
+
+    def _copy_entry(self, source: Path, logical: str, meta: ObjectMeta) -> ManifestEntry:
+        """An entry whose bytes ``source`` holds: its size and digest as one read found them (``meta``)."""
+        assert meta.digest is not None and meta.digest.startswith(f"{ALGORITHM}:")
+        self._staged[meta.digest] = source
+        return ManifestEntry(path=logical, ref=None, size=meta.size, digest=meta.digest)
+
+    def _add(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
+        for entry in entries:
+            if not (entry.path.isascii() and (entry.ref is None or entry.ref.isascii())):
+                _check_utf8(entry)
+            existing = self._entries.get(entry.path)
+            if existing is not None and existing != entry:
+                raise InvalidURLError(f"{self.name}: logical path {entry.path!r} is already in the artifact")
+        self._entries.update((e.path, e) for e in entries)
+        self._logged = None
+        return entries
+
+    # -- once logged: the draft acts on its version ------------------------------------------------------
+
+    @property
+    def logged_version(self) -> ArtifactVersion | None:
+        """The version ``Registry.log``, ``run.log_artifact`` or ``run.use_artifact`` last made or found for
+        this draft; ``None`` before, and after an add changed the draft."""
+        return self._logged
+
+    @property
+    def version(self) -> int:
+        """The logged version's number (``mnist:v3`` -> 3)."""
+        return int(self._require_logged("version").version)
+
+    @property
+    def qualified_name(self) -> str:
+        """The logged version's ``name:v<N>``."""
+        return self._require_logged("qualified_name").qualified_name
+
+    def download(self, root: str | os.PathLike[str] | None = None, **options: Any) -> Path:
+        """Download the logged version (:meth:`ArtifactVersion.download`, same options)."""
+        return self._require_logged("download()").download(root, **options)
+
+    def open(self, logical_path: str, mode: str = "rb", **options: Any) -> IO[bytes]:
+        """Stream one entry of the logged version (:meth:`ArtifactVersion.open`)."""
+        return self._require_logged("open()").open(logical_path, mode, **options)
+
+    def verify(self, *args: Any, **options: Any) -> VerifyReport:
+        """Verify the logged version (:meth:`ArtifactVersion.verify`, same arguments)."""
+        return self._require_logged("verify()").verify(*args, **options)
+
+    def _logged_as(self, version: ArtifactVersion) -> None:
+        """Called by ``Registry.log``: from now on this draft acts on ``version``."""
+        self._logged = version
+
+    def _require_logged(self, what: str) -> ArtifactVersion:
+        if self._logged is None:
+            raise RefstoreError(
+                f"artifact {self.name!r} is a draft that is not logged (or changed since): log it first "
+                f"(Registry.log, run.log_artifact or run.use_artifact), then call {what}"
+            )
+        return self._logged
+
+
+async def _list_location(
+    location: Location,
+    max_objects: int,
+    executor: Executor | None,
+    progress: ProgressHook,
+    on_records: RecordsHook,
+    exclude: Exclusion,
+) -> tuple[list[ObjectMeta], bool]:
+    """The objects a URL names (in a folder, those ``exclude`` keeps), and whether it named a folder."""
+    if not location.is_folder:
+        single = await location.backend.stat(location.path)
+        if single is not None:
+            return [single], False
+        if not location.backend.can_list:
+            return [], False
+    backend = location.backend
+    found = await backend.reference_listing(
+        location.path,
+        max_objects=max_objects,
+        executor=executor,
+        progress=progress,
+        on_records=on_records,
+        exclude=exclude,
+    )
+    return found, True
+
+
+def _ignore_records(records: list[ObjectMeta]) -> None:
+    """``add_dir`` makes its entries once the listing is complete."""
+
+
+def _nothing_found(location: Location, what: str, exclude: Iterable[str] | str | None) -> ObjectNotFoundError:
+    """One rule for ``add_reference`` and ``add_dir``: a folder or prefix with nothing to take is an error
+    (an unmounted mount point, a mistyped path or prefix), never an empty snapshot."""
+    if exclude:
+        what += " that the exclude globs leave in"
+    return ObjectNotFoundError(f"{location.url}: {what}")
+
+
+def _check_utf8(entry: ManifestEntry) -> None:
+    """Refuse a logical path or ref that cannot be written as UTF-8 (a file name that is not UTF-8)."""
+    for text in (entry.path, entry.ref or ""):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+            raise InvalidURLError(
+                f"{shown}: the name is not valid UTF-8 and cannot be a logical path; rename the file"
+            ) from None
+
+
+def _unchecked(url: str) -> str:
+    """The digest of an entry recorded with ``checksum=False``: its location only."""
+    return "ref:" + hashlib.sha256(url.encode()).hexdigest()
+
+
+def _hash_by_reading(location: Location, meta: ObjectMeta) -> str:
+    """A content hash for an object whose backend gives none (an HTTP server without ETags)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="refstore-hash-") as tmp:
+        return f"{ALGORITHM}:{run_sync(location.backend.fetch, meta, Path(tmp, 'object'))}"

@@ -1,0 +1,375 @@
+"""``Registry``: artifacts, versions and aliases in a folder on any fsspec URL, with no server.
+
+Layout under the root::
+
+    .refstore-registry                      marker: this folder is a registry (``refstore init``, any log)
+    manifests/<aa>/<hex>.json              immutable, create-only, named by the manifest digest
+    blobs/<aa>/<hex>                        copies made by add_file / add_dir, by xxh3_128 content hash
+    artifacts/<name>/versions/<N>.json      version records, claimed with create-only writes
+    artifacts/<name>/digests/<hex>.json     content digest -> the first version holding it (create-only);
+                                            a return to that content reuses its stored manifest
+    artifacts/<name>/aliases/<alias>.json   pointers to versions, replaced atomically
+    artifacts/<name>/lineage/<N>/...        run paths that used a version
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..core.bounded_json import MAX_DEPTH, check_depth, parse
+from ..core.exceptions import (
+    ArtifactNotFoundError,
+    ArtifactTypeError,
+    ConflictError,
+    IntegrityError,
+    InvalidNameError,
+    ManifestError,
+    RefstoreError,
+)
+from ..core.loop import gather_limited, run_sync
+from ..core.manifest import Manifest, ManifestDiff, canonical_json
+from ..core.names import check_alias, check_name, parse_ref, version_number
+from ..core.records import AliasRecord, VersionRecord
+from ..storage.exclusion import note_registry
+from ..storage.quarantine import quarantined_blobs
+from ..storage.store import REGISTRY_MARKER, Store
+from .artifact import Artifact
+from .intents import log_intent, manifest_path, recover_manifest
+from .version import ArtifactVersion
+
+_MAX_CLAIM_ATTEMPTS = 1000
+_UPLOAD_CONCURRENCY = 16
+
+
+_MARKER_BYTES = canonical_json({"format": "refstore.registry/1"})
+#: What only a registry holds at its top (registries made before the marker have no marker).
+_REGISTRY_ENTRIES = frozenset({"artifacts", "manifests", "blobs", "runs", "intents", "gc.lock"})
+
+
+def _hex(digest: str) -> str:
+    return digest.split(":", 1)[1]
+
+
+class Registry:
+    """A registry of artifacts rooted at ``root``: default ``$REFSTORE_ROOT``, else the nearest ``.refstore``
+    folder in the current folder or its parents (as git finds ``.git``), else ``./.refstore``, which the
+    first write makes. The root is fixed when the registry is made; nothing is read until it is used."""
+
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, *, storage_options: Mapping[str, Any] | None = None
+    ) -> None:
+        self.store = Store(root, storage_options)
+        self._manifests: dict[str, Manifest] = {}
+        self._marked = False
+        note_registry(self.store.url)  # a snapshot of a folder that holds it leaves it out
+
+    @property
+    def root(self) -> str:
+        """The registry's root URL."""
+        return self.store.url
+
+    def __repr__(self) -> str:
+        return f"Registry({self.root!r})"
+
+    # -- writing ----------------------------------------------------------------------------------------
+
+    def log(
+        self, artifact: Artifact, aliases: Iterable[str] = (), *, created_by: str | None = None
+    ) -> ArtifactVersion:
+        """Make an immutable version of ``artifact``, so that ``latest`` is always what was logged last.
+
+        Content equal to the latest version's returns that version (``.created`` is False). Any other
+        content, an older version's included, gets the next version number (``.created`` is True); a
+        manifest the registry already holds is not written again. A ``type`` other than the latest
+        version's is refused with :class:`ArtifactTypeError`.
+        """
+        aliases = [check_alias(a) for a in aliases]
+        check_depth(artifact.metadata, f"{artifact.name}: metadata", MAX_DEPTH - 1)  # inside its record
+        manifest = artifact.manifest
+        with log_intent(self.store, manifest):  # a concurrent gc keeps what this log relies on
+            numbers = self._version_numbers(artifact.name)
+            latest = self._record(artifact.name, numbers[-1]) if numbers else None
+            if latest is not None and latest.type != artifact.type:
+                raise ArtifactTypeError(
+                    f"{artifact.name}: type {artifact.type!r} differs from {latest.type!r}, the type of "
+                    f"{artifact.name}:v{latest.version}; log it under another name"
+                )
+            if latest is not None and latest.content_digest == manifest.content_digest:
+                record, created = latest, False
+                self._restore_quarantined(artifact.staged_files)
+            else:
+                self._mark()
+                self._store_blobs(artifact.staged_files)
+                earlier = self._version_with_content(artifact.name, manifest.content_digest)
+                if earlier is None or earlier.manifest_digest != manifest.digest:
+                    self._store_manifest(manifest)
+                first = latest.version + 1 if latest is not None else 0
+                record, created = self._claim_version(artifact, manifest, created_by, first)
+                if created:
+                    self._remember_content(record)
+        for alias in aliases:
+            self._point_alias(record, alias)
+        version = self._version(record, created=created)
+        artifact._logged_as(version)  # the draft now downloads, opens and verifies this version
+        return version
+
+    def create(self) -> bool:
+        """Make a registry at the root unless one is there (``refstore init``); True when it made one."""
+        existed = self.exists()
+        self._mark()
+        return not existed
+
+    def _mark(self) -> None:
+        """Write the marker that names the root a registry (once per instance; a folder snapshot of a
+        folder that holds a registry leaves it out, see :mod:`refstore.storage.exclusion`)."""
+        if not self._marked:
+            with contextlib.suppress(FileExistsError):  # already there
+                self.store.create(REGISTRY_MARKER, _MARKER_BYTES)
+            self._marked = True
+
+    def alias(self, ref: str, alias: str) -> ArtifactVersion:
+        """Add ``alias`` to the version ``ref`` names, or move it there."""
+        check_alias(alias)
+        record = self._resolve(ref)
+        self._point_alias(record, alias)
+        return self._version(record)
+
+    def _restore_quarantined(self, staged: Mapping[str, Path]) -> None:
+        """Upload again the staged copies whose blobs a reader found corrupt and moved to ``quarantine/``
+        (:mod:`refstore.storage.quarantine`); one listing, nothing else when nothing is quarantined. Any other
+        log uploads them anyway: :meth:`_store_blobs` skips only blobs that exist."""
+        if staged and (names := quarantined_blobs(self.store)):
+            self._store_blobs({d: p for d, p in staged.items() if _hex(d) in names})
+
+    def _store_blobs(self, staged: Mapping[str, Path]) -> None:
+        async def upload(digest: str, local: Path) -> None:
+            relative = f"blobs/{_hex(digest)[:2]}/{_hex(digest)}"
+            if await self.store.exists_async(relative):
+                return
+            await self.store.backend.upload_checked(local, self.store.full(relative), digest)
+
+        if staged:
+            run_sync(gather_limited, [upload(d, p) for d, p in staged.items()], _UPLOAD_CONCURRENCY)
+
+    def _store_manifest(self, manifest: Manifest) -> None:
+        relative = manifest_path(manifest.digest)
+        with contextlib.suppress(FileExistsError):  # already there: same bytes, or a concurrent twin
+            self.store.create(relative, manifest.to_bytes())
+        self._manifests[manifest.digest] = manifest
+
+    def _claim_version(
+        self, artifact: Artifact, manifest: Manifest, created_by: str | None, number: int
+    ) -> tuple[VersionRecord, bool]:
+        """The record of the version number claimed for ``manifest`` (create-only, the loser of a race
+        tries the next number) and True; or the newest version and False when a concurrent log of the same
+        content claimed it first."""
+        for _ in range(_MAX_CLAIM_ATTEMPTS):
+            record = VersionRecord(
+                name=artifact.name,
+                version=number,
+                type=artifact.type,
+                manifest_digest=manifest.digest,
+                content_digest=manifest.content_digest,
+                created_at=datetime.now(timezone.utc).isoformat(),
+                description=artifact.description,
+                metadata=artifact.metadata,
+                created_by=created_by,
+            )
+            try:
+                self.store.create(f"artifacts/{artifact.name}/versions/{number}.json", record.to_bytes())
+                return record, True
+            except FileExistsError:
+                numbers = self._version_numbers(artifact.name)
+                twin = self._newest_of(artifact.name, numbers)
+                if twin is not None and (twin.content_digest, twin.type) == (
+                    record.content_digest,
+                    record.type,
+                ):
+                    return twin, False
+                number = max(number + 1, numbers[-1] + 1 if numbers else 0)
+        raise ConflictError(
+            f"{artifact.name}: could not claim a version number after {_MAX_CLAIM_ATTEMPTS} tries"
+        )
+
+    def _newest_of(self, name: str, numbers: list[int]) -> VersionRecord | None:
+        """The record of the highest of ``numbers``; ``None`` when there is none (a listing that lags)."""
+        try:
+            return self._record(name, numbers[-1]) if numbers else None
+        except ArtifactNotFoundError:
+            return None
+
+    def _remember_content(self, record: VersionRecord) -> None:
+        relative = f"artifacts/{record.name}/digests/{_hex(record.content_digest)}.json"
+        with contextlib.suppress(FileExistsError):  # already there: same bytes, or a concurrent twin
+            self.store.create(relative, str(record.version).encode())
+
+    def _version_with_content(self, name: str, content_digest: str) -> VersionRecord | None:
+        """A version that holds this content, from the content index (the first one logged); ``None``
+        when the index has none, or names a version that is gone or holds other content.
+
+        The index is not sealed: it is a hint, and what it names is used only after the version's own
+        (sealed) record shows this content digest. A damaged entry, edited or unreadable, costs a manifest
+        write that was not needed, never a wrong version."""
+        relative = f"artifacts/{name}/digests/{_hex(content_digest)}.json"
+        try:
+            number = parse(self.store.read_created(relative), self.store.url_of(relative), "content index")
+            if not (type(number) is int and number >= 0):
+                return None
+            record = self._record(name, number)
+        except (FileNotFoundError, ManifestError, ArtifactNotFoundError):
+            return None  # not indexed, or a stale or damaged index entry (IntegrityError included)
+        return record if record.content_digest == content_digest else None
+
+    def _point_alias(self, record: VersionRecord, alias: str) -> None:
+        pointer = AliasRecord(name=record.name, alias=alias, version=record.version)
+        self.store.replace(f"artifacts/{record.name}/aliases/{alias}.json", pointer.to_bytes())
+
+    # -- reading ----------------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether a registry is at the root: its marker, or (made before markers) any of its folders."""
+        if self.store.exists(REGISTRY_MARKER):
+            return True
+        return any(n in _REGISTRY_ENTRIES for n in self.store.list(""))
+
+    def get(self, ref: str) -> ArtifactVersion:
+        """``"name"``, ``"name:latest"``, ``"name:v3"`` or ``"name:<alias>"``."""
+        return self._version(self._resolve(ref))
+
+    def versions(self, name: str) -> list[ArtifactVersion]:
+        """Every version of ``name``, oldest first."""
+        check_name(name)
+        numbers = self._version_numbers(name)
+        if not numbers:
+            raise self._unknown(name)
+        return [self._version(self._record(name, n)) for n in numbers]
+
+    def artifacts(self) -> list[str]:
+        """The names of every artifact with at least one version (a folder whose name breaks the naming
+        rules holds none)."""
+        names = [n for n in self.store.list("artifacts") if _is_name(n)]
+        return [n for n in names if self.store.list(f"artifacts/{n}/versions")]
+
+    def diff(self, a: str, b: str) -> ManifestDiff:
+        """What changed from version ``a`` to version ``b``."""
+        return ManifestDiff.between(self.get(a).manifest, self.get(b).manifest)
+
+    def aliases_of(self, name: str, version: int) -> list[str]:
+        """The aliases that point at a version now, ``latest`` included."""
+        found = []
+        for filename in self.store.list(f"artifacts/{name}/aliases"):
+            alias = filename.removesuffix(".json")
+            try:
+                if self._alias(name, alias).version == version:
+                    found.append(alias)
+            except ArtifactNotFoundError:
+                continue
+        numbers = self._version_numbers(name)
+        if numbers and numbers[-1] == version:
+            found.append("latest")
+        return sorted(found)
+
+    def manifest(self, digest: str) -> Manifest:
+        """The stored manifest with that digest, checked against it. One that a gc moved to ``trash/`` (a
+        gc that was killed, or one still running beside the log of this version) is read from there and
+        put back, with the stored copies it names (:func:`refstore.snapshots.gc.recover_manifest`)."""
+        cached = self._manifests.get(digest)
+        if cached is None:
+            relative = manifest_path(digest)
+            try:
+                data = self.store.read(relative)
+            except FileNotFoundError:
+                recovered = recover_manifest(self.store, digest)
+                if recovered is None:
+                    url = self.store.url_of(relative)
+                    raise ArtifactNotFoundError(f"{url}: manifest is missing") from None
+                cached = recovered
+            else:
+                source = self.store.url_of(relative)
+                cached = Manifest.from_bytes(data, expected_digest=digest, source=source)
+            self._manifests[digest] = cached
+        return cached
+
+    def record_use(self, ref: str, run_path: str) -> ArtifactVersion:
+        """Note that the run ``run_path`` used the version ``ref`` names (lineage)."""
+        record = self._resolve(ref)
+        relative = f"artifacts/{record.name}/lineage/{record.version}/{run_path.replace('/', '~')}"
+        with contextlib.suppress(FileExistsError):  # already there: same bytes, or a concurrent twin
+            self.store.create(relative, run_path.encode())
+        return self._version(record)
+
+    def users_of(self, name: str, version: int) -> list[str]:
+        """Run paths that used ``name:v<version>``."""
+        return sorted(n.replace("~", "/") for n in self.store.list(f"artifacts/{name}/lineage/{version}"))
+
+    def _unknown(self, name: str) -> ArtifactNotFoundError:
+        """``name: no such artifact``, naming the closest existing ones (a typo, most often)."""
+        close = difflib.get_close_matches(name, self.store.list("artifacts"), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return ArtifactNotFoundError(f"{name}: no such artifact in {self.root}{hint}")
+
+    def _resolve(self, ref: str) -> VersionRecord:
+        name, selector = parse_ref(ref)
+        if selector == "latest":
+            numbers = self._version_numbers(name)
+            if not numbers:
+                raise self._unknown(name)
+            return self._record(name, numbers[-1])
+        number = version_number(selector)
+        if number is None:
+            number = self._alias(name, selector).version
+        return self._record(name, number)
+
+    def _alias(self, name: str, alias: str) -> AliasRecord:
+        relative = f"artifacts/{name}/aliases/{alias}.json"
+        try:
+            data = self.store.read(relative)
+        except FileNotFoundError as exc:
+            if isinstance(exc, RefstoreError):  # a missing bucket, named by the backend
+                raise
+            raise ArtifactNotFoundError(f"{name}:{alias}: no such version or alias in {self.root}") from None
+        record = AliasRecord.from_bytes(data, self.store.url_of(relative))
+        if (record.name, record.alias) != (name, alias):
+            raise IntegrityError(f"{self.store.url_of(relative)}: record names {record.name}:{record.alias}")
+        return record
+
+    def _record(self, name: str, number: int) -> VersionRecord:
+        relative = f"artifacts/{name}/versions/{number}.json"
+        try:
+            data = self.store.read_created(relative)
+        except FileNotFoundError as exc:
+            if isinstance(exc, RefstoreError):  # a missing bucket, named by the backend
+                raise
+            raise ArtifactNotFoundError(f"{name}:v{number}: no such version in {self.root}") from None
+        record = VersionRecord.from_bytes(data, self.store.url_of(relative))
+        if (record.name, record.version) != (name, number):
+            raise IntegrityError(
+                f"{self.store.url_of(relative)}: record names {record.name}:v{record.version}"
+            )
+        return record
+
+    def _version_numbers(self, name: str) -> list[int]:
+        names = self.store.list(f"artifacts/{name}/versions")
+        stems = (n.removesuffix(".json") for n in names if n.endswith(".json"))
+        return sorted(int(s) for s in stems if s.isascii() and s.isdigit() and str(int(s)) == s)
+
+    def _next_version(self, name: str) -> int:
+        numbers = self._version_numbers(name)
+        return numbers[-1] + 1 if numbers else 0
+
+    def _version(self, record: VersionRecord, *, created: bool = False) -> ArtifactVersion:
+        return ArtifactVersion(self, record, created=created)
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_name(name)
+    except InvalidNameError:
+        return False
+    return True

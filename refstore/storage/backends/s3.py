@@ -1,0 +1,602 @@
+"""Amazon S3 and S3-compatible servers (MinIO, ...), through s3fs.
+
+Metadata comes from listings only (ListObjectVersions, or ListObjectsV2 where versions are not listable),
+never a HEAD per object. Pinned reads are a single GetObject with ``VersionId``, or with ``IfMatch`` on the
+recorded ETag where the object has no version.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import hashlib
+import os
+import re
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any, ClassVar, cast
+
+import aiohttp
+import botocore.exceptions
+import botocore.parsers
+import s3fs
+from fsspec import AbstractFileSystem
+from fsspec.asyn import sync
+from fsspec.spec import AbstractBufferedFile
+
+from ...core.exceptions import (
+    ObjectChangedError,
+    ObjectNotFoundError,
+    StorageAccessError,
+    StorageUnavailableError,
+    TooManyObjectsError,
+)
+from ...core.loop import gather_limited
+from ...core.meta import KeyVersion, ObjectMeta
+from ._base import (
+    CHUNK_SIZE,
+    FETCH_ATTEMPTS,
+    Backend,
+    BodyFile,
+    BrokenTransfer,
+    DamagedTransfer,
+    PartsFile,
+    ProgressHook,
+    _maybe_async,
+    changed,
+    check_received,
+    fetch_with_retries,
+    is_unchecked,
+    normalize_etag,
+)
+
+#: Endpoint variables in the order they win; s3fs/botocore read the last two but not the first.
+ENDPOINT_VARIABLES = ("AWS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+_MD5_ETAG_LENGTH = 32
+_MULTIPART_ETAG = re.compile(r"[0-9a-f]{32}-([0-9]+)")
+#: Objects at least this large are fetched with ranged GETs in parallel (boto3's download_file starts at
+#: 8 MiB; below 64 MiB one stream is as fast here and costs one request).
+RANGED_THRESHOLD = 64 * 2**20
+#: The size of those ranges when they cannot follow the object's own upload parts.
+RANGE_SIZE = 8 * 2**20
+#: Ranged GETs in flight per object.
+RANGE_CONCURRENCY = 8
+#: Bounded waits and retries: botocore's "standard" mode retries resets, timeouts and 5xx answers with
+#: backoff. Each key can be overridden with ``storage_options={"config_kwargs": {...}}``.
+DEFAULT_CONFIG: Mapping[str, Any] = {
+    "connect_timeout": 5,
+    "read_timeout": 20,
+    "retries": {"mode": "standard", "total_max_attempts": 4},
+}
+#: s3fs retries a whole call again on top of botocore's retries: once more is enough.
+S3FS_RETRIES = 2
+#: What a broken connection, a timeout or a cut-off body raises from s3fs / aiobotocore / aiohttp.
+_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientError,
+    TimeoutError,
+    ConnectionError,
+    botocore.exceptions.HTTPClientError,
+    botocore.exceptions.ConnectionError,
+    botocore.exceptions.IncompleteReadError,
+    botocore.parsers.ResponseParserError,
+)
+_SERVER_ERRNOS = (errno.EIO, errno.EBUSY, errno.ETIMEDOUT, getattr(errno, "EREMOTEIO", errno.EIO))
+#: Error codes that mean "these credentials may not do this", whatever the HTTP status says.
+_REFUSED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AccountProblem",
+        "AllAccessDisabled",
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "SignatureDoesNotMatch",
+        "TokenRefreshRequired",
+    }
+)
+#: What botocore raises, before sending anything, when the credential chain found nothing usable.
+_NO_CREDENTIALS: tuple[type[BaseException], ...] = (
+    botocore.exceptions.NoCredentialsError,
+    botocore.exceptions.PartialCredentialsError,
+    botocore.exceptions.CredentialRetrievalError,
+    botocore.exceptions.NoAuthTokenError,
+)
+
+
+class S3Backend(Backend):
+    """S3 through s3fs; the version id is S3's ``VersionId`` (absent in unversioned buckets)."""
+
+    protocols: ClassVar[tuple[str, ...]] = ("s3", "s3a")
+    package: ClassVar[str] = "s3fs"
+    credentials_hint: ClassVar[str | None] = (
+        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass "
+        "storage_options={'key': ..., 'secret': ...}"
+    )
+
+    def url(self, path: str) -> str:
+        return f"s3://{path}"
+
+    @classmethod
+    def filesystem(cls, protocol: str, storage_options: Mapping[str, Any]) -> AbstractFileSystem:
+        options = dict(storage_options)
+        client_kwargs = dict(options.pop("client_kwargs", None) or {})
+        endpoint = options.pop("endpoint_url", None) or client_kwargs.get("endpoint_url")
+        endpoint = endpoint or next((os.environ[v] for v in ENDPOINT_VARIABLES if os.environ.get(v)), None)
+        if endpoint:
+            client_kwargs["endpoint_url"] = endpoint
+        region = os.environ.get("AWS_REGION")
+        if region and "region_name" not in client_kwargs and region != "us-east-1":
+            client_kwargs["region_name"] = region
+        config = copy.deepcopy({**DEFAULT_CONFIG, **dict(options.pop("config_kwargs", None) or {})})
+        fs = s3fs.S3FileSystem(
+            client_kwargs=client_kwargs, config_kwargs=config, skip_instance_cache=True, **options
+        )
+        fs.retries = S3FS_RETRIES
+        return fs
+
+    def is_unavailable(self, exc: BaseException) -> bool:
+        return _is_unavailable(exc)
+
+    def storage_error(self, exc: BaseException, url: str) -> Exception | None:
+        """S3 answers told by their HTTP status and error code (the botocore response behind s3fs's
+        exception), never by their message, which some servers leave empty (Ceph RGW)."""
+        if isinstance(exc, (ObjectChangedError, StorageAccessError, StorageUnavailableError)):
+            return None
+        if isinstance(exc, _NO_CREDENTIALS):
+            return self.access_error(url, f"no AWS credentials were found ({type(exc).__name__})")
+        answer = _answer(exc)
+        if answer is not None:
+            status, code, _ = answer
+            if status == 403 or code in _REFUSED_CODES:
+                return self.access_error(url, f"S3 refused the request ({_describe(answer)})")
+            if code == "NoSuchBucket":
+                bucket = _split(self.path(url))[0]
+                status_code = _describe((status, code, ""))
+                return ObjectNotFoundError(f"s3://{bucket}: no such bucket ({status_code}, for {url})")
+        if _is_unavailable(exc):
+            return StorageUnavailableError(f"{url}: S3 did not answer after retries ({_reason(exc)})")
+        if answer is not None and isinstance(exc, OSError) and _unnamed(exc, url):
+            # the same kind of error, saying where and what the server answered (Ceph RGW sends empty
+            # messages, which s3fs would print as "None")
+            message = f"{url}: S3 answered {_describe(answer)}"
+            return type(exc)(exc.errno, message) if exc.errno is not None else type(exc)(message)
+        return None
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        """One S3 call, retried by botocore and s3fs; what still fails is told by :meth:`storage_error`:
+        a network or server failure that outlasts the retries is :class:`~refstore.StorageUnavailableError`
+        naming ``url``, refused credentials :class:`~refstore.StorageAccessError`."""
+        try:
+            return await self.fs._call_s3(method, **kwargs)
+        except Exception as exc:
+            self.reraise(exc, url)
+
+    async def put_create_only(self, path: str, data: bytes) -> str | None:
+        """``If-None-Match: *``; a refusal is :class:`FileExistsError` by its status (412) or code
+        (``PreconditionFailed``), also from servers whose 412 names no condition (Ceph RGW). Returns the
+        ``VersionId`` written (``None`` in a bucket that keeps no versions)."""
+        try:
+            answer = await _maybe_async(self.fs, "pipe_file", path, data, mode="create")
+            return _version(answer.get("VersionId")) if isinstance(answer, Mapping) else None
+        except OSError as exc:
+            answer = _answer(exc)
+            if isinstance(exc, FileExistsError) or (
+                answer is not None and (answer[0] == 412 or answer[1] == "PreconditionFailed")
+            ):
+                raise FileExistsError(f"{self.url(path)} already exists") from exc
+            raise
+
+    # -- metadata ---------------------------------------------------------------------------------------
+
+    async def stat(self, path: str) -> ObjectMeta | None:
+        bucket, key = _split(path)
+        if not key:
+            return None
+        try:
+            head = await self._call("head_object", self.url(path), Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None
+        if key.endswith("/") and head["ContentLength"] == 0:
+            return None
+        etag = normalize_etag(head["ETag"])
+        return ObjectMeta(
+            url=self.url(path),
+            size=int(head["ContentLength"]),
+            digest=f"etag:{etag}",
+            etag=etag,
+            version_id=_version(head.get("VersionId")),
+            last_modified=head["LastModified"].isoformat() if head.get("LastModified") else None,
+        )
+
+    async def list_prefix(self, path: str, *, max_objects: int) -> list[ObjectMeta]:
+        bucket, key = _split(path)
+        prefix = f"{key}/" if key else ""
+        found: list[ObjectMeta] = []
+        async for item in self._listing(bucket, prefix):
+            if item["Key"].endswith("/") and int(item["Size"]) == 0:
+                continue  # a folder marker
+            found.append(self._meta(bucket, item))
+            if len(found) > max_objects:
+                raise TooManyObjectsError(
+                    f"{self.url(path)}: more than max_objects={max_objects} objects "
+                    f"({len(found)} listed so far); raise max_objects or reference a narrower prefix"
+                )
+        return found
+
+    async def _listing(self, bucket: str, prefix: str) -> AsyncIterator[dict[str, Any]]:
+        """Current objects under ``prefix``: ListObjectVersions, or ListObjectsV2 where that is refused."""
+        listed = 0
+        try:
+            async for item in self._pages(bucket, prefix, "list_object_versions", "Versions"):
+                listed += 1
+                if item.get("IsLatest"):
+                    yield item
+        except OSError as exc:
+            if not _versions_refused(exc):
+                raise
+            async for item in self._pages(bucket, prefix, "list_objects_v2", "Contents"):
+                yield item
+            return
+        if listed == 0:
+            # Some S3-compatible servers answer ?versions with a plain listing that has no "Versions":
+            # an empty answer is double-checked with ListObjectsV2 rather than trusted.
+            async for item in self._pages(bucket, prefix, "list_objects_v2", "Contents"):
+                yield item
+
+    async def _pages(
+        self, bucket: str, prefix: str, method: str, contents_key: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        while True:
+            page = await self._call(method, self.url(f"{bucket}/{prefix}"), **kwargs)
+            for item in page.get(contents_key, ()):
+                yield item
+            if not page.get("IsTruncated"):
+                return
+            if method == "list_object_versions":
+                kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
+                kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
+            else:
+                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _meta(self, bucket: str, item: Mapping[str, Any]) -> ObjectMeta:
+        etag = normalize_etag(item["ETag"])
+        modified = item.get("LastModified")
+        return ObjectMeta(
+            url=f"s3://{bucket}/{item['Key']}",
+            size=int(item["Size"]),
+            digest=f"etag:{etag}",
+            etag=etag,
+            version_id=_version(item.get("VersionId")),
+            last_modified=modified.isoformat() if modified is not None else None,
+        )
+
+    # -- pinned reads -----------------------------------------------------------------------------------
+
+    async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
+        """One GET of the pinned version, or from :data:`RANGED_THRESHOLD` bytes on, ranged GETs in
+        parallel; a body that breaks off or arrives damaged is fetched again."""
+        if pin.size >= RANGED_THRESHOLD:
+            return await fetch_with_retries(lambda hook: self._fetch_ranged(pin, dest, hook), pin, progress)
+        return await fetch_with_retries(lambda hook: self._fetch_once(pin, dest, hook), pin, progress)
+
+    async def _fetch_ranged(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None) -> str:
+        """:data:`RANGE_CONCURRENCY` ranged GETs at a time, each pinned like a whole GET (``VersionId``, else
+        ``If-Match``), written at their offsets and hashed in order on a worker thread. A multipart
+        object's ranges follow its upload parts when they are uniform (learned from a HEAD of part 1), so
+        that its ETag (the MD5 of the parts' MD5s) is checked too, as a single PUT's MD5 ETag is."""
+        part_size = await self._upload_part_size(pin)
+        md5: str | None = "parts"
+        if part_size is None:
+            part_size, md5 = RANGE_SIZE, ("whole" if _is_md5(pin.etag) else None)
+        with PartsFile(dest, pin.size, part_size, md5) as out:
+
+            async def fetch_part(index: int) -> None:
+                start = index * part_size
+                end = min(start + part_size, pin.size)
+                response = await self._get_pinned(pin, Range=f"bytes={start}-{end - 1}")
+                total = str(response.get("ContentRange", "")).rpartition("/")[2]
+                if total != str(pin.size):
+                    response["Body"].close()
+                    raise DamagedTransfer(f"a range answered for {total or 'no'} total bytes, not {pin.size}")
+                received, body = start, response["Body"]
+                try:
+                    while chunk := await body.read(CHUNK_SIZE):
+                        out.write(received, chunk[: end - received])
+                        received += len(chunk)
+                        if progress is not None:
+                            progress(len(chunk))
+                except _NETWORK_ERRORS as exc:
+                    raise BrokenTransfer(f"bytes {start}-{end - 1} broke off ({_reason(exc)})") from exc
+                finally:
+                    body.close()
+                if received < end:
+                    raise BrokenTransfer(f"bytes {start}-{end - 1} broke off after {received - start} bytes")
+                if received > end:
+                    raise DamagedTransfer(f"bytes {start}-{end - 1}: {received - start} bytes arrived")
+                etag = normalize_etag(response.get("ETag") or "") or None
+                if etag is not None and pin.etag is not None and etag != pin.etag and not is_unchecked(pin):
+                    raise DamagedTransfer(f"a range came with ETag {etag}, not {pin.etag}")
+                out.part_done(index)
+
+            await gather_limited([fetch_part(i) for i in range(out.parts)], RANGE_CONCURRENCY)
+            content, md5s = await out.digests()
+        if md5 == "whole" and md5s[0] != pin.etag:
+            raise DamagedTransfer(f"the bytes received hash to md5 {md5s[0]}, not the pinned ETag")
+        if md5 == "parts":
+            composite = hashlib.md5(b"".join(bytes.fromhex(h) for h in md5s), usedforsecurity=False)
+            if f"{composite.hexdigest()}-{len(md5s)}" != pin.etag:
+                raise DamagedTransfer("the parts received do not hash to the pinned multipart ETag")
+        return content
+
+    async def _upload_part_size(self, pin: ObjectMeta) -> int | None:
+        """The size of a multipart object's parts when they are uniform (``None`` otherwise, or when the
+        server does not say): a HEAD of part 1 gives its length and the number of parts."""
+        match = _MULTIPART_ETAG.fullmatch(pin.etag or "")
+        if match is None:
+            return None
+        bucket, key = _split(self.path(pin.url))
+        # No If-Match here (moto compares it with the part's ETag): a changed object fails the pinned GETs.
+        version = {"VersionId": pin.version_id} if pin.version_id is not None else {}
+        try:
+            head = await self._call("head_object", pin.url, Bucket=bucket, Key=key, PartNumber=1, **version)
+        except (FileNotFoundError, PermissionError, OSError):
+            return None  # the GETs say what is wrong, if anything
+        size, count = int(head.get("ContentLength") or 0), int(match[1])
+        if head.get("PartsCount") != count or size <= 0 or -(-pin.size // size) != count:
+            return None
+        return size
+
+    async def _fetch_once(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None) -> str:
+        response = await self._get_pinned(pin)
+        md5 = hashlib.md5() if _is_md5(pin.etag) else None
+        body = response["Body"]
+        out = BodyFile(dest)
+        try:
+            with out:
+                while chunk := await body.read(CHUNK_SIZE):
+                    out.write(chunk)
+                    if md5 is not None:
+                        md5.update(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+        except _NETWORK_ERRORS as exc:
+            raise BrokenTransfer(f"the body broke off after {out.size} bytes ({_reason(exc)})") from exc
+        except botocore.exceptions.FlexibleChecksumError as exc:  # S3's own checksum of the response
+            raise DamagedTransfer(f"the bytes received fail their checksum ({_reason(exc)})") from exc
+        finally:
+            body.close()
+        try:
+            check_received(pin, out.size, response.get("ETag"))
+        except ObjectChangedError as exc:
+            raise DamagedTransfer(str(exc).removeprefix(f"{pin.url}: ")) from None
+        if md5 is not None and md5.hexdigest() != pin.etag:
+            raise DamagedTransfer(f"the bytes received hash to md5 {md5.hexdigest()}, not the pinned ETag")
+        return out.hexdigest()
+
+    async def _get_pinned(self, pin: ObjectMeta, **extra: Any) -> Any:
+        bucket, key = _split(self.path(pin.url))
+        try:
+            return await self._call("get_object", pin.url, Bucket=bucket, Key=key, **_pinned(pin), **extra)
+        except (StorageAccessError, StorageUnavailableError):
+            raise
+        except (FileNotFoundError, PermissionError) as exc:
+            raise changed(pin, _why_gone(pin)) from exc
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EPERM):  # PreconditionFailed, a delete-marker version
+                raise changed(pin, _why_gone(pin)) from exc
+            raise
+
+    def open_pinned(self, pin: ObjectMeta) -> IO[bytes]:
+        """A HEAD of the pinned version, then range reads pinned to it (``VersionId``, else ``If-Match`` on
+        the pinned ETag, or on the one seen at open for a pin without one: a registry copy, named by its
+        content hash and checked by size). A pinned object gone or changed is :class:`ObjectChangedError`.
+        The requests name bucket and key themselves: s3fs's own files would read a key such as
+        ``a?versionId=x`` as the key ``a`` at version ``x``."""
+        head = sync(self.fs.loop, self._head_pinned, pin)
+        etag = normalize_etag(head.get("ETag") or "") or None
+        if head.get("ContentLength") != pin.size or (etag is not None and pin.etag not in (None, etag)):
+            raise changed(pin, _why_gone(pin))
+        reads = pin if pin.version_id is not None or pin.etag is not None else replace(pin, etag=etag)
+        return cast(IO[bytes], _PinnedS3File(self, reads))
+
+    async def _head_pinned(self, pin: ObjectMeta) -> Mapping[str, Any]:
+        bucket, key = _split(self.path(pin.url))
+        version = {"VersionId": pin.version_id} if pin.version_id is not None else {}
+        try:
+            head: Mapping[str, Any] = await self._call(
+                "head_object", pin.url, Bucket=bucket, Key=key, **version
+            )
+        except (StorageAccessError, StorageUnavailableError):
+            raise  # refused credentials or no answer, not a changed object
+        except OSError as exc:  # missing, a delete marker (405), a version id the server does not know
+            raise changed(pin, _why_gone(pin)) from exc
+        return head
+
+    async def _read_range(self, pin: ObjectMeta, start: int, end: int) -> bytes:
+        """``[start, end)`` of the pinned object; a body that breaks off is asked for again."""
+        bucket, key = _split(self.path(pin.url))
+        for attempt in range(1, FETCH_ATTEMPTS + 1):
+            try:
+                response = await self._call(
+                    "get_object",
+                    pin.url,
+                    Bucket=bucket,
+                    Key=key,
+                    Range=f"bytes={start}-{end - 1}",
+                    **_pinned(pin),
+                )
+            except (StorageAccessError, StorageUnavailableError):
+                raise
+            except OSError as exc:
+                if isinstance(exc, FileNotFoundError) or exc.errno in (errno.EINVAL, errno.EPERM):
+                    raise changed(pin, _why_gone(pin)) from exc  # gone, or 412: If-Match failed
+                raise
+            body = response["Body"]
+            try:
+                data: bytes = await body.read()
+            except _NETWORK_ERRORS as exc:
+                if attempt == FETCH_ATTEMPTS:
+                    raise StorageUnavailableError(
+                        f"{pin.url}: a range read broke off {FETCH_ATTEMPTS} times ({_reason(exc)})"
+                    ) from exc
+                continue
+            finally:
+                body.close()
+            if len(data) != end - start:
+                raise changed(pin, f"a range read of {end - start} bytes returned {len(data)}")
+            return data
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- create-only writes on servers that ignore them (refstore.storage.claims) -----------------------
+
+    probe_create_only: ClassVar[bool] = True
+
+    async def put_version(self, path: str, data: bytes) -> str | None:
+        bucket, key = _split(path)
+        answer = await self._call("put_object", self.url(path), Bucket=bucket, Key=key, Body=data)
+        self.fs.invalidate_cache(path)
+        return _version(answer.get("VersionId"))
+
+    async def key_versions(self, path: str) -> list[KeyVersion]:
+        """ListObjectVersions of the key alone; S3 lists each key's versions newest first."""
+        bucket, key = _split(path)
+        versions: list[dict[str, Any]] = []
+        markers: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+        while True:
+            page = await self._call("list_object_versions", self.url(path), **kwargs)
+            versions += [v for v in page.get("Versions", ()) if v.get("Key") == key]
+            markers += [m for m in page.get("DeleteMarkers", ()) if m.get("Key") == key]
+            if not page.get("IsTruncated") or page.get("NextKeyMarker", key) != key:
+                break
+            kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
+            kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
+        # The listing's own order ranks versions; botocore parses delete markers into a list of their own,
+        # so they are put back among the versions by time (a marker is newer than a version of its time).
+        found: list[KeyVersion] = []
+        for version in versions:
+            while markers and markers[0]["LastModified"] >= version["LastModified"]:
+                found.append(KeyVersion(str(markers.pop(0)["VersionId"]), deleted=True))
+            found.append(KeyVersion(str(version["VersionId"])))
+        found += [KeyVersion(str(m["VersionId"]), deleted=True) for m in markers]
+        return found[::-1]
+
+    async def read_version(self, path: str, version_id: str) -> bytes:
+        bucket, key = _split(path)
+        answer = await self._call("get_object", self.url(path), Bucket=bucket, Key=key, VersionId=version_id)
+        body = answer["Body"]
+        try:
+            data: bytes = await body.read()
+        finally:
+            body.close()
+        return data
+
+    async def delete_version(self, path: str, version_id: str) -> None:
+        bucket, key = _split(path)
+        await self._call("delete_object", self.url(path), Bucket=bucket, Key=key, VersionId=version_id)
+        self.fs.invalidate_cache(path)
+
+
+class _PinnedS3File(AbstractBufferedFile):  # type: ignore[misc]
+    """A read-only, seekable, buffered file whose every range read is one GET pinned like the open: a
+    pinned object that moved on is :class:`ObjectChangedError` (also where s3fs would raise its own
+    ``FileExpired``, or a ``TypeError`` on Ceph RGW's 412 without a message)."""
+
+    def __init__(self, backend: S3Backend, pin: ObjectMeta) -> None:
+        self._backend = backend
+        self.pin = pin
+        fs = backend.fs
+        super().__init__(
+            fs, pin.url, mode="rb", block_size=fs.default_block_size, cache_type="readahead", size=pin.size
+        )
+        self.details = {"name": pin.url, "size": pin.size, "type": "file", "ETag": pin.etag}
+
+    def _fetch_range(self, start: int, end: int) -> bytes:
+        end = min(end, self.size)
+        if start >= end:
+            return b""
+        return cast(bytes, sync(self.fs.loop, self._backend._read_range, self.pin, start, end))
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """A broken connection, a timeout or a server error (5xx) that outlasted the retries."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, FileExistsError)):
+        return False
+    return isinstance(exc, _NETWORK_ERRORS) or (isinstance(exc, OSError) and exc.errno in _SERVER_ERRNOS)
+
+
+def _answer(exc: BaseException) -> tuple[int | None, str, str] | None:
+    """(HTTP status, error code, message) of the S3 answer behind ``exc``: the botocore ``ClientError``
+    itself, or the one s3fs translated (its ``__cause__``, or ``__context__`` where s3fs sets no cause)."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return None
+        response = getattr(seen, "response", None)
+        if isinstance(response, Mapping) and isinstance(response.get("Error"), Mapping):
+            error = response["Error"]
+            status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            message = error.get("Message")
+            return (
+                int(status) if status is not None else None,
+                str(error.get("Code") or ""),
+                "" if message in (None, "None") else " ".join(str(message).split())[:200],
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _unnamed(exc: OSError, url: str) -> bool:
+    """An error of Python's own types (as s3fs makes them) that does not name ``url``."""
+    return type(exc).__module__ == "builtins" and url not in str(exc)
+
+
+def _describe(answer: tuple[int | None, str, str]) -> str:
+    """``HTTP 403 AccessDenied: message`` (the message left out when the server sent none)."""
+    status, code, message = answer
+    code = "" if code == str(status) else code  # botocore's code for an answer without a body
+    text = " ".join(part for part in (f"HTTP {status}" if status else "", code) if part) or "an error"
+    return f"{text}: {message}" if message and message != code else text
+
+
+def _versions_refused(exc: OSError) -> bool:
+    """ListObjectVersions denied or not implemented (list current objects instead), not a failure."""
+    if isinstance(exc, (FileNotFoundError, TimeoutError, ConnectionError)):
+        return False
+    return isinstance(exc, PermissionError) or exc.errno in (errno.ENOSYS, errno.EPERM, errno.EACCES, None)
+
+
+def _reason(exc: BaseException) -> str:
+    """A short description of a failure, for a message."""
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _split(path: str) -> tuple[str, str]:
+    bucket, _, key = path.partition("/")
+    return bucket, key
+
+
+def _version(value: str | None) -> str | None:
+    """S3 says ``"null"`` in listings and ``None`` in HEADs for objects of unversioned buckets."""
+    return None if value in (None, "", "null") else value
+
+
+def _pinned(pin: ObjectMeta) -> dict[str, str]:
+    if pin.version_id is not None:
+        return {"VersionId": pin.version_id}
+    if pin.etag is not None:
+        return {"IfMatch": f'"{pin.etag}"'}
+    return {}
+
+
+def _is_md5(etag: str | None) -> bool:
+    return etag is not None and len(etag) == _MD5_ETAG_LENGTH and all(c in "0123456789abcdef" for c in etag)
+
+
+def _why_gone(pin: ObjectMeta) -> str:
+    if pin.version_id is not None:
+        return f"pinned version {pin.version_id} no longer exists"
+    return f"the object was overwritten or deleted and its bucket keeps no versions (pinned ETag {pin.etag})"

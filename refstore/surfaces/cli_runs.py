@@ -1,0 +1,167 @@
+"""The run commands of the ``refstore`` command line: ``restore`` and ``sync``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ..core.sizes import human_size
+from .cli_options import global_options, settings
+from .render import emit, printable
+
+if TYPE_CHECKING:  # the rest is imported when a command runs, so that the command line starts fast
+    from ..runs.clean import RunDirStatus, SyncResult
+
+_dir_option = click.option(
+    "--dir", "dir_", default=None, help="Where run directories live (default $REFSTORE_DIR, else .)."
+)
+
+
+def _echo(data: Any, as_json: bool, lines: Sequence[str]) -> None:
+    emit(data, as_json, "\n".join(printable(line) for line in lines))  # a run's name, error, files
+
+
+@click.command("restore")
+@click.argument("run_path")
+@click.argument("files", nargs=-1)
+@click.option("--dest", default=".", show_default=True, help="Folder to restore FILES into.")
+@click.option("--replace", is_flag=True, help="Overwrite local files that already exist.")
+@global_options()
+@click.pass_context
+def restore_command(
+    ctx: click.Context, run_path: str, files: Sequence[str], dest: str, replace: bool
+) -> None:
+    """Restore FILES of the run RUN_PATH (project/run_id); without FILES, its code.
+
+    Restoring the code creates branch refstore/RUN_PATH at the run's commit in the current git
+    repository and applies the run's diff.patch.
+    """
+    from ..runs.restoring import restore, restore_code
+    from ..snapshots.registry import Registry
+
+    as_json = settings(ctx)["json"]
+    registry = Registry(ctx.obj["root"])
+    if not files:
+        branch = restore_code(run_path, registry=registry)
+        _echo({"branch": branch}, as_json, [f"on branch {branch}"])
+        return
+    paths = []
+    for name in files:
+        with restore(name, run_path, replace=replace, root=dest, registry=registry) as handle:
+            paths.append(handle.name)
+    _echo({"files": paths}, as_json, paths)
+
+
+@click.command("sync")
+@click.option("--clean", is_flag=True, help="Delete local run directories whose files are all synced.")
+@_dir_option
+@global_options()
+@click.pass_context
+def sync_command(ctx: click.Context, clean: bool, dir_: str | None) -> None:
+    """Upload what local run directories have not synced; with --clean, delete the fully synced ones.
+
+    Each run directory goes to the registry its run was started with (not --root). A run whose process
+    died is recorded as crashed.
+    """
+    from ..core.exceptions import RunError
+    from ..core.places import run_area
+    from ..runs.clean import survey, sync_pending
+
+    as_json, yes = settings(ctx)["json"], settings(ctx)["yes"]
+    area = run_area(dir_)
+    if clean:
+        _clean(survey(area), yes, as_json)
+        return
+    results = sync_pending(area)
+    _echo([_result_json(r) for r in results], as_json, [_result_line(r) for r in results] or ["no runs"])
+    failed = [f for r in results for f in r.failures]
+    if failed:
+        raise RunError(f"{len(failed)} file(s) not synced, local copies kept: " + "; ".join(map(str, failed)))
+
+
+def _result_line(result: SyncResult) -> str:
+    if result.running:
+        return f"{result.run_path}: still running, skipped ({result.dir})"
+    line = f"{result.run_path}: {len(result.uploaded)} file(s) uploaded"
+    line += f", {len(result.failures)} failed" if result.failures else ""
+    return f"{line} (run {result.state}{': ' + result.error if result.error else ''})"
+
+
+def _result_json(result: SyncResult) -> dict[str, Any]:
+    return {
+        "run_path": result.run_path,
+        "dir": str(result.dir),
+        "running": result.running,
+        "state": result.state,
+        "error": result.error,
+        "registry": result.registry,
+        "uploaded": list(result.uploaded),
+        "failed": [{"path": f.path, "error": f.error} for f in result.failures],
+    }
+
+
+def _clean(statuses: list[RunDirStatus], yes: bool, as_json: bool) -> None:
+    from ..runs.clean import delete
+
+    doomed = [s for s in statuses if s.clean]
+    kept = [s for s in statuses if not s.clean]
+    lines = [f"kept {s.dir.name} ({s.run_path}): {_why_kept(s)}" for s in kept]
+    total = sum(s.size for s in doomed)
+    if doomed and not yes:
+        for line in lines:
+            click.echo(printable(line), err=True)
+        lines = []
+        question = f"Delete {len(doomed)} synced run director{'y' if len(doomed) == 1 else 'ies'}"
+        if not click.confirm(f"{question} ({human_size(total)})?", err=True):
+            doomed, total = [], 0
+    deleted = []
+    for status in doomed:
+        if delete(status):
+            deleted.append(status)
+            lines.append(f"deleted {status.dir.name} ({status.run_path}): {human_size(status.size)}")
+        else:
+            lines.append(f"kept {status.dir.name} ({status.run_path}): opened again while being cleaned")
+            kept.append(replace(status, running=True, holders=("opened again while being cleaned",)))
+    doomed, total = deleted, sum(s.size for s in deleted)
+    lines.append(
+        f"freed {human_size(total)} in {len(doomed)} run director{'y' if len(doomed) == 1 else 'ies'}"
+    )
+    data = {
+        "deleted": [str(s.dir) for s in doomed],
+        "kept": [{"dir": str(s.dir), "reason": _why_kept(s)} for s in kept],
+        "freed": total,
+    }
+    _echo(data, as_json, lines)
+
+
+def _why_kept(status: RunDirStatus) -> str:
+    if status.running:
+        return "still running: " + "; ".join(status.holders) if status.holders else "still running"
+    shown = ", ".join(status.unsynced[:5]) + (", ..." if len(status.unsynced) > 5 else "")
+    return f"{len(status.unsynced)} file(s) not synced: {shown}"
+
+
+@click.group("runs")
+@global_options()
+def runs_group() -> None:
+    """Look at runs."""
+
+
+@runs_group.command("show")
+@click.argument("run_path")
+@_dir_option
+@global_options()
+@click.pass_context
+def runs_show_command(ctx: click.Context, run_path: str, dir_: str | None) -> None:
+    """Show the run RUN_PATH (project/run_id): state (finished, failed with its error, crashed), times,
+    config, code and synced files."""
+    from ..core.places import run_area
+    from ..runs.overview import overview
+    from ..runs.restoring import check_run_path
+    from ..snapshots.registry import Registry
+
+    found = overview(Registry(settings(ctx)["root"]), check_run_path(run_path), run_area(dir_))
+    _echo(found.to_json(), settings(ctx)["json"], found.lines())
