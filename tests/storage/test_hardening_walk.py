@@ -132,7 +132,7 @@ def shared_dir() -> Iterator[Path]:
     # hold the environment and the checkout (tox keeps .tox/ private to root). Only search permission is
     # added, and only for the test.
     opened: list[tuple[Path, int]] = []
-    for start in (Path(sys.prefix), Path(__file__).resolve().parent.parent):
+    for start in (Path(sys.prefix), Path(__file__).resolve().parents[2]):
         for path in (start, *start.parents):
             mode = path.stat().st_mode
             if not mode & stat.S_IXOTH:
