@@ -25,6 +25,7 @@ from ..core.loop import gather_limited, run_sync
 from ..core.manifest import ManifestEntry
 from ..core.names import check_logical_path
 from ..core.progress import progress_bar
+from . import cache_bounds
 from .backends import Backend, ObjectMeta, ProgressHook
 from .cache import Cache, CorruptCacheEntry, copy_file, install
 from .dirfd import Folders, Spot
@@ -84,6 +85,7 @@ class Downloader:
         :class:`LocalChangesError`, before writing anything, when files there hold other bytes (``overwrite``
         replaces them) or stand where a folder must go; ``clean`` removes the files the entries do not name
         (under ``prefix``)."""
+        limit = None if self.skip_cache else cache_bounds.limit_from_env()  # a bad value: before any work
         root = root.expanduser().absolute()
         real = functools.lru_cache(maxsize=None)(os.path.realpath)  # this download's folders, checked once
         top = os.fspath(root)  # paths are strings from here on: 10,000 pathlib objects cost more than the I/O
@@ -105,7 +107,7 @@ class Downloader:
         kept = set(state.paths("ok"))
         todo = [(entry, dest) for entry, dest in targets if entry.path not in kept]
         try:
-            self._place(todo, description, top)
+            fetched = self._place(todo, description, top)
         except Exception as exc:
             placed = len(kept) + sum(replaced(state, entry.path) for entry, _ in todo)
             note = (
@@ -113,10 +115,13 @@ class Downloader:
                 f"{len(entries) - placed} not; run the download again to complete it"
             )
             _raise_with_note(exc, note)
+        if fetched or undecided:  # bytes entered the cache
+            cache_bounds.prune_after_download(self.cache, limit)
         return DownloadedPath(root, extra=extra, removed=removed)
 
-    def _place(self, targets: list[tuple[ManifestEntry, str]], description: str, root: str) -> None:
-        """Fetch (or copy from the cache) each target's bytes and rename them into place under ``root``."""
+    def _place(self, targets: list[tuple[ManifestEntry, str]], description: str, root: str) -> bool:
+        """Fetch (or copy from the cache) each target's bytes and rename them into place under ``root``;
+        whether anything was fetched."""
         _ = self._staging  # made before any thread starts
         if targets:
             os.makedirs(root, exist_ok=True)
@@ -126,6 +131,7 @@ class Downloader:
                 self.fetch_all(missing, bar.update, root)
             else:
                 self._fetch_on(self.executor, missing, bar.update, root)
+        return bool(missing)
 
     def protected_folders(self) -> list[str]:
         """Folders a download never lists as extra nor cleans: the cache, and a registry on local disk."""
@@ -166,15 +172,19 @@ class Downloader:
         self, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook, root: str
     ) -> list[tuple[ManifestEntry, str]]:
         """Place what the cache holds before any network work (a warm download of 10,000 files is file
-        system work only); returns the targets still to fetch."""
+        system work only), and record that use (:func:`refstore.storage.cache_bounds.record_uses`);
+        returns the targets still to fetch."""
+        used: list[str] = []
 
         def place_batch(batch: list[tuple[ManifestEntry, str]]) -> list[bool]:
             with Folders(root) as folders:  # one thread's open folders (see refstore.storage.dirfd)
                 return [place(folders, entry, dest) for entry, dest in batch]
 
         def place(folders: Folders, entry: ManifestEntry, dest: str) -> bool:
-            if not self._from_cache(entry, *self._spots(folders, entry, dest)):
+            content = self._from_cache(entry, *self._spots(folders, entry, dest))
+            if content is None:
                 return False
+            used.append(content)
             progress(entry.size)
             return True
 
@@ -184,6 +194,7 @@ class Downloader:
         else:
             with ThreadPoolExecutor(os.cpu_count(), thread_name_prefix="refstore-cache") as pool:
                 done = [placed for batch in pool.map(place_batch, batches) for placed in batch]
+        cache_bounds.record_uses(self.cache, used)
         return [item for item, placed in zip(targets, done, strict=True) if not placed]
 
     def _spots(self, folders: Folders, entry: ManifestEntry, dest: str) -> tuple[Spot, Spot]:
@@ -192,26 +203,27 @@ class Downloader:
         target = folders.spot(entry.path)
         return target, self._staging.spot_for(target, os.path.dirname(dest))
 
-    def _from_cache(self, entry: ManifestEntry, dest: Spot, scratch: Spot) -> bool:
-        """Put the cached bytes of ``entry`` at ``dest``; ``False`` when the cache has none (or had
-        corrupt ones, now dropped, or they or the scratch file vanished meanwhile)."""
+    def _from_cache(self, entry: ManifestEntry, dest: Spot, scratch: Spot) -> str | None:
+        """Put the cached bytes of ``entry`` at ``dest``; their content hash, or ``None`` when the cache
+        has none (or had corrupt ones, now dropped, or they or the scratch file vanished meanwhile: pruned,
+        say)."""
         cached = self.cache.lookup(entry)
         if cached is None:
-            return False
+            return None
         try:
             self.cache.place(entry, cached, dest, scratch)
         except CorruptCacheEntry:
             scratch.discard()
-            return False
+            return None
         except FileNotFoundError as exc:
             scratch.discard()
             if not self._vanished(exc):
                 raise
-            return False  # fetched instead
+            return None  # fetched instead
         except BaseException:
             scratch.discard()
             raise
-        return True
+        return os.path.basename(cached)
 
     def _vanished(self, exc: BaseException) -> bool:
         """Whether ``exc`` says a file of this download's own vanished: a scratch file or a cached blob
@@ -278,27 +290,27 @@ class Downloader:
                 raise
 
     def _admit(self, entry: ManifestEntry, content: str, fetched: str, dest: str, root: str) -> None:
-        """Check fetched bytes, whose xxh3_128 hex is ``content``, and put them at ``dest``: through the
-        cache, whose file ``dest`` then shares (a hard link, else a copy in the kernel); with
-        ``skip_cache`` renamed there from ``tmp/`` (copied when ``tmp/`` is on another filesystem)."""
+        """Check fetched bytes, whose xxh3_128 hex is ``content``, put them at ``dest``, then into the
+        cache, whose file ``dest`` then shares (a hard link, else a copy in the kernel). ``dest`` is made
+        from this download's own file in ``tmp/`` before the cache gets it, so a prune in another process
+        can never take the bytes away first. With ``skip_cache`` the file is renamed there from ``tmp/``
+        (copied when ``tmp/`` is on another filesystem)."""
         _check_content(entry, content)
         with Folders(root) as folders:
             target, scratch = self._spots(folders, entry, dest)
             try:
-                if not self.skip_cache:
-                    blob = self.cache.admit(entry, fetched, content)
-                    install(blob, target, scratch, lambda spot: copy_file(blob, spot))
-                    return
-                self.cache.remember(entry, content)
-                if scratch.fd is None:  # tmp/ shares the destination's filesystem
+                if self.skip_cache and scratch.fd is None:  # tmp/ shares the destination's filesystem
                     Spot(None, fetched).move_to(target)
-                    return
-                copy_file(fetched, scratch)
-                scratch.move_to(target)
-                _discard(fetched)
+                else:
+                    install(fetched, target, scratch, lambda spot: copy_file(fetched, spot))
             except BaseException:
                 scratch.discard()
                 raise
+        if self.skip_cache:
+            self.cache.remember(entry, content)
+            _discard(fetched)
+        else:
+            self.cache.admit(entry, fetched, content)
 
     async def _fetch(self, entry: ManifestEntry, target: Path, progress: Any) -> str:
         """Fetch the entry's bytes to ``target``; their xxh3_128 hex."""

@@ -14,7 +14,7 @@ import click
 from .._version import __version__
 from ..core.exceptions import RefstoreError
 from ..core.sizes import human_size
-from . import render
+from . import cli_lifecycle, render
 from .cli_options import complete_ref, global_options, settings
 from .cli_options import registry_of as _registry
 from .render import emit as _emit
@@ -66,6 +66,9 @@ def main(ctx: click.Context) -> None:
 @click.option("--type", "type_", default="dataset", show_default=True, help="Artifact type.")
 @click.option("--alias", "aliases", multiple=True, help="Alias to point at the version (repeatable).")
 @click.option("--description", default=None, help="A description stored with the version.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=cli_lifecycle.SET_HELP)
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="A tag of the version (repeatable).")
+@click.option("--ttl", default=None, metavar="DURATION", help=cli_lifecycle.TTL_HELP)
 @click.option("--max-objects", default=10_000, show_default=True, help="Refuse prefixes with more objects.")
 @click.option("--no-checksum", is_flag=True, help="Record locations only; downloads fetch them unchecked.")
 @click.option("--copy", is_flag=True, help="Store copies of local files instead of referencing them.")
@@ -85,6 +88,9 @@ def log_command(
     type_: str,
     aliases: Sequence[str],
     description: str | None,
+    assignments: Sequence[str],
+    tags: Sequence[str],
+    ttl: str | None,
     max_objects: int,
     no_checksum: bool,
     copy: bool,
@@ -96,7 +102,14 @@ def log_command(
     from ..snapshots.artifact import Artifact
 
     registry = _registry(ctx, create=True)  # first: a folder that holds it leaves it out
-    artifact = Artifact(name, type_, description=description)
+    artifact = Artifact(
+        name,
+        type_,
+        description=description,
+        metadata=cli_lifecycle.metadata_pairs(assignments),
+        tags=tags,
+        ttl=cli_lifecycle.parse_ttl(ttl),
+    )
     for source in sources:
         folder = _source_name(source) if len(sources) > 1 else None
         if copy:
@@ -145,20 +158,33 @@ def init_command(ctx: click.Context, target: str | None) -> None:
 
 @main.command("ls")
 @click.argument("name", required=False, shell_complete=complete_ref)
+@click.option("--tag", default=None, help="Only versions with this tag.")
+@click.option("--type", "type_", default=None, help="Only versions of this type.")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Only versions whose metadata holds it.")
 @global_options()
 @click.pass_context
-def ls_command(ctx: click.Context, name: str | None) -> None:
-    """List artifacts, or the versions of NAME."""
+def ls_command(
+    ctx: click.Context, name: str | None, tag: str | None, type_: str | None, meta: Sequence[str]
+) -> None:
+    """List artifacts, or the versions of NAME; --tag, --type and --meta list the versions (of every
+    artifact, or of NAME) that match all of them."""
     as_json = settings(ctx)["json"]
     registry = _registry(ctx)
-    if name is not None:
-        versions = [render.version_json(v) for v in registry.versions(name)]
+    if name is not None or tag is not None or type_ is not None or meta:
+        if tag is None and type_ is None and not meta:
+            found = registry.versions(name)
+        else:
+            metadata = cli_lifecycle.metadata_pairs(meta, "--meta")
+            found = registry.find(type=type_, tag=tag, metadata=metadata, name=name)
+        versions = [render.version_json(v) for v in found]
         rows = [
             [v["qualified_name"], v["type"], v["created_at"][:19], *_counts(v), ",".join(v["aliases"])]
+            + ([",".join(v["tags"])] if any(x["tags"] for x in versions) else [])
             for v in versions
         ]
         headers = ["VERSION", "TYPE", "CREATED", "ENTRIES", "SIZE", "ALIASES"]
-        _emit({"versions": versions}, as_json, render.table(headers, rows))
+        headers += ["TAGS"] if any(v["tags"] for v in versions) else []
+        _emit({"versions": versions}, as_json, render.table(headers, rows) if rows else "(no versions)")
         return
     artifacts = [_artifact_json(registry, n) for n in registry.artifacts()]
     rows = [
@@ -202,7 +228,12 @@ def show_command(ctx: click.Context, ref: str, show_all: bool) -> None:
         entries, limit=None if show_all else render.TREE_LIMIT, title=f"{version.qualified_name}/"
     )
     text = "\n".join([*render.summary(data), "", *tree])
-    _emit({"version": data, "entries": [render.entry_json(e) for e in entries]}, as_json, text)
+    history = [render.edit_json(e) for e in version.history()] if as_json else []
+    _emit(
+        {"version": data, "entries": [render.entry_json(e) for e in entries], "history": history},
+        as_json,
+        text,
+    )
 
 
 @main.command("get")
@@ -282,11 +313,20 @@ def diff_command(ctx: click.Context, ref_a: str, ref_b: str) -> None:
 @main.command("alias")
 @click.argument("ref", shell_complete=complete_ref)
 @click.argument("alias")
+@click.option("--delete", is_flag=True, help="Remove ALIAS from the artifact REF (a NAME) instead.")
 @global_options()
 @click.pass_context
-def alias_command(ctx: click.Context, ref: str, alias: str) -> None:
-    """Point ALIAS at the version REF names."""
+def alias_command(ctx: click.Context, ref: str, alias: str, delete: bool) -> None:
+    """Point ALIAS at the version REF names; with --delete, remove ALIAS from the artifact NAME
+    (refstore alias --delete NAME ALIAS)."""
     as_json = settings(ctx)["json"]
+    if delete:
+        if ":" in ref:
+            raise click.UsageError(f"{ref}: --delete takes an artifact NAME, not a version")
+        version = _registry(ctx).unalias(ref, alias)
+        text = f"removed {version.name}:{alias} (it pointed at {version.qualified_name})"
+        _emit({"removed": alias, "name": version.name, "version": version.version}, as_json, text)
+        return
     version = _registry(ctx).alias(ref, alias)
     text = f"{version.name}:{alias} -> {version.qualified_name}"
     _emit({"version": render.version_json(version), "alias": alias}, as_json, text)
@@ -375,7 +415,27 @@ def _add_run_commands() -> None:
     main.add_command(sync_command)
 
 
+def _add_ui_command() -> None:
+    from .cli_ui import ui_command
+
+    main.add_command(ui_command)
+
+
+def _add_cache_commands() -> None:
+    from .cli_cache import cache_group
+
+    main.add_command(cache_group)
+
+
+def _add_lifecycle_commands() -> None:
+    for command in (cli_lifecycle.rm_command, cli_lifecycle.retain_command, cli_lifecycle.edit_command):
+        main.add_command(command)
+
+
 _add_run_commands()
+_add_lifecycle_commands()
+_add_ui_command()
+_add_cache_commands()
 
 
 def run() -> None:
