@@ -33,7 +33,7 @@ from .files import RunFiles, short_name
 from .globs import is_ignored, run_relative
 from .lease import Lease
 from .local import INTERNAL_DIR, LINK_SCRATCH, LOCAL_RECORD, LocalState, find_run_dir, new_run_dir
-from .naming import new_run_id, readable_name
+from .naming import check_run_name, new_run_id, readable_name
 from .records import RunRecord
 from .settings import ignore_globs
 from .sync import Syncer, check_policy
@@ -60,8 +60,22 @@ class Run:
         self._finish_lock = threading.Lock()
 
     id = property(lambda self: self._record.id)
-    name = property(lambda self: self._record.name)
     project = property(lambda self: self._record.project)
+
+    @property
+    def name(self) -> str:
+        """A readable name: ``init(name=...)``, else ``<adjective>-<noun>-<N>`` for the project's N-th run.
+        Setting it (while the run is open) writes it to the run's record in the registry."""
+        return self._record.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        with self._finish_lock:  # never beside finish(), which writes the record too
+            self._check_open()
+            self._record = replace(self._record, name=check_run_name(value))
+            self.registry.store.replace(record_path(self.path), self._record.to_bytes())
+            keep_record(self.dir, self._record)
+            self._syncer.set_name(self._record.name)
 
     @property
     def path(self) -> str:
@@ -258,11 +272,14 @@ def init(
     Its directory is ``<dir or $REFSTORE_DIR or .>/refstore-runs/run-YYYYmmdd_HHMMSS-<id>``; its record goes
     to ``registry`` (a :class:`Registry` or URL; default ``$REFSTORE_ROOT``, else ``./.refstore``). With
     ``resume=True`` an existing run continues (in its local directory when this machine has it) and a
-    missing one is started. Inside a git repository the commit, branch, remote and ``diff.patch`` of
-    uncommitted changes are recorded. ``sync_interval`` is how often live files are checked, in seconds.
+    missing one is started. Inside a git repository the commit, branch, remote, upstream commit and the
+    patches to the working tree (``diff.patch``, ``upstream.patch``: :mod:`refstore.runs.code_state`) are
+    recorded. ``sync_interval`` is how often live files are checked, in seconds.
     """
     check_name(project, "project")
     run_id = check_name(id, "run id") if id is not None else new_run_id()
+    if name is not None:
+        check_run_name(name)
     reg = registry if isinstance(registry, Registry) else Registry(registry)
     area = run_area(dir)
     ignore = ignore_globs(area)
@@ -273,8 +290,9 @@ def init(
             raise RunError(f"run {record.path} already exists in {reg.root}; pass resume=True to continue it")
         record = _resume_record(reg, record, name, config)
     run_dir = (find_run_dir(area, run_id) if resumed else None) or new_run_dir(area, run_id)
-    patch = captured[1] if captured and record.code and record.code.patch and not resumed else None
-    run = _start(record, reg, run_dir, ignore, sync_interval, patch)
+    saved = record.code.patch_names() if captured and record.code and not resumed else []
+    patches = {name: captured[1][name] for name in saved} if captured else {}
+    run = _start(record, reg, run_dir, ignore, sync_interval, patches)
     _remember(run)
     return run
 
@@ -285,10 +303,10 @@ def _start(
     run_dir: Path,
     ignore: tuple[str, ...],
     interval: float,
-    patch: bytes | None,
+    patches: Mapping[str, bytes],
 ) -> Run:
-    """Take a lease on the run directory, set it up, start its watcher and save ``diff.patch`` (when
-    given) with policy now."""
+    """Take a lease on the run directory, set it up, start its watcher and save the code ``patches`` (file
+    name -> bytes) with policy now."""
     lease = Lease(run_dir).acquire()
     try:
         state = _local_state(run_dir, record, reg)
@@ -299,9 +317,10 @@ def _start(
         lease.release()  # no run came of it
         raise
     syncer.start()
-    if patch is not None:
-        (run_dir / code_state.PATCH_NAME).write_bytes(patch)
-        syncer.save([code_state.PATCH_NAME], None, "now")
+    for name, patch in patches.items():
+        (run_dir / name).write_bytes(patch)
+    if patches:
+        syncer.save(list(patches), None, "now")
     return Run(record, reg, run_dir, syncer, lease)
 
 
@@ -311,13 +330,15 @@ def _claim_record(
     run_id: str,
     name: str | None,
     config: dict[str, Any],
-    captured: tuple[code_state.CodeState, bytes] | None,
+    captured: tuple[code_state.CodeState, dict[str, bytes]] | None,
     ignore: tuple[str, ...],
 ) -> tuple[RunRecord, bool]:
     """Create the run record (create-only); ``(existing record, True)`` when the run exists."""
     code = captured[0] if captured else None
     if code is not None and is_ignored(code_state.PATCH_NAME, ignore):
         code = replace(code, patch=False)
+    if code is not None and is_ignored(code_state.UPSTREAM_PATCH_NAME, ignore):
+        code = replace(code, upstream_patch=False)
     number = len(reg.store.list(f"runs/{project}")) + 1
     fresh = RunRecord(project, run_id, name or readable_name(number), _now(), config=config, code=code)
     try:
