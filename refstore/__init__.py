@@ -6,10 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .core.exceptions import (
+    AliasedVersionError,
     ArtifactNotFoundError,
     ArtifactTypeError,
     ConflictError,
     CorruptBlobError,
+    DeletedVersionError,
     IntegrityError,
     InvalidNameError,
     InvalidURLError,
@@ -54,12 +56,14 @@ _LAZY = {
 }
 
 __all__ = [
+    "AliasedVersionError",
     "Artifact",
     "ArtifactNotFoundError",
     "ArtifactTypeError",
     "ArtifactVersion",
     "ConflictError",
     "CorruptBlobError",
+    "DeletedVersionError",
     "GCReport",
     "IntegrityError",
     "InvalidNameError",

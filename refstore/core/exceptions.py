@@ -13,6 +13,8 @@
     │   │   └── CorruptBlobError (also ObjectChangedError)
     │   └── UnsafePathError
     ├── ArtifactNotFoundError (LookupError)
+    │   └── DeletedVersionError
+    ├── AliasedVersionError
     ├── ArtifactTypeError (ValueError)
     ├── ConflictError
     ├── StorageAccessError (PermissionError)
@@ -78,6 +80,15 @@ class UnsafePathError(ManifestError):
 
 class ArtifactNotFoundError(RefstoreError, LookupError):
     """No such artifact, version or alias."""
+
+
+class DeletedVersionError(ArtifactNotFoundError):
+    """A version that was deleted (``Registry.delete``, retention, a TTL): it is no longer read."""
+
+
+class AliasedVersionError(RefstoreError):
+    """A delete refused because aliases other than ``latest`` point at the version (``force=True``
+    removes them too); the message names them."""
 
 
 class ArtifactTypeError(RefstoreError, ValueError):

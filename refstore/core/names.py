@@ -37,6 +37,16 @@ def check_alias(alias: str) -> str:
     return alias
 
 
+def is_name(value: object) -> bool:
+    """Whether ``value`` is a valid artifact name (:func:`check_name` accepts it)."""
+    return isinstance(value, str) and len(value) <= MAX_NAME_LENGTH and bool(_NAME.fullmatch(value))
+
+
+def is_alias(value: object) -> bool:
+    """Whether ``value`` is a custom alias (:func:`check_alias` accepts it)."""
+    return is_name(value) and value not in RESERVED_ALIASES and not _VERSION.fullmatch(str(value))
+
+
 def parse_ref(ref: str) -> tuple[str, str]:
     """``"mnist"`` -> ``("mnist", "latest")``; ``"mnist:v3"`` -> ``("mnist", "v3")``."""
     name, sep, selector = ref.partition(":")

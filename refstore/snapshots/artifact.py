@@ -8,6 +8,7 @@ import posixpath
 import sys
 from collections.abc import Iterable, Mapping
 from concurrent.futures import Executor
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -40,11 +41,16 @@ class Artifact:
         *,
         description: str | None = None,
         metadata: Mapping[str, Any] | None = None,
+        tags: Iterable[str] = (),
+        ttl: timedelta | None = None,
     ) -> None:
         self.name = check_name(name)
         self.type = type
         self.description = description
         self.metadata: dict[str, Any] = dict(metadata or {})
+        self.tags = list(dict.fromkeys(check_name(t, "tag") for t in tags))
+        #: How long after logging gc deletes the version (``Registry.update`` changes it later).
+        self.ttl = ttl
         self._entries: dict[str, ManifestEntry] = {}
         #: content digest -> local file whose bytes the registry must store at log time
         self._staged: dict[str, Path] = {}

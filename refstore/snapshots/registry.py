@@ -8,8 +8,15 @@ Layout under the root::
     artifacts/<name>/versions/<N>.json      version records, claimed with create-only writes
     artifacts/<name>/digests/<hex>.json     content digest -> the first version holding it (create-only);
                                             a return to that content reuses its stored manifest
-    artifacts/<name>/aliases/<alias>.json   pointers to versions, replaced atomically
+    artifacts/<name>/aliases/<alias>/<S>.json   alias records, create-only: the newest says where the
+                                            alias points (see :mod:`.aliases`; older registries kept one
+                                            pointer, ``<alias>.json``, replaced in place)
+    artifacts/<name>/deleted/<N>.json       tombstones of deleted versions, create-only (:mod:`.lifecycle`)
+    artifacts/<name>/edits/<N>/<S>.json     edits of a version's description, metadata, tags and TTL,
+                                            create-only (see :mod:`.edits`)
     artifacts/<name>/lineage/<N>/...        run paths that used a version
+
+Nothing under ``artifacts/`` is ever replaced or removed: every change is a new create-only record.
 """
 
 from __future__ import annotations
@@ -18,32 +25,36 @@ import contextlib
 import difflib
 import os
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..core.bounded_json import MAX_DEPTH, check_depth, parse
 from ..core.exceptions import (
     ArtifactNotFoundError,
     ArtifactTypeError,
     ConflictError,
+    DeletedVersionError,
     IntegrityError,
-    InvalidNameError,
     ManifestError,
     RefstoreError,
 )
 from ..core.loop import gather_limited, run_sync
 from ..core.manifest import Manifest, ManifestDiff, canonical_json
-from ..core.names import check_alias, check_name, parse_ref, version_number
-from ..core.records import AliasRecord, VersionRecord
+from ..core.names import check_alias, check_name, is_name, parse_ref, version_number
+from ..core.records import EditRecord, Tombstone, VersionRecord
 from ..storage.exclusion import note_registry
 from ..storage.quarantine import quarantined_blobs
 from ..storage.store import REGISTRY_MARKER, Store
+from . import aliases as _aliases
+from . import edits, lifecycle
 from .artifact import Artifact
 from .intents import log_intent, manifest_path, recover_manifest
-from .version import ArtifactVersion
+from .version import UNREAD, ArtifactVersion, Unread
 
 _MAX_CLAIM_ATTEMPTS = 1000
+#: Logs of one artifact made again when the version they made or found is deleted meanwhile.
+_LOG_ATTEMPTS = 3
 _UPLOAD_CONCURRENCY = 16
 
 
@@ -91,10 +102,24 @@ class Registry:
         """
         aliases = [check_alias(a) for a in aliases]
         check_depth(artifact.metadata, f"{artifact.name}: metadata", MAX_DEPTH - 1)  # inside its record
+        for attempt in range(_LOG_ATTEMPTS):
+            record, created = self._log_once(artifact, created_by)
+            try:
+                for alias in aliases:
+                    lifecycle.point_alias(self.store, record.name, record.version, alias)
+                break
+            except DeletedVersionError:  # deleted under this log: log again, as a new version
+                if attempt == _LOG_ATTEMPTS - 1:
+                    raise
+        version = self._version(record, created=created)
+        artifact._logged_as(version)  # the draft now downloads, opens and verifies this version
+        return version
+
+    def _log_once(self, artifact: Artifact, created_by: str | None) -> tuple[VersionRecord, bool]:
         manifest = artifact.manifest
         with log_intent(self.store, manifest):  # a concurrent gc keeps what this log relies on
-            numbers = self._version_numbers(artifact.name)
-            latest = self._record(artifact.name, numbers[-1]) if numbers else None
+            numbers, live = self._numbers(artifact.name)
+            latest = self._record(artifact.name, live[-1]) if live else None
             if latest is not None and latest.type != artifact.type:
                 raise ArtifactTypeError(
                     f"{artifact.name}: type {artifact.type!r} differs from {latest.type!r}, the type of "
@@ -109,15 +134,11 @@ class Registry:
                 earlier = self._version_with_content(artifact.name, manifest.content_digest)
                 if earlier is None or earlier.manifest_digest != manifest.digest:
                     self._store_manifest(manifest)
-                first = latest.version + 1 if latest is not None else 0
+                first = numbers[-1] + 1 if numbers else 0
                 record, created = self._claim_version(artifact, manifest, created_by, first)
                 if created:
                     self._remember_content(record)
-        for alias in aliases:
-            self._point_alias(record, alias)
-        version = self._version(record, created=created)
-        artifact._logged_as(version)  # the draft now downloads, opens and verifies this version
-        return version
+        return record, created
 
     def create(self) -> bool:
         """Make a registry at the root unless one is there (``refstore init``); True when it made one."""
@@ -134,11 +155,98 @@ class Registry:
             self._marked = True
 
     def alias(self, ref: str, alias: str) -> ArtifactVersion:
-        """Add ``alias`` to the version ``ref`` names, or move it there."""
+        """Add ``alias`` to the version ``ref`` names, or move it there (:class:`DeletedVersionError` if
+        the version is deleted, before or while the alias moves)."""
         check_alias(alias)
         record = self._resolve(ref)
-        self._point_alias(record, alias)
+        lifecycle.point_alias(self.store, record.name, record.version, alias)
         return self._version(record)
+
+    # -- lifecycle (see refstore.snapshots.lifecycle and .edits) ---------------------------------------
+
+    def delete(self, ref: str, *, force: bool = False) -> ArtifactVersion:
+        """Delete the version ``ref`` names: it can no longer be read (:class:`DeletedVersionError`),
+        ``latest`` names the highest version left, its number is never used again, and the next
+        ``gc`` frees the bytes only it held. Refused with :class:`AliasedVersionError` while aliases
+        other than ``latest`` point at it, unless ``force``, which removes them too. Returns the deleted
+        version (``.deleted`` says when, by whom, and the aliases removed)."""
+        return lifecycle.delete(self, ref, force=force)
+
+    def delete_artifact(self, name: str) -> list[ArtifactVersion]:
+        """Delete every version of ``name`` and remove its aliases (``refstore rm NAME --all``); the
+        versions deleted. A later log of ``name`` goes on numbering after the last one."""
+        return lifecycle.delete_artifact(self, name)
+
+    def unalias(self, name: str, alias: str) -> ArtifactVersion:
+        """Remove ``alias`` from ``name``; the version it pointed at."""
+        return lifecycle.unalias(self, name, alias)
+
+    def retain(
+        self,
+        name: str,
+        *,
+        keep_last: int | None = None,
+        keep_aliased: bool = True,
+        older_than: timedelta | None = None,
+        dry_run: bool = False,
+    ) -> list[ArtifactVersion]:
+        """Delete the versions of ``name`` that the policy does not keep (the ``keep_last`` newest, with
+        ``keep_aliased`` those an alias points at, ``latest`` included, and with ``older_than`` those logged
+        more recently); the versions deleted, or with ``dry_run`` those it would delete."""
+        return lifecycle.retain(
+            self, name, keep_last=keep_last, keep_aliased=keep_aliased, older_than=older_than, dry_run=dry_run
+        )
+
+    def update(
+        self,
+        ref: str,
+        *,
+        description: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
+        ttl: timedelta | Literal[False] | None = None,
+        set_metadata: Mapping[str, Any] | None = None,
+        unset_metadata: Iterable[str] = (),
+        add_tags: Iterable[str] = (),
+        remove_tags: Iterable[str] = (),
+    ) -> ArtifactVersion:
+        """Edit the version's description, metadata, tags or TTL; its manifest and digests never change.
+
+        ``None`` leaves a field as it is; ``metadata`` and ``tags`` replace the field, ``set_metadata``,
+        ``unset_metadata``, ``add_tags`` and ``remove_tags`` change keys and tags one by one; ``ttl=False``
+        removes the TTL, an empty ``description`` the description. Each edit is kept, with who made it and
+        when (``v.history()``); concurrent edits never lose one another's changes (see :mod:`.edits`).
+        """
+        change = edits.Change(
+            description=description,
+            metadata=None if metadata is None else dict(metadata),
+            tags=None if tags is None else list(tags),
+            ttl=ttl,
+            set_metadata=dict(set_metadata or {}),
+            unset_metadata=tuple(unset_metadata),
+            add_tags=tuple(add_tags),
+            remove_tags=tuple(remove_tags),
+        )
+        change.check(ref)
+        record = self._resolve(ref)
+        return self._version(record, edit=edits.edit(self.store, record, change.apply))
+
+    def find(
+        self,
+        *,
+        type: str | None = None,
+        tag: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> list[ArtifactVersion]:
+        """The versions (deleted ones left out) of the given ``type``, holding ``tag``, whose metadata holds
+        every key and value of ``metadata`` (of the artifact ``name`` only, if given); by artifact name,
+        then version."""
+        return edits.find(self, type=type, tag=tag, metadata=metadata, name=name)
+
+    def versions_used_by(self, run_path: str) -> list[ArtifactVersion]:
+        """The versions the run ``run_path`` used (lineage), deleted ones included (``.deleted`` set)."""
+        return lifecycle.used_by_run(self, run_path)
 
     def _restore_quarantined(self, staged: Mapping[str, Path]) -> None:
         """Upload again the staged copies whose blobs a reader found corrupt and moved to ``quarantine/``
@@ -180,6 +288,8 @@ class Registry:
                 description=artifact.description,
                 metadata=artifact.metadata,
                 created_by=created_by,
+                tags=list(artifact.tags),
+                ttl_seconds=edits.ttl_seconds(artifact.ttl),
             )
             try:
                 self.store.create(f"artifacts/{artifact.name}/versions/{number}.json", record.to_bytes())
@@ -224,11 +334,9 @@ class Registry:
             record = self._record(name, number)
         except (FileNotFoundError, ManifestError, ArtifactNotFoundError):
             return None  # not indexed, or a stale or damaged index entry (IntegrityError included)
+        if lifecycle.tombstone_of(self.store, name, number) is not None:
+            return None  # deleted: a gc may have freed its manifest
         return record if record.content_digest == content_digest else None
-
-    def _point_alias(self, record: VersionRecord, alias: str) -> None:
-        pointer = AliasRecord(name=record.name, alias=alias, version=record.version)
-        self.store.replace(f"artifacts/{record.name}/aliases/{alias}.json", pointer.to_bytes())
 
     # -- reading ----------------------------------------------------------------------------------------
 
@@ -242,38 +350,43 @@ class Registry:
         """``"name"``, ``"name:latest"``, ``"name:v3"`` or ``"name:<alias>"``."""
         return self._version(self._resolve(ref))
 
-    def versions(self, name: str) -> list[ArtifactVersion]:
-        """Every version of ``name``, oldest first."""
+    def versions(self, name: str, *, deleted: bool = False) -> list[ArtifactVersion]:
+        """Every version of ``name`` that is not deleted, oldest first; with ``deleted``, the deleted ones
+        too (their ``.deleted`` says when, by whom and why)."""
         check_name(name)
-        numbers = self._version_numbers(name)
+        numbers, live = self._numbers(name)
         if not numbers:
             raise self._unknown(name)
-        return [self._version(self._record(name, n)) for n in numbers]
+        if not deleted:
+            if not live:
+                raise self._all_deleted(name)
+            return [self._version(self._record(name, n)) for n in live]
+        gone = set(numbers) - set(live)
+        return [
+            self._version(
+                self._record(name, n),
+                deleted=lifecycle.tombstone_of(self.store, name, n) if n in gone else None,
+            )
+            for n in numbers
+        ]
 
     def artifacts(self) -> list[str]:
-        """The names of every artifact with at least one version (a folder whose name breaks the naming
-        rules holds none)."""
-        names = [n for n in self.store.list("artifacts") if _is_name(n)]
-        return [n for n in names if self.store.list(f"artifacts/{n}/versions")]
+        """The names of every artifact with at least one version that is not deleted (a folder whose name
+        breaks the naming rules holds none)."""
+        names = [n for n in self.store.list("artifacts") if is_name(n)]
+        return [n for n in names if self._numbers(n)[1]]
 
     def diff(self, a: str, b: str) -> ManifestDiff:
         """What changed from version ``a`` to version ``b``."""
         return ManifestDiff.between(self.get(a).manifest, self.get(b).manifest)
 
     def aliases_of(self, name: str, version: int) -> list[str]:
-        """The aliases that point at a version now, ``latest`` included."""
-        found = []
-        for filename in self.store.list(f"artifacts/{name}/aliases"):
-            alias = filename.removesuffix(".json")
-            try:
-                if self._alias(name, alias).version == version:
-                    found.append(alias)
-            except ArtifactNotFoundError:
-                continue
-        numbers = self._version_numbers(name)
-        if numbers and numbers[-1] == version:
-            found.append("latest")
-        return sorted(found)
+        """The aliases that point at a version now, ``latest`` included; none for a deleted version."""
+        live = self._numbers(name)[1]
+        if version not in live:
+            return []
+        found = [a for a, r in _aliases.heads(self.store, name).items() if r.version == version]
+        return sorted([*found, *(["latest"] if live[-1] == version else [])])
 
     def manifest(self, digest: str) -> Manifest:
         """The stored manifest with that digest, checked against it. One that a gc moved to ``trash/`` (a
@@ -315,29 +428,38 @@ class Registry:
         return ArtifactNotFoundError(f"{name}: no such artifact in {self.root}{hint}")
 
     def _resolve(self, ref: str) -> VersionRecord:
+        """The record of the version ``ref`` names; :class:`DeletedVersionError` for a deleted one (an alias
+        left on a deleted version by a process that died reads as no alias at all)."""
         name, selector = parse_ref(ref)
         if selector == "latest":
-            numbers = self._version_numbers(name)
-            if not numbers:
-                raise self._unknown(name)
-            return self._record(name, numbers[-1])
+            numbers, live = self._numbers(name)
+            if not live:
+                raise self._all_deleted(name) if numbers else self._unknown(name)
+            return self._record(name, live[-1])
         number = version_number(selector)
         if number is None:
-            number = self._alias(name, selector).version
-        return self._record(name, number)
-
-    def _alias(self, name: str, alias: str) -> AliasRecord:
-        relative = f"artifacts/{name}/aliases/{alias}.json"
-        try:
-            data = self.store.read(relative)
-        except FileNotFoundError as exc:
-            if isinstance(exc, RefstoreError):  # a missing bucket, named by the backend
-                raise
-            raise ArtifactNotFoundError(f"{name}:{alias}: no such version or alias in {self.root}") from None
-        record = AliasRecord.from_bytes(data, self.store.url_of(relative))
-        if (record.name, record.alias) != (name, alias):
-            raise IntegrityError(f"{self.store.url_of(relative)}: record names {record.name}:{record.alias}")
+            pointer = _aliases.head(self.store, name, selector)
+            if pointer is None or pointer.version is None:
+                raise ArtifactNotFoundError(f"{name}:{selector}: no such version or alias in {self.root}")
+            number = pointer.version
+        record = self._record(name, number)
+        tombstone = lifecycle.tombstone_of(self.store, name, number)
+        if tombstone is not None:
+            what = f"{name}:v{number}" if selector == f"v{number}" else f"{name}:{selector} (v{number})"
+            raise DeletedVersionError(
+                f"{what} was deleted at {tombstone.deleted_at} by {tombstone.deleted_by} ({tombstone.reason})"
+            )
         return record
+
+    def _numbers(self, name: str) -> tuple[list[int], list[int]]:
+        """Every claimed version number of ``name``, and those not deleted. The tombstones are listed first:
+        a version that is not deleted when this starts is never left out (see :mod:`.lifecycle`)."""
+        deleted = lifecycle.deleted_numbers(self.store, name)
+        numbers = self._version_numbers(name)
+        return numbers, [n for n in numbers if n not in deleted]
+
+    def _all_deleted(self, name: str) -> DeletedVersionError:
+        return DeletedVersionError(f"{name}: every version of {name} is deleted in {self.root}")
 
     def _record(self, name: str, number: int) -> VersionRecord:
         relative = f"artifacts/{name}/versions/{number}.json"
@@ -359,17 +481,12 @@ class Registry:
         stems = (n.removesuffix(".json") for n in names if n.endswith(".json"))
         return sorted(int(s) for s in stems if s.isascii() and s.isdigit() and str(int(s)) == s)
 
-    def _next_version(self, name: str) -> int:
-        numbers = self._version_numbers(name)
-        return numbers[-1] + 1 if numbers else 0
-
-    def _version(self, record: VersionRecord, *, created: bool = False) -> ArtifactVersion:
-        return ArtifactVersion(self, record, created=created)
-
-
-def _is_name(name: str) -> bool:
-    try:
-        check_name(name)
-    except InvalidNameError:
-        return False
-    return True
+    def _version(
+        self,
+        record: VersionRecord,
+        *,
+        created: bool = False,
+        edit: EditRecord | Unread | None = UNREAD,
+        deleted: Tombstone | None = None,
+    ) -> ArtifactVersion:
+        return ArtifactVersion(self, record, created=created, edit=edit, deleted=deleted)

@@ -2,34 +2,57 @@
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Mapping
 from concurrent.futures import Executor
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from ..core.exceptions import ObjectChangedError, ObjectNotFoundError
 from ..core.manifest import Manifest, ManifestDiff, ManifestEntry
 from ..core.names import check_logical_path
-from ..core.records import VersionRecord
+from ..core.records import EditRecord, Tombstone, Values, VersionRecord
 from ..storage.download import DownloadedPath, Downloader, blob_path
 from ..storage.local_folder import under_prefix
 from ..storage.quarantine import check_copy
+from . import edits
 from .verify import VerifyReport, verify_entries, verify_folder
 
 if TYPE_CHECKING:
     from .registry import Registry
 
-__all__ = ["ArtifactVersion", "VerifyReport"]
+__all__ = ["UNREAD", "ArtifactVersion", "VerifyReport"]
+
+
+class Unread(enum.Enum):
+    UNREAD = "unread"
+
+
+#: A version's newest edit not read yet: it is read on first use of an editable value.
+UNREAD = Unread.UNREAD
 
 
 class ArtifactVersion:
-    """One immutable version of an artifact, as a registry holds it."""
+    """One immutable version of an artifact, as a registry holds it. Its manifest and digests never change;
+    its description, metadata, tags and TTL are the current ones (``Registry.update`` edits them), read
+    once, on first use."""
 
-    def __init__(self, registry: Registry, record: VersionRecord, *, created: bool = False) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        record: VersionRecord,
+        *,
+        created: bool = False,
+        edit: EditRecord | Unread | None = UNREAD,
+        deleted: Tombstone | None = None,
+    ) -> None:
         self._registry = registry
         self._record = record
         self._created = created
+        self._edit = edit
+        self._deleted = deleted
 
     def __repr__(self) -> str:
         return f"ArtifactVersion({self.qualified_name!r}, {self.digest[:19]}...)"
@@ -45,7 +68,7 @@ class ArtifactVersion:
     name = property(lambda self: self._record.name)
     version = property(lambda self: self._record.version)
     type = property(lambda self: self._record.type)
-    description = property(lambda self: self._record.description)
+    description = property(lambda self: self._values.description)
     created_at = property(lambda self: self._record.created_at)
     created_by = property(lambda self: self._record.created_by)
 
@@ -57,7 +80,49 @@ class ArtifactVersion:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return dict(self._record.metadata)
+        return dict(self._values.metadata)
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self._values.tags)
+
+    @property
+    def ttl(self) -> timedelta | None:
+        """How long after ``created_at`` gc deletes the version; None: never."""
+        seconds = self._values.ttl_seconds
+        return None if seconds is None else timedelta(seconds=seconds)
+
+    @property
+    def expires_at(self) -> datetime | None:
+        """When the TTL runs out (gc deletes the version then, unless an alias points at it)."""
+        ttl = self.ttl
+        return None if ttl is None else datetime.fromisoformat(self.created_at) + ttl
+
+    @property
+    def last_edit(self) -> EditRecord | None:
+        """The newest edit of the version's values (who, when); None when it was never edited."""
+        if self._edit is UNREAD:
+            self._edit = edits.newest(self._registry.store, self._record)
+        return self._edit
+
+    def history(self) -> list[EditRecord]:
+        """Every edit of the version's values, oldest first."""
+        return edits.history(self._registry.store, self._record)
+
+    @property
+    def deleted(self) -> Tombstone | None:
+        """When, by whom and why the version was deleted (``Registry.versions(name, deleted=True)``,
+        ``Registry.delete``); None for a version that was not deleted when it was read."""
+        return self._deleted
+
+    @property
+    def record(self) -> VersionRecord:
+        """The sealed version record, as logged."""
+        return self._record
+
+    @property
+    def _values(self) -> Values:
+        return edits.values_of(self._record, self.last_edit)
 
     @property
     def qualified_name(self) -> str:

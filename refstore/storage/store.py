@@ -105,6 +105,16 @@ class Store:
             data: bytes = run_sync(self._create_only.read, relative)
         return data
 
+    def read_if_there(self, relative: str, *, created: bool = False) -> bytes | None:
+        """Like :meth:`read` (:meth:`read_created` when ``created``), but None when nothing is there; a
+        missing bucket still raises, naming it."""
+        try:
+            return self.read_created(relative) if created else self.read(relative)
+        except FileNotFoundError as exc:
+            if isinstance(exc, RefstoreError):  # a missing bucket, named by the backend
+                raise
+            return None
+
     async def create_async(self, relative: str, data: bytes) -> None:
         """Like :meth:`create`, on the IO loop."""
         with self.failures(relative):

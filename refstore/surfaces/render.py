@@ -27,6 +27,7 @@ from ..core.sizes import human_size
 
 if TYPE_CHECKING:  # not imported at run time: `refstore --help` stays quick (benchmarks/case_import.py)
     from ..core.manifest import ManifestEntry
+    from ..core.records import EditRecord
     from ..snapshots.gc import GCReport
     from ..snapshots.version import ArtifactVersion
 
@@ -70,11 +71,24 @@ def version_json(version: ArtifactVersion) -> dict[str, Any]:
         "created_at": version.created_at,
         "created_by": version.created_by,
         "aliases": version.aliases,
+        "tags": version.tags,
+        "ttl_seconds": None if version.ttl is None else version.ttl.total_seconds(),
+        "expires_at": version.expires_at.isoformat() if version.expires_at else None,
+        "edited": edit_json(version.last_edit, with_values=False) if version.last_edit else None,
         "used_by": version.used_by(),
         "entry_count": len(manifest),
         "size": manifest.total_size,
         "schemes": dict(sorted(scheme_counts(manifest.values()).items())),
     }
+
+
+def edit_json(edit: EditRecord, *, with_values: bool = True) -> dict[str, Any]:
+    """An edit of a version's values: when, by whom, how many edits so far, and the values it set."""
+    data = {"at": edit.edited_at, "by": edit.edited_by, "edits": edit.seq + 1}
+    if with_values:
+        data.update(description=edit.description, metadata=edit.metadata, tags=edit.tags)
+        data["ttl_seconds"] = edit.ttl_seconds
+    return data
 
 
 def entry_json(entry: ManifestEntry) -> dict[str, Any]:
@@ -102,6 +116,9 @@ def summary(data: Mapping[str, Any]) -> list[str]:
         ("schemes", [schemes or "-"]),
         ("lineage", [_lineage(data)]),
         ("metadata", metadata or ["-"]),
+        ("tags", [", ".join(data["tags"]) or "-"]),
+        ("ttl", [_ttl(data)]),
+        ("edited", [_edited(data["edited"])]),
     ]
     lines = [f"{printable(data['qualified_name'])}  ({printable(data['type'])})"]
     for label, values in fields:
@@ -109,6 +126,20 @@ def summary(data: Mapping[str, Any]) -> list[str]:
             f"  {label if i == 0 else '':<11}  {printable(value)}".rstrip() for i, value in enumerate(values)
         ]
     return lines
+
+
+def _ttl(data: Mapping[str, Any]) -> str:
+    if data["ttl_seconds"] is None:
+        return "-"
+    span = duration(timedelta(seconds=data["ttl_seconds"]))
+    return f"{span} (gc deletes it after {data['expires_at'][:19]})"
+
+
+def _edited(edited: Mapping[str, Any] | None) -> str:
+    if not edited:
+        return "-"
+    count = _count(edited["edits"], "edit")
+    return f"{edited['at'][:19]} by {edited['by']} ({count}; show --json lists them all)"
 
 
 def _value(value: Any) -> str:

@@ -274,12 +274,17 @@ def test_tampered_alias_records_raise_integrity_error(tmp_path: Path) -> None:
     registry = refstore.Registry(tmp_path / "registry")
     registry.alias(version.qualified_name, "prod")
     aliases = tmp_path / "registry" / "artifacts" / "data" / "aliases"
-    (aliases / "prod.json").write_bytes(
-        (aliases / "prod.json").read_bytes().replace(b'"version":0', b'"version":7')
+    (aliases / "prod" / "0.json").write_bytes(
+        (aliases / "prod" / "0.json").read_bytes().replace(b'"version":0', b'"version":7')
     )
     assert_writes_nothing(tmp_path, lambda: registry.get("data:prod"), refstore.IntegrityError)
-    (aliases / "staging.json").write_bytes(AliasRecord("data", "prod", 0).to_bytes())  # sealed, wrong name
+    (aliases / "staging").mkdir()
+    (aliases / "staging" / "0.json").write_bytes(  # sealed, wrong name
+        AliasRecord("data", "prod", 0, seq=0).to_bytes()
+    )
     assert_writes_nothing(tmp_path, lambda: registry.get("data:staging"), refstore.IntegrityError)
+    (aliases / "legacy.json").write_bytes(AliasRecord("data", "prod", 0).to_bytes())  # an older registry's
+    assert_writes_nothing(tmp_path, lambda: registry.get("data:legacy"), refstore.IntegrityError)
 
 
 @pytest.mark.parametrize(
