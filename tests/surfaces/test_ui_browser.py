@@ -32,8 +32,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module", params=["local", "s3"])
 def sample(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The sample registry (tests/ui_support.py) on local disk, its sources local files; or in a versioned
-    moto bucket, its sources in the same bucket. Yields ``(sample, base URL of a server over it)``."""
+    """The sample registry (tests/surfaces/ui_support.py) on local disk, its sources local files; or in a
+    versioned moto bucket, its sources in the same bucket. Yields ``(sample, base URL of a server on it)``."""
     work = tmp_path_factory.mktemp("ui-browser")
     if request.param == "local":
 

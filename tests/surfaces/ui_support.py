@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import threading
 import time
 import urllib.error
@@ -83,8 +84,21 @@ def write_sources(put: Callable[[str, bytes], None], base: str) -> None:
         put(f"{base}/images/{name}", image_bytes(name))
 
 
-def build(root: str, base: str, put: Callable[[str, bytes], None], work: Path) -> Sample:
-    """Log the sample into the registry at ``root``, its sources under ``base`` written with ``put``."""
+def build(
+    root: str, base: str, put: Callable[[str, bytes], None], work: Path, code: Path | None = None
+) -> Sample:
+    """Log the sample into the registry at ``root``, its sources under ``base`` written with ``put``; the
+    runs start in ``code`` (default ``work``, no git repository: they record no code state)."""
+    previous = os.getcwd()
+    work.mkdir(parents=True, exist_ok=True)
+    os.chdir(code or work)
+    try:
+        return _build(root, base, put, work)
+    finally:
+        os.chdir(previous)
+
+
+def _build(root: str, base: str, put: Callable[[str, bytes], None], work: Path) -> Sample:
     registry = refstore.Registry(root)
     write_sources(put, base)
     first = refstore.Artifact("mnist", description="Hand-written digits\n(sample)", metadata={"rows": 200})
@@ -95,7 +109,6 @@ def build(root: str, base: str, put: Callable[[str, bytes], None], work: Path) -
     second = refstore.Artifact("mnist", description="Hand-written digits\n(sample)", metadata={"rows": 220})
     second.add_reference(base)
     registry.log(second)
-    work.mkdir(parents=True, exist_ok=True)
     (work / "notes.txt").write_text("<script>document.title='owned'</script>\n")
     notes = refstore.Artifact("notes", type="text", description=HOSTILE, metadata={HOSTILE: HOSTILE})
     notes.add_file(work / "notes.txt", name="<b>notes</b>.txt")
