@@ -5,6 +5,7 @@ bytes it serves, the static export, the CLI, folders of a 1,000,000-entry versio
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import io
 import json
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomllib
 import ui_support
 from click.testing import CliRunner
 from ui_support import fetch
@@ -189,6 +191,19 @@ def _unquote(href: str) -> str:
     from urllib.parse import unquote
 
     return unquote(href)
+
+
+def test_templates_and_static_files_are_package_data() -> None:
+    """Every template and static file (the vendored graph layout too) ships in the wheel: pyproject's
+    package-data globs match each of them."""
+    root = Path(__file__).resolve().parents[2]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    package = root / "refstore" / "surfaces" / "ui"
+    shipped = [p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()]
+    data = [p for p in shipped if not p.endswith(".py") and "__pycache__" not in p]
+    assert "static/vendor/dagre.min.js" in data and "templates/base.html" in data
+    missing = [p for p in data if not any(fnmatch.fnmatch(p, g) for g in globs["refstore.surfaces.ui"])]
+    assert not missing
 
 
 def test_export_file_names_keep_files_and_listings_apart() -> None:

@@ -6,12 +6,13 @@ Builders run in worker threads (the server) or in a loop (the export); they neve
 
 from __future__ import annotations
 
+import contextlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ...core.exceptions import ObjectNotFoundError
+from ...core.exceptions import ObjectNotFoundError, RefstoreError, RunError
 from ...core.manifest import ManifestDiff
 from ...core.sizes import human_size
 from ...runs.files import RunFiles
@@ -23,6 +24,7 @@ from .folders import PAGE_SIZE, is_folder, list_folder
 from .previews import preview
 
 if TYPE_CHECKING:
+    from ...runs.records import FileState
     from ...snapshots.version import ArtifactVersion
     from .links import Links
     from .site import Site
@@ -406,8 +408,6 @@ def runs_page(site: Site, links: Links) -> Page:
 
 
 def _run_row(site: Site, links: Links, run_path: str) -> dict[str, Any] | None:
-    from ...core.exceptions import RunError
-
     try:
         record = read_record(site.registry, run_path)
     except RunError:  # a run whose record is not written yet
@@ -422,14 +422,21 @@ def _run_row(site: Site, links: Links, run_path: str) -> dict[str, Any] | None:
     }
 
 
+def _file_states(files: RunFiles, name: str) -> list[FileState]:
+    """Every readable synced state of one run file (a record that a crash left empty was never synced)."""
+    found = []
+    for number in files.states(name):
+        with contextlib.suppress(RefstoreError):
+            found.append(files.state(name, number))
+    return found
+
+
 def run_page(site: Site, links: Links, run_path: str) -> Page:
     record = read_record(site.registry, run_path)
     files = RunFiles(site.registry.store, record.path)
     names = files.names()
     with ThreadPoolExecutor(_THREADS) as pool:
-        states = list(
-            pool.map(lambda n: [files.state(n, s) for s in files.states(n)], names[:RUN_FILE_LIMIT])
-        )
+        states = list(pool.map(lambda n: _file_states(files, n), names[:RUN_FILE_LIMIT]))
     index = site.lineage_index()
 
     def version_links(keys: list[str]) -> list[dict[str, str]]:

@@ -142,7 +142,7 @@ def _label(site: Site, request: web.Request) -> int:
         return site.check_version_number(label)
     except ArtifactNotFoundError:
         version = site.registry.get(f"{_name(request)}:{label}")
-        tail = request.path.split(f"/{label}", 1)[1] if f"/{label}/" in request.path else ""
+        tail = request.path.removeprefix(f"/artifacts/{_name(request)}/{label}")  # "/files/...", or ""
         raise pages.Redirect(urls.version(version.name, version.version) + tail) from None
 
 
