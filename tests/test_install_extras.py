@@ -21,7 +21,7 @@ from conftest import HTTPDir
 ROOT = Path(__file__).resolve().parents[1]
 
 #: What ``pip install refstore`` (no extra) does not bring.
-CLOUD_PACKAGES = ("s3fs", "gcsfs", "adlfs", "aiobotocore", "botocore", "boto3", "azure", "google")
+CLOUD_PACKAGES = ("s3fs", "obstore", "gcsfs", "adlfs", "aiobotocore", "botocore", "boto3", "azure", "google")
 
 SITECUSTOMIZE = f"""
 import importlib.abc, sys
@@ -128,6 +128,7 @@ def test_extras_in_pyproject() -> None:
     extras = project["optional-dependencies"]
     assert [d.split(">")[0] for d in extras["s3"] + extras["gcs"] + extras["azure"]] == [
         "s3fs",
+        "obstore",
         "gcsfs",
         "adlfs",
     ]

@@ -44,7 +44,7 @@ _CLIENTS = {"s3": "s3fs", "gcs": "gcsfs", "azure": "adlfs"}
 #: Top-level packages of the storage clients: an exception of theirs that reaches the command line is a
 #: storage failure told in one line, not a bug.
 _CLIENT_PACKAGES = frozenset(
-    {"aiobotocore", "aiohttp", "adlfs", "azure", "botocore", "fsspec", "gcsfs", "google", "s3fs"}
+    {"aiobotocore", "aiohttp", "adlfs", "azure", "botocore", "fsspec", "gcsfs", "google", "obstore", "s3fs"}
 )
 
 

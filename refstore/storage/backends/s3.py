@@ -7,15 +7,16 @@ recorded ETag where the object has no version.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import errno
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, ClassVar, cast
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 import aiohttp
 import botocore.exceptions
@@ -28,12 +29,14 @@ from fsspec.spec import AbstractBufferedFile
 from ...core.exceptions import (
     ObjectChangedError,
     ObjectNotFoundError,
+    RefstoreError,
     StorageAccessError,
     StorageUnavailableError,
     TooManyObjectsError,
 )
 from ...core.loop import gather_limited
 from ...core.meta import KeyVersion, ObjectMeta
+from ..listing import Page, list_in_parallel
 from ._base import (
     CHUNK_SIZE,
     FETCH_ATTEMPTS,
@@ -51,6 +54,11 @@ from ._base import (
     normalize_etag,
 )
 
+if TYPE_CHECKING:
+    from .s3_obstore import ObstorePlane
+
+#: Not chosen yet (see ``S3Backend.data_plane``).
+_UNSET = object()
 #: Endpoint variables in the order they win; s3fs/botocore read the last two but not the first.
 ENDPOINT_VARIABLES = ("AWS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 _MD5_ETAG_LENGTH = 32
@@ -58,6 +66,8 @@ _MULTIPART_ETAG = re.compile(r"[0-9a-f]{32}-([0-9]+)")
 #: Objects at least this large are fetched with ranged GETs in parallel (boto3's download_file starts at
 #: 8 MiB; below 64 MiB one stream is as fast here and costs one request).
 RANGED_THRESHOLD = 64 * 2**20
+#: Keys per listing page (MaxKeys); ``None`` leaves the server's own default (1,000 on S3).
+LIST_PAGE_SIZE: int | None = None
 #: The size of those ranges when they cannot follow the object's own upload parts.
 RANGE_SIZE = 8 * 2**20
 #: Ranged GETs in flight per object.
@@ -114,6 +124,10 @@ class S3Backend(Backend):
         "storage_options={'key': ..., 'secret': ...}"
     )
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plane: object = _UNSET
+
     def url(self, path: str) -> str:
         return f"s3://{path}"
 
@@ -168,21 +182,41 @@ class S3Backend(Backend):
         a network or server failure that outlasts the retries is :class:`~refstore.StorageUnavailableError`
         naming ``url``, refused credentials :class:`~refstore.StorageAccessError`."""
         try:
+            plane = self.data_plane
+            if plane is not None and plane.serves(method, kwargs):
+                return await plane.call(method, **kwargs)
             return await self.fs._call_s3(method, **kwargs)
         except Exception as exc:
             self.reraise(exc, url)
+
+    @property
+    def data_plane(self) -> ObstorePlane | None:
+        """obstore for the GETs, HEADs and PUTs it can make (``None``: s3fs makes every request), chosen
+        once per backend by :func:`~refstore.storage.backends.s3_obstore.plane_for`."""
+        if self._plane is _UNSET:
+            from .s3_obstore import plane_for
+
+            self._plane = plane_for(self.fs)
+        return cast("ObstorePlane | None", self._plane)
 
     async def put_create_only(self, path: str, data: bytes) -> str | None:
         """``If-None-Match: *``; a refusal is :class:`FileExistsError` by its status (412) or code
         (``PreconditionFailed``), also from servers whose 412 names no condition (Ceph RGW). Returns the
         ``VersionId`` written (``None`` in a bucket that keeps no versions)."""
         try:
-            answer = await _maybe_async(self.fs, "pipe_file", path, data, mode="create")
+            bucket, key = _split(path)
+            kwargs = {"Bucket": bucket, "Key": key, "Body": data, "IfNoneMatch": "*"}
+            plane = self.data_plane
+            if plane is not None and plane.serves("put_object", kwargs):
+                answer = await plane.call("put_object", **kwargs)
+                self.fs.invalidate_cache(path)
+            else:
+                answer = await _maybe_async(self.fs, "pipe_file", path, data, mode="create")
             return _version(answer.get("VersionId")) if isinstance(answer, Mapping) else None
         except OSError as exc:
-            answer = _answer(exc)
+            refusal = _answer(exc)
             if isinstance(exc, FileExistsError) or (
-                answer is not None and (answer[0] == 412 or answer[1] == "PreconditionFailed")
+                refusal is not None and (refusal[0] == 412 or refusal[1] == "PreconditionFailed")
             ):
                 raise FileExistsError(f"{self.url(path)} already exists") from exc
             raise
@@ -210,55 +244,26 @@ class S3Backend(Backend):
         )
 
     async def list_prefix(self, path: str, *, max_objects: int) -> list[ObjectMeta]:
+        """Current objects under ``path``, listed by several requests at once where the prefix is large
+        (:mod:`refstore.storage.listing`): ListObjectVersions, or ListObjectsV2 where that is refused or
+        the bucket has never kept versions."""
         bucket, key = _split(path)
         prefix = f"{key}/" if key else ""
-        found: list[ObjectMeta] = []
-        async for item in self._listing(bucket, prefix):
-            if item["Key"].endswith("/") and int(item["Size"]) == 0:
-                continue  # a folder marker
-            found.append(self._meta(bucket, item))
-            if len(found) > max_objects:
-                raise TooManyObjectsError(
-                    f"{self.url(path)}: more than max_objects={max_objects} objects "
-                    f"({len(found)} listed so far); raise max_objects or reference a narrower prefix"
-                )
-        return found
 
-    async def _listing(self, bucket: str, prefix: str) -> AsyncIterator[dict[str, Any]]:
-        """Current objects under ``prefix``: ListObjectVersions, or ListObjectsV2 where that is refused."""
-        listed = 0
-        try:
-            async for item in self._pages(bucket, prefix, "list_object_versions", "Versions"):
-                listed += 1
-                if item.get("IsLatest"):
-                    yield item
-        except OSError as exc:
-            if not _versions_refused(exc):
-                raise
-            async for item in self._pages(bucket, prefix, "list_objects_v2", "Contents"):
-                yield item
-            return
-        if listed == 0:
+        def too_many(count: int) -> TooManyObjectsError:
+            return TooManyObjectsError(
+                f"{self.url(path)}: more than max_objects={max_objects} objects "
+                f"({count} listed so far); raise max_objects or reference a narrower prefix"
+            )
+
+        source = _S3Pages(self, bucket)
+        found = await list_in_parallel(source, prefix, max_objects=max_objects, too_many=too_many)
+        if source.mode == "versions" and source.items == 0:
             # Some S3-compatible servers answer ?versions with a plain listing that has no "Versions":
             # an empty answer is double-checked with ListObjectsV2 rather than trusted.
-            async for item in self._pages(bucket, prefix, "list_objects_v2", "Contents"):
-                yield item
-
-    async def _pages(
-        self, bucket: str, prefix: str, method: str, contents_key: str
-    ) -> AsyncIterator[dict[str, Any]]:
-        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-        while True:
-            page = await self._call(method, self.url(f"{bucket}/{prefix}"), **kwargs)
-            for item in page.get(contents_key, ()):
-                yield item
-            if not page.get("IsTruncated"):
-                return
-            if method == "list_object_versions":
-                kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
-                kwargs["VersionIdMarker"] = page.get("NextVersionIdMarker", "")
-            else:
-                kwargs["ContinuationToken"] = page["NextContinuationToken"]
+            source = _S3Pages(self, bucket, "v2")
+            found = await list_in_parallel(source, prefix, max_objects=max_objects, too_many=too_many)
+        return found
 
     def _meta(self, bucket: str, item: Mapping[str, Any]) -> ObjectMeta:
         etag = normalize_etag(item["ETag"])
@@ -497,6 +502,106 @@ class S3Backend(Backend):
         bucket, key = _split(path)
         await self._call("delete_object", self.url(path), Bucket=bucket, Key=key, VersionId=version_id)
         self.fs.invalidate_cache(path)
+
+
+class _S3Pages:
+    """Listing pages of one bucket (a :class:`~refstore.storage.listing.PageSource`): ListObjectVersions,
+    its current versions only, until the bucket turns out to have never kept versions (asked once, when a
+    listing needs a second page) or the server refuses it; ListObjectsV2 from then on, for every stream
+    (in such a bucket both list the same records)."""
+
+    def __init__(self, backend: S3Backend, bucket: str, mode: str = "versions") -> None:
+        self.backend = backend
+        self.bucket = bucket
+        self.mode = mode
+        #: Objects, versions and delete markers listed, in every mode.
+        self.items = 0
+        self._probe: asyncio.Future[None] | None = None
+
+    async def pages(
+        self, prefix: str, *, delimiter: bool = False, start_after: str | None = None
+    ) -> AsyncGenerator[Page, None]:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+        if LIST_PAGE_SIZE is not None:
+            kwargs["MaxKeys"] = LIST_PAGE_SIZE
+        if delimiter:
+            kwargs["Delimiter"] = "/"
+        url = self.backend.url(f"{self.bucket}/{prefix}")
+        after, marker, version_marker, token = start_after, None, None, None
+        while True:
+            if self._probe is not None:
+                await asyncio.shield(self._probe)
+            mode = self.mode
+            if mode == "versions":
+                markers = {"KeyMarker": marker or after} if marker or after else {}
+                if version_marker:
+                    markers["VersionIdMarker"] = version_marker
+                try:
+                    answer = await self.backend._call("list_object_versions", url, **kwargs, **markers)
+                except OSError as exc:
+                    if not _versions_refused(exc):
+                        raise
+                    self.mode = "v2"  # ListObjectsV2 from here, after the last key listed
+                    after = marker or after
+                    continue
+                page = self._versions_page(answer)
+                marker, version_marker = answer.get("NextKeyMarker"), answer.get("NextVersionIdMarker")
+            else:
+                position = {"ContinuationToken": token} if token else {"StartAfter": after} if after else {}
+                answer = await self.backend._call("list_objects_v2", url, **kwargs, **position)
+                page = self._current_page(answer)
+                token = answer.get("NextContinuationToken")
+            if page.more and mode == "versions" and self._probe is None:
+                # asked before the page is handed out, so that the streams it starts wait for the answer
+                self._probe = asyncio.ensure_future(self._unversioned_to_v2())
+            yield page
+            if not page.more:
+                return
+            if self._probe is not None:
+                await asyncio.shield(self._probe)
+            if mode == "versions" and self.mode == "v2":
+                after = page.last_key  # go on with ListObjectsV2 after the last key listed
+
+    def _versions_page(self, answer: Mapping[str, Any]) -> Page:
+        versions = list(answer.get("Versions") or [])
+        deleted = list(answer.get("DeleteMarkers") or [])
+        self.items += len(versions) + len(deleted)
+        entries = [
+            (item["Key"], self.backend._meta(self.bucket, item))
+            for item in versions
+            if item.get("IsLatest") and not _folder_marker(item)
+        ]
+        more = bool(answer.get("IsTruncated"))
+        keys = [item["Key"] for item in (versions[-1:] + deleted[-1:])] if not more else []
+        last = answer.get("NextKeyMarker") if more else max(keys, default=None)
+        return Page(entries, last, more, _prefixes(answer))
+
+    def _current_page(self, answer: Mapping[str, Any]) -> Page:
+        contents = list(answer.get("Contents") or [])
+        self.items += len(contents)
+        entries = [(i["Key"], self.backend._meta(self.bucket, i)) for i in contents if not _folder_marker(i)]
+        last = contents[-1]["Key"] if contents else None
+        return Page(entries, last, bool(answer.get("IsTruncated")), _prefixes(answer))
+
+    async def _unversioned_to_v2(self) -> None:
+        """ListObjectsV2 from now on if the bucket has never kept versions (GetBucketVersioning tells no
+        status); where the question is refused, ListObjectVersions goes on."""
+        try:
+            answer = await self.backend._call(
+                "get_bucket_versioning", self.backend.url(self.bucket), Bucket=self.bucket
+            )
+        except (OSError, RefstoreError):
+            return
+        if not answer.get("Status"):
+            self.mode = "v2"
+
+
+def _folder_marker(item: Mapping[str, Any]) -> bool:
+    return str(item["Key"]).endswith("/") and int(item["Size"]) == 0
+
+
+def _prefixes(answer: Mapping[str, Any]) -> list[str]:
+    return [str(p["Prefix"]) for p in answer.get("CommonPrefixes", ()) if p.get("Prefix")]
 
 
 class _PinnedS3File(AbstractBufferedFile):  # type: ignore[misc]
