@@ -82,7 +82,10 @@ def deleted_numbers(store: Store, name: str) -> set[int]:
 
 
 def tombstone_of(store: Store, name: str, version: int) -> Tombstone | None:
-    """The tombstone of ``name:v<version>``; None when the version is not deleted."""
+    """The tombstone of ``name:v<version>``; None when the version is not deleted (one listing: cheaper
+    than reading a key that is not there, which s3fs makes four requests)."""
+    if version not in deleted_numbers(store, name):
+        return None
     relative = f"{folder(name)}/{version}.json"
     data = store.read_if_there(relative, created=True)
     return None if data is None else Tombstone.from_bytes(data, store.url_of(relative), name, version)

@@ -1,4 +1,5 @@
-"""Concurrent publishers: many processes log versions of one artifact, and move one alias, at once.
+"""Concurrent publishers: many processes log versions of one artifact, and move one alias, at once; and
+processes that delete, alias, log and edit one artifact at once (issue 15).
 
 Every version must be present, numbered with no gap and no duplicate, ``latest`` the newest, no record
 torn; an alias moved concurrently always points at a version that exists and is always readable. Each
@@ -157,3 +158,55 @@ def test_concurrent_alias_moves_always_point_at_a_readable_version(
     assert final.version in final_candidates
     assert "prod" in final.aliases
     assert sum("prod" in v.aliases for v in registry.versions("moving")) == 1
+
+
+def test_concurrent_delete_alias_log_and_edit_never_leave_an_alias_on_a_deleted_version(
+    registry_root: str, tmp_path: Path, soak: bool
+) -> None:
+    """Processes log versions (moving ``prod``), move ``prod``/``staging``, delete versions (with and without
+    force) and edit v0 at once, while a reader reads ``latest`` and ``prod``: at the end no alias points at a
+    deleted version, ``latest`` is the highest version left, every number was handed out once and no edit
+    was lost; the reader never failed to read ``latest``."""
+    from refstore.snapshots import aliases, lifecycle
+
+    registry = refstore.Registry(registry_root)
+    seed = 4
+    for i in range(seed):
+        artifact = refstore.Artifact("churn")
+        (tmp_path / "seed.txt").write_text(f"seed {i}")
+        artifact.add_file(tmp_path / "seed.txt")
+        registry.log(artifact, aliases=["prod"] if i == 1 else ())
+    remote = registry_root.startswith("s3://")
+    n = 4 if soak and not remote else 2
+    logs, moves, deletes, edits = (8, 20, 12, 8) if soak else ((2, 4, 3, 2) if remote else (3, 6, 4, 3))
+    workdir = str(tmp_path / "sources")
+    commands = [["churn_log", registry_root, "churn", str(w), str(logs), workdir] for w in range(n)]
+    commands += [["churn_alias", registry_root, "churn", str(w), str(moves)] for w in range(n)]
+    commands += [["churn_edit", registry_root, "churn", str(w), str(edits)] for w in range(n)]
+    writers = len(commands)  # then, told when those are done: deleters (a forced delete last) and a reader
+    commands += [["churn_delete", registry_root, "churn", str(w), str(deletes)] for w in range(n)]
+    commands += [["churn_read", registry_root, "churn"]]
+    results = _race(tmp_path, commands, stop_after=writers)
+
+    total = seed + n * logs
+    everything = registry.versions("churn", deleted=True)
+    assert [v.version for v in everything] == list(range(total)), "a number was skipped or handed out twice"
+    logged = [number for lines in results[:n] for number in lines[0]["logged"]]
+    assert len(set(logged)) == len(logged) == n * logs
+    deleted_by_workers = {d for lines in results[writers : writers + n] for d in lines[0]["deleted"]}
+    deleted = {v.version for v in everything if v.deleted}
+    assert deleted == deleted_by_workers and 0 not in deleted
+    live = [v.version for v in registry.versions("churn")]
+    assert registry.get("churn").version == max(live)
+    heads = aliases.heads(registry.store, "churn")
+    assert all(r.version not in deleted for r in heads.values()), f"an alias on a deleted version: {heads}"
+    for alias in ("prod", "staging"):
+        try:
+            assert registry.get(f"churn:{alias}").version in live
+        except refstore.ArtifactNotFoundError:
+            assert alias not in heads
+    assert not any(lifecycle.tombstone_of(registry.store, "churn", v) is None for v in deleted)
+    tags = registry.get("churn:v0").tags
+    assert sorted(tags) == sorted(f"w{w}-{i}" for w in range(n) for i in range(edits)), "an edit was lost"
+    (reader,) = results[writers + n :]
+    assert reader[0]["errors"] == [] and reader[0]["reads"] > 0
