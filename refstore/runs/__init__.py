@@ -3,8 +3,11 @@
 Registry layout, under ``runs/<project>/<run-id>/``::
 
     run.json                         the run record (name, times, config, git commit/branch/remote)
-    blobs/<hex>                      bytes of synced file states, by xxh3_128
     files/<quoted path>/<N>.json     state N of a run file (every state of a ``live`` file is kept)
+    blobs/<hex>                      bytes of synced file states of runs made before the shared store
+
+The bytes of file states go to the registry's blob store, ``blobs/<aa>/<hex>`` by xxh3_128, shared with
+artifact copies; gc keeps every blob a file state names (:mod:`refstore.snapshots.run_refs`).
 
 Lineage lives with the artifacts: ``created_by`` in version records, ``artifacts/<name>/lineage/``.
 """

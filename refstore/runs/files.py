@@ -1,9 +1,16 @@
-"""A run's files in the registry: every synced state, its bytes content-addressed within the run.
+"""A run's files in the registry: every synced state, its bytes in the registry's blob store.
 
-Layout under ``runs/<project>/<id>/``::
+Layout::
 
-    blobs/<hex>                       the bytes of a state, by xxh3_128 (uploaded first, atomically)
-    files/<quoted path>/<N>.json      state N of a file (a create-only claim, written after its bytes)
+    blobs/<aa>/<hex>                                   the bytes of a state, by xxh3_128 (uploaded first,
+                                                       atomically), shared with artifact copies
+    runs/<project>/<id>/files/<quoted path>/<N>.json   state N of a file (a create-only claim, written
+                                                       after its bytes)
+    runs/<project>/<id>/blobs/<hex>                    where runs made before the shared store keep their
+                                                       bytes (still read)
+
+The bytes of a state are checked again once its record is written and put back if a concurrent gc took
+them meanwhile: see :mod:`refstore.snapshots.run_refs` for why that keeps them safe.
 
 ``<quoted path>`` is the run-relative path with every ``/`` percent-encoded, so one listing names every
 file. A reader only ever sees states whose bytes are complete.
@@ -26,8 +33,12 @@ from urllib.parse import quote, unquote
 
 from ..core.exceptions import ConflictError, IntegrityError, RunError
 from ..core.loop import run_sync
+from ..snapshots.intents import TRASH
+from ..storage.backends import ObjectMeta
 from ..storage.backends._base import BatchedWrites, call_fs
+from ..storage.download import blob_path
 from ..storage.hashing import hash_file
+from ..storage.quarantine import check_copy
 from ..storage.store import Store
 from .records import FileState
 
@@ -81,29 +92,37 @@ class RunFiles:
         return 1 if self._batched is not None else _REMOTE_PUSHES
 
     def staging_path(self, folder: Path) -> Path:
-        """A new name for a private copy of a file about to be pushed: beside the run's blobs on a local
-        registry (the push then links it into place, no second copy), else in ``folder``."""
+        """A new name for a private copy of a file about to be pushed: beside the registry's blobs on a
+        local registry (the push then links it into place, no second copy), else in ``folder``."""
         if self._batched is not None:
-            return Path(self._batched.staging_path(self.store.full(f"{self.base}/blobs")))
+            return Path(self._batched.staging_path(self.store.full("blobs")))
         folder.mkdir(parents=True, exist_ok=True)
         return folder / os.urandom(8).hex()
 
     def push(
         self, relpath: str, staged: Path, digest: str, size: int, policy: str, after: int | None = None
     ) -> FileState:
-        """Upload the bytes of ``staged`` (unless the run has them) and claim the file's next state.
+        """Upload the bytes of ``staged`` (unless the registry has them), claim the file's next state, and
+        then make sure the bytes are still there (a gc may have taken them for garbage meanwhile).
 
         ``after``: the newest state of the file this process knows of (``-1``: none). The usual push is one
-        trip to the IO loop (many files are pushed from several threads at once): the bytes, then a claim
-        of state ``after + 1``; only when that number is taken are the file's states listed. Into a local
-        registry the push runs in the calling thread and fsyncs nothing: call :meth:`make_durable` before
-        reporting the state synced.
+        trip to the IO loop (many files are pushed from several threads at once): the bytes, a claim of
+        state ``after + 1``, the check; only when that number is taken are the file's states listed. Into a
+        local registry the push runs in the calling thread and fsyncs nothing: call :meth:`make_durable`
+        before reporting the state synced.
         """
         if self._batched is not None:  # in this thread: no trips to the IO loop
             claimed = self._push_batched(self._batched, relpath, staged, digest, size, policy, after)
         else:
             claimed = run_sync(self._push, relpath, staged, digest, size, policy, after)
-        return claimed or self._claim(relpath, digest, size, policy)
+        if claimed is not None:
+            return claimed
+        record = self._claim(relpath, digest, size, policy)
+        if self._batched is not None:
+            self._put_bytes(self._batched, staged, digest)
+        else:
+            run_sync(self._upload_missing, staged, digest)
+        return record
 
     def _push_batched(
         self,
@@ -116,9 +135,7 @@ class RunFiles:
         after: int | None,
     ) -> FileState | None:
         """:meth:`_push` into a local registry, made durable later by :meth:`make_durable`."""
-        blob = self._blob(digest)
-        with self.store.failures(blob):
-            batched.put_staged(str(staged), self.store.full(blob))
+        self._put_bytes(batched, staged, digest)
         if after is None:
             return None
         record = FileState(relpath, after + 1, digest, size, policy, _now())
@@ -128,15 +145,19 @@ class RunFiles:
                 batched.create_only(self.store.full(relative), record.to_bytes())
         except FileExistsError:
             return None
+        self._put_bytes(batched, staged, digest)  # after the record: still there, or there again
         return record
+
+    def _put_bytes(self, batched: BatchedWrites, staged: Path, digest: str) -> None:
+        """Link ``staged`` in as the blob of ``digest`` unless the blob is there (one system call)."""
+        blob = blob_path(digest)
+        with self.store.failures(blob):
+            batched.put_staged(str(staged), self.store.full(blob))
 
     async def _push(
         self, relpath: str, staged: Path, digest: str, size: int, policy: str, after: int | None
     ) -> FileState | None:
-        blob = self._blob(digest)
-        if not await self.store.exists_async(blob):
-            with self.store.failures(blob):
-                await self.store.backend.upload(staged, self.store.full(blob))
+        await self._upload_missing(staged, digest)
         if after is None:
             return None
         record = FileState(relpath, after + 1, digest, size, policy, _now())
@@ -144,7 +165,14 @@ class RunFiles:
             await self.store.create_async(self._state(relpath, record.state), record.to_bytes())
         except FileExistsError:
             return None
+        await self._upload_missing(staged, digest)  # after the record: still there, or there again
         return record
+
+    async def _upload_missing(self, staged: Path, digest: str) -> None:
+        blob = blob_path(digest)
+        if not await self.store.exists_async(blob):
+            with self.store.failures(blob):
+                await self.store.backend.upload(staged, self.store.full(blob))
 
     def make_durable(self) -> None:
         """Make every state pushed so far survive a crash (on a local registry its bytes and record are
@@ -207,27 +235,66 @@ class RunFiles:
 
     def state(self, relpath: str, number: int) -> FileState:
         relative = self._state(relpath, number)
-        record = FileState.from_bytes(self.store.read_created(relative), self.store.url_of(relative))
+        return self._checked(self.store.read_created(relative), relpath, number)
+
+    def history(self, relpath: str) -> list[FileState]:
+        """Every synced state of ``relpath``, oldest first, each record read once (one a crash left empty,
+        never reported synced, is passed over)."""
+        found = []
+        for number in self.states(relpath):
+            data = self.store.read_created(self._state(relpath, number))
+            if data:
+                found.append(self._checked(data, relpath, number))
+        return found
+
+    def _checked(self, data: bytes, relpath: str, number: int) -> FileState:
+        source = self.store.url_of(self._state(relpath, number))
+        record = FileState.from_bytes(data, source)
         if (record.path, record.state) != (relpath, number):
-            raise IntegrityError(f"{self.store.url_of(relative)}: record names {record.path} {record.state}")
+            raise IntegrityError(f"{source}: record names {record.path} {record.state}")
         return record
 
     def download(self, state: FileState, dest: Path) -> None:
         """Write the bytes of ``state`` to ``dest`` by atomic rename, checked against their digest."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = dest.with_name(f".{short_name(dest.name)}.refstore-{os.getpid()}-{os.urandom(4).hex()}")
-        blob = self._blob(state.digest)
         try:
-            try:
-                run_sync(call_fs, self.store.backend.fs, "get_file", self.store.full(blob), str(staging))
-            except FileNotFoundError:
-                raise RunError(f"{self.store.url_of(blob)}: the bytes of {state.path} are missing") from None
+            blob = self._fetch(state, staging)
             if hash_file(staging) != state.digest:
-                raise IntegrityError(f"{self.store.url_of(blob)}: bytes do not match {state.digest}")
+                self._check_blob(state, blob, staging)
             os.replace(staging, dest)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 staging.unlink()
+
+    def _fetch(self, state: FileState, target: Path) -> str:
+        """Fetch the bytes of ``state`` to ``target``; the registry-relative path they came from: the blob
+        store, else the run's own blobs (a run made before the shared store), else ``trash/`` (a gc is
+        moving them back, or was killed before it could), else the blob store again (moved back since)."""
+        shared = blob_path(state.digest)
+        for relative in (
+            shared,
+            f"{self.base}/blobs/{shared.rsplit('/', 1)[1]}",
+            f"{TRASH}/{shared}",
+            shared,
+        ):
+            with contextlib.suppress(FileNotFoundError):
+                run_sync(call_fs, self.store.backend.fs, "get_file", self.store.full(relative), str(target))
+                return relative
+        raise RunError(f"{self.store.url_of(shared)}: the bytes of {state.path} are missing")
+
+    def _check_blob(self, state: FileState, blob: str, staging: Path) -> None:
+        """Bytes fetched from ``blob`` did not match ``state``: a blob of the blob store whose stored bytes
+        are wrong goes to ``quarantine/`` (:mod:`refstore.storage.quarantine`, as for artifact copies) and
+        the read fails; bytes damaged on the way are fetched once more."""
+        mismatch = IntegrityError(f"{self.store.url_of(blob)}: bytes do not match {state.digest}")
+        if blob != blob_path(state.digest):
+            raise mismatch
+        pin = ObjectMeta(url=self.store.url_of(blob), size=state.size, digest=state.digest)
+        check_copy(self.store, blob, pin, f"{staging}.check", mismatch)
+        run_sync(call_fs, self.store.backend.fs, "get_file", self.store.full(blob), str(staging))
+        if hash_file(staging) != state.digest:
+            raise mismatch
 
     def _next_state(self, relpath: str) -> int:
         numbers = self.states(relpath)
@@ -235,9 +302,6 @@ class RunFiles:
 
     def _state(self, relpath: str, number: int) -> str:
         return f"{self.base}/files/{encode_path(relpath)}/{number}.json"
-
-    def _blob(self, digest: str) -> str:
-        return f"{self.base}/blobs/{digest.split(':', 1)[1]}"
 
 
 def _now() -> str:

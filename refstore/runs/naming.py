@@ -5,7 +5,11 @@ from __future__ import annotations
 import secrets
 import string
 
+from ..core.exceptions import RunError
+
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+#: Longest run name, in characters.
+MAX_NAME = 128
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -29,3 +33,13 @@ def new_run_id() -> str:
 def readable_name(number: int) -> str:
     """``<adjective>-<noun>-<number>``; ``number`` is the run's rank in its project."""
     return f"{secrets.choice(_ADJECTIVES)}-{secrets.choice(_NOUNS)}-{number}"
+
+
+def check_run_name(name: object) -> str:
+    """``name`` when it can name a run: text of 1 to :data:`MAX_NAME` printable characters, not blank at
+    either end; :class:`RunError` otherwise."""
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+        raise RunError(f"run name {name!r}: use 1 to {MAX_NAME} characters")
+    if not name.isprintable() or name != name.strip():
+        raise RunError(f"run name {name!r}: printable characters only, no blanks at either end")
+    return name

@@ -45,12 +45,7 @@ class RunOverview:
     def to_json(self) -> dict[str, Any]:
         record = self.record
         return {
-            "path": record.path,
-            "name": record.name,
-            "state": self.state,
-            "error": record.error,
-            "created_at": record.created_at,
-            "finished_at": record.finished_at,
+            **run_json(record, self.state),
             "config": record.config,
             "code": record.code.to_json() if record.code else None,
             "files": list(self.files),
@@ -104,6 +99,18 @@ def overview(registry: Registry, run_path: str, area: Path) -> RunOverview:
     index = LineageIndex(registry)
     used, logged = tuple(index.used.get(run_path, ())), tuple(index.logged.get(run_path, ()))
     return RunOverview(record, state, names, run_dir, histories, used, logged)
+
+
+def run_json(record: RunRecord, state: str) -> dict[str, Any]:
+    """What ``runs ls --json`` and ``runs show --json`` say of every run; ``state`` as observed."""
+    return {
+        "path": record.path,
+        "name": record.name,
+        "state": state,
+        "error": record.error,
+        "created_at": record.created_at,
+        "finished_at": record.finished_at,
+    }
 
 
 def observed_state(record: RunRecord, run_dir: Path | None) -> str:

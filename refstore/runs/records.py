@@ -1,4 +1,5 @@
-"""Run records in the registry: the run itself and each synced state of each file, sealed like versions."""
+"""Run records in the registry: the run itself, sealed like versions; each synced state of each file
+(:class:`FileState`) is a record of :mod:`refstore.core.records`, where gc reads it too."""
 
 from __future__ import annotations
 
@@ -6,12 +7,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..core.exceptions import ManifestError
-from ..core.names import check_logical_path
-from ..core.records import seal, unseal, unseal_as
+from ..core.records import FileState as FileState  # where the runs code imports it from
+from ..core.records import seal, unseal
 from .code_state import CodeState
 
 RUN_FORMAT = "refstore.run/1"
-FILE_STATE_FORMAT = "refstore.runfile/1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,32 +58,4 @@ class RunRecord:
             and isinstance(record.config, dict)
         ):
             raise ManifestError(f"{source}: malformed run record")
-        return record
-
-
-@dataclass(frozen=True, slots=True)
-class FileState:
-    """One synced state of a run file: ``runs/<project>/<id>/files/<quoted path>/<state>.json``.
-
-    The bytes are in ``runs/<project>/<id>/blobs/<hex of digest>``, uploaded before this record is written.
-    """
-
-    path: str
-    state: int
-    digest: str
-    size: int
-    policy: str
-    synced_at: str
-
-    def to_bytes(self) -> bytes:
-        return seal({"format": FILE_STATE_FORMAT, **asdict(self)})
-
-    @classmethod
-    def from_bytes(cls, data: bytes, source: str) -> FileState:
-        record = unseal_as(cls, data, source, FILE_STATE_FORMAT, "file state")
-        check_logical_path(record.path)
-        numbers_ok = all(type(n) is int and n >= 0 for n in (record.state, record.size))
-        texts_ok = all(isinstance(t, str) for t in (record.digest, record.policy, record.synced_at))
-        if not (numbers_ok and texts_ok and ":" in record.digest):
-            raise ManifestError(f"{source}: malformed file state")
         return record

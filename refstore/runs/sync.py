@@ -142,6 +142,12 @@ class Syncer:
             if self._dirty:
                 self._changed_state(now=True)
 
+    def set_name(self, name: str) -> None:
+        """Keep the run's new name in the run directory's state."""
+        with self._lock:
+            self.state.name = name
+            self._changed_state(now=True)
+
     def mark_synced(self, relpath: str, digest: str, size: int, state: int) -> None:
         """Note that ``relpath`` holds a state already synced (a file restored into the run directory)."""
         signature = Signature.of(self.run_dir / relpath)

@@ -2,7 +2,14 @@
 
 What is garbage. ``manifests/`` and ``blobs/`` hold what versions point at. A log that dies half-way (blobs
 uploaded, no version claimed) leaves objects nothing references; so does content that was staged and then
-logged as an unchanged version. Version records, aliases, lineage and run files are never collected.
+logged as an unchanged version. Run files keep their bytes in ``blobs/`` too: every run file state is a
+reference (:mod:`refstore.snapshots.run_refs`, which tells why a run pushing beside gc never loses a blob),
+and the bytes of a deleted run are garbage once nothing else references them. Version records, aliases,
+lineage and run records are never collected.
+
+Deleted versions (a tombstone, see :mod:`refstore.snapshots.lifecycle`) reference nothing: ``versions()``
+leaves them out, so what only they held is garbage. First, gc deletes the versions whose TTL has passed
+(not those an alias points at), so the same run frees what only they held.
 
 Why not a grace period on modification times. "Keep whatever was written in the last hour" protects the
 objects a running log has *uploaded*, but not the ones it *reuses*: ``Registry.log`` skips uploading a blob or
@@ -53,7 +60,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +92,8 @@ from .intents import (
 from .intents import (
     trash_leftovers as _trash_leftovers,
 )
+from .lifecycle import TTL, delete_each, expiring
+from .run_refs import RunReferences
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -146,6 +155,10 @@ class GCReport:
     #: Blobs found corrupt on read and moved to ``quarantine/`` (:mod:`refstore.storage.quarantine`): never
     #: deleted by gc, listed so that someone looks at them.
     quarantined: list[str] = field(default_factory=list)
+    #: Versions whose TTL has passed, deleted (or to delete) before collecting: ``name:vN``.
+    expired: list[str] = field(default_factory=list)
+    #: Versions whose TTL has passed, kept because aliases point at them.
+    expired_aliased: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -160,6 +173,8 @@ class GCReport:
             "intent_expiry_seconds": self.intent_expiry.total_seconds(),
             "temp_files": self.temp_files,
             "quarantined": self.quarantined,
+            "expired": self.expired,
+            "expired_aliased": self.expired_aliased,
         }
 
 
@@ -178,11 +193,14 @@ def collect_garbage(
     """
     expiry = intent_ttl() if intent_expiry is None else intent_expiry
     store = registry.store
+    runs = RunReferences(store)  # run file states are references too
+    due = expiring(registry)  # versions whose TTL has passed (see refstore.snapshots.lifecycle)
+    aliased = [v.qualified_name for v in due.aliased]
     if not yes:
         candidates = _listing(store, COLLECTED)
-        marks = _references(registry, expiry)
+        marks = _references(registry, expiry, runs, skip=due.expired)
         leftovers, temp_files = _trash_leftovers(store), _stale_temp_files(store)
-        return _report(
+        report = _report(
             True,
             candidates,
             marks,
@@ -191,20 +209,22 @@ def collect_garbage(
             temp_files=temp_files,
             quarantined=_listing(store, [QUARANTINE]),
         )
+        return replace(report, expired=[v.qualified_name for v in due.expired], expired_aliased=aliased)
     with _gc_lock(store):
+        expired = delete_each(registry, due.expired, reason=TTL)  # not those aliased meanwhile
         leftovers = _trash_leftovers(store)
         candidates = _listing(store, COLLECTED)
-        marks = _references(registry, expiry)
+        marks = _references(registry, expiry, runs)
         garbage = sorted(set(candidates) - marks.keep)
         _run_all(store.backend.move(store.full(p), store.full(f"{TRASH}/{p}")) for p in garbage)
         _hold_for_tests()
-        keep_now = _references(registry, expiry).keep
+        keep_now = _references(registry, expiry, runs).keep
         restored = _empty_trash(store, sorted({*garbage, *leftovers}), keep_now)
         _delete_all(store, marks.expired)
         temp_files = _stale_temp_files(store)
         _delete_all(store, temp_files)
         gone = set(garbage) - set(restored)
-        return _report(
+        report = _report(
             False,
             candidates,
             marks,
@@ -215,6 +235,7 @@ def collect_garbage(
             temp_files=temp_files,
             quarantined=_listing(store, [QUARANTINE]),
         )
+        return replace(report, expired=[v.qualified_name for v in expired], expired_aliased=aliased)
 
 
 def _report(
@@ -258,7 +279,8 @@ def _report(
 
 @dataclass(frozen=True, slots=True)
 class _Marks:
-    """What gc found referenced: by versions, and by live intents ``(path, created_at, paths)``."""
+    """What gc found referenced: by versions and run file states, and by live intents ``(path, created_at,
+    paths)``."""
 
     versions: set[str]
     intents: list[tuple[str, datetime, list[str]]]
@@ -269,15 +291,22 @@ class _Marks:
         return self.versions.union(*(paths for _, _, paths in self.intents))
 
 
-def _references(registry: Registry, intent_expiry: timedelta) -> _Marks:
-    """Paths that live intents and versions rely on (intents read first), and the expired intents."""
+def _references(
+    registry: Registry, intent_expiry: timedelta, runs: RunReferences, skip: Iterable[ArtifactVersion] = ()
+) -> _Marks:
+    """Paths that live intents, versions and run file states rely on (intents read before versions), and
+    the expired intents. ``skip``: versions not counted (a dry run's expired ones)."""
     intents, expired = _intent_references(registry.store, intent_expiry)
     versions: set[str] = set()
+    skipped = set(skip)
     for name in registry.artifacts():
         for version in registry.versions(name):
+            if version in skipped:
+                continue
             versions.add(manifest_path(version.manifest_digest))
             manifest = _manifest_of(version, registry.store)
             versions.update(blob_path(e.digest) for e in manifest.values() if e.is_copy)
+    versions.update(runs.blobs())
     return _Marks(versions, intents, expired)
 
 

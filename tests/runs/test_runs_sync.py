@@ -27,11 +27,12 @@ def _cli(*args: str, input: str | None = None) -> Result:
 def break_storage(registry_root: str, request: pytest.FixtureRequest) -> Callable[[str], Callable[[], None]]:
     """``break_storage(run_path)`` makes uploads of that run fail for real and returns how to repair it.
 
-    Local registry: the run's ``blobs`` folder becomes a file. S3: the bucket is deleted (then recreated).
+    Local registry: the registry's ``blobs`` folder (where run files keep their bytes) becomes a file. S3:
+    the bucket is deleted (then recreated).
     """
 
     def local(run_path: str) -> Callable[[], None]:
-        blobs = Path(registry_root) / "runs" / run_path / "blobs"
+        blobs = Path(registry_root) / "blobs"
         shutil.rmtree(blobs, ignore_errors=True)
         blobs.parent.mkdir(parents=True, exist_ok=True)
         blobs.write_text("not a folder")
