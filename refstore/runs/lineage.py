@@ -2,7 +2,8 @@
 
 A version names the run that logged it (``created_by`` in its record) and the runs that used it
 (``artifacts/<name>/lineage/``); a run keeps no list of its own. :class:`LineageIndex` reads every version
-of every artifact once and answers both ways; :func:`lineage` walks it from one node to a depth.
+of every artifact once and answers both ways; :func:`lineage` walks it from one node to a depth. Deleted
+versions stay in it (``LineageIndex.deleted`` names them): what a run used or logged is part of its history.
 """
 
 from __future__ import annotations
@@ -55,9 +56,13 @@ class LineageIndex:
         self.users: dict[str, list[str]] = {}
         self.logged: defaultdict[str, list[str]] = defaultdict(list)
         self.used: defaultdict[str, list[str]] = defaultdict(list)
-        for name in registry.artifacts():
-            for version in registry.versions(name):
+        #: The versions that are deleted (``name:vN``).
+        self.deleted: set[str] = set()
+        for name in registry.artifacts(deleted=True):
+            for version in registry.versions(name, deleted=True):
                 key = version.qualified_name
+                if version.deleted:
+                    self.deleted.add(key)
                 if version.created_by:
                     self.created_by[key] = version.created_by
                     self.logged[version.created_by].append(key)

@@ -370,11 +370,11 @@ class Registry:
             for n in numbers
         ]
 
-    def artifacts(self) -> list[str]:
-        """The names of every artifact with at least one version that is not deleted (a folder whose name
-        breaks the naming rules holds none)."""
+    def artifacts(self, *, deleted: bool = False) -> list[str]:
+        """The names of every artifact with at least one version that is not deleted; with ``deleted``,
+        also those whose every version is deleted (a folder whose name breaks the naming rules holds none)."""
         names = [n for n in self.store.list("artifacts") if is_name(n)]
-        return [n for n in names if self._numbers(n)[1]]
+        return [n for n in names if self._numbers(n)[0 if deleted else 1]]
 
     def diff(self, a: str, b: str) -> ManifestDiff:
         """What changed from version ``a`` to version ``b``."""

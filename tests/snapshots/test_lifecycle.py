@@ -10,6 +10,7 @@ import pytest
 
 import refstore
 from refstore.core.records import AliasRecord
+from refstore.runs.lineage import LineageIndex
 from refstore.snapshots import aliases, lifecycle
 
 
@@ -103,7 +104,7 @@ def test_delete_artifact_removes_every_version_and_alias_and_a_new_log_goes_on_n
     _log(registry, tmp_path, "b", aliases=["staging"])
     deleted = registry.delete_artifact("data")
     assert [v.qualified_name for v in deleted] == ["data:v0", "data:v1"]
-    assert registry.artifacts() == []
+    assert registry.artifacts() == [] and registry.artifacts(deleted=True) == ["data"]
     with pytest.raises(refstore.ArtifactNotFoundError):
         registry.versions("data")
     fresh = _log(registry, tmp_path, "a", type="model")  # another type is fine once every version is gone
@@ -209,6 +210,8 @@ def test_a_version_runs_used_stays_in_their_lineage_as_deleted(
         ("data:v0", "deleted")
     ]
     assert used[0].used_by() == [run.path] and used[0].digest == version.digest
+    index = LineageIndex(registry)  # what runs show and the ui read
+    assert index.used[run.path] == ["data:v0"] and index.deleted == {"data:v0"}
 
 
 def test_an_alias_pointed_at_a_version_as_it_is_deleted_is_taken_back(
