@@ -41,6 +41,8 @@ class RunOverview:
     #: Versions the run used (``run.use_artifact``) and logged (``run.log_artifact``): ``name:vN``.
     used: tuple[str, ...] = ()
     logged: tuple[str, ...] = ()
+    #: Those of ``used`` and ``logged`` that are deleted since (they stay in the run's lineage).
+    deleted: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         record = self.record
@@ -52,6 +54,7 @@ class RunOverview:
             "states": {path: [_state_json(s) for s in found] for path, found in self.states.items()},
             "used": list(self.used),
             "logged": list(self.logged),
+            "deleted": list(self.deleted),
             "dir": str(self.dir) if self.dir else None,
         }
 
@@ -68,13 +71,16 @@ class RunOverview:
             ("config", ", ".join(f"{k}={v!r}" for k, v in sorted(record.config.items())) or "-"),
             ("code", _code(record)),
             ("files", f"{len(self.files)} synced, {sum(map(len, self.states.values()))} states"),
-            ("used", ", ".join(self.used) or "-"),
-            ("logged", ", ".join(self.logged) or "-"),
+            ("used", self._versions(self.used)),
+            ("logged", self._versions(self.logged)),
             ("dir", str(self.dir) if self.dir else "- (not on this machine)"),
         ]
         lines = [f"{key:<9}{value}" for key, value in rows]
         files_row = [key for key, _ in rows].index("files")
         return [*lines[: files_row + 1], *self._file_lines(), *lines[files_row + 1 :]]
+
+    def _versions(self, keys: tuple[str, ...]) -> str:
+        return ", ".join(k + (" (deleted)" if k in self.deleted else "") for k in keys) or "-"
 
     def _file_lines(self) -> list[str]:
         """Each file, then one line per synced state: number, size, when, policy."""
@@ -98,7 +104,8 @@ def overview(registry: Registry, run_path: str, area: Path) -> RunOverview:
         histories = dict(zip(names, pool.map(lambda n: tuple(files.history(n)), names), strict=True))
     index = LineageIndex(registry)
     used, logged = tuple(index.used.get(run_path, ())), tuple(index.logged.get(run_path, ()))
-    return RunOverview(record, state, names, run_dir, histories, used, logged)
+    deleted = tuple(k for k in (*used, *logged) if k in index.deleted)
+    return RunOverview(record, state, names, run_dir, histories, used, logged, deleted)
 
 
 def run_json(record: RunRecord, state: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,32 @@ def test_log_edit_show_and_ls_with_metadata_and_tags(root: str, tmp_path: Path) 
 def test_lifecycle_commands_have_help(command: str) -> None:
     result = CliRunner().invoke(main, [command, "--help"])
     assert result.exit_code == 0 and "--json" in result.output and "--root" in result.output
+
+
+def test_gc_reports_and_deletes_versions_whose_ttl_passed(tmp_path: Path) -> None:
+    root = str(tmp_path / "registry")
+    registry = refstore.Registry(root)
+    for i, ttl in enumerate([timedelta(0), timedelta(0), None]):
+        (tmp_path / "f.txt").write_text(str(i))
+        artifact = refstore.Artifact("ds", ttl=ttl)
+        artifact.add_file(tmp_path / "f.txt")
+        registry.log(artifact, aliases=["prod"] if i == 1 else ())
+    dry = _ok(root, "gc")
+    assert "would delete  ds:v0  (its TTL has passed)" in dry
+    assert "kept  ds:v1  (its TTL has passed, but aliases point at it)" in dry
+    assert [v.version for v in registry.versions("ds")] == [0, 1, 2]
+    assert "deleted  ds:v0  (its TTL has passed)" in _ok(root, "gc", "-y")
+    assert [v.version for v in registry.versions("ds")] == [1, 2]
+
+
+def test_runs_show_lists_a_used_version_that_was_deleted_as_deleted(tmp_path: Path) -> None:
+    root = str(tmp_path / "registry")
+    _log_versions(root, tmp_path, 2)
+    with refstore.init(project="p", dir=tmp_path / "runs", registry=root) as run:
+        run.use_artifact("ds:v0")
+        run.use_artifact("ds:v1")
+    _ok(root, "rm", "ds:v0", "-y")
+    lines = _ok(root, "runs", "show", run.path).splitlines()
+    assert "used     ds:v0 (deleted), ds:v1" in lines
+    shown = json.loads(_ok(root, "runs", "show", run.path, "--json"))
+    assert (shown["used"], shown["deleted"]) == (["ds:v0", "ds:v1"], ["ds:v0"])
