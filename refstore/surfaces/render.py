@@ -197,7 +197,11 @@ def _branch(node: Mapping[str, Any], indent: str) -> list[str]:
 def gc_lines(report: GCReport) -> list[str]:
     """One line per object gc deleted (or would delete), then what it came to."""
     verb = "would delete" if report.dry_run else "deleted"
-    lines = [f"{verb}  {printable(p)}" for p in [*report.manifests, *report.blobs]]
+    lines = [f"{verb}  {printable(v)}  (its TTL has passed)" for v in report.expired]
+    lines += [
+        f"kept  {printable(v)}  (its TTL has passed, but aliases point at it)" for v in report.expired_aliased
+    ]
+    lines += [f"{verb}  {printable(p)}" for p in [*report.manifests, *report.blobs]]
     lines += [f"restored  {printable(p)}  (a concurrent log needs it)" for p in report.restored]
     for log in report.in_flight:
         until, started = (
