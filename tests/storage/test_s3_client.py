@@ -20,6 +20,12 @@ from refstore.storage.locations import clear_backends, resolve
 both_servers = pytest.mark.parametrize("s3_endpoint", ["moto", "rgw"], indirect=True)
 
 
+@pytest.fixture(autouse=True)
+def _default_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default choice, whatever the shell (or the suite's s3fs pass) set."""
+    monkeypatch.delenv("REFSTORE_S3_CLIENT", raising=False)
+
+
 def _backend(url: str, **options: Any) -> S3Backend:
     clear_backends()
     backend = resolve(url, options).backend
