@@ -73,7 +73,7 @@ def _one_line_naming(result: Any, name: str) -> None:
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
-@pytest.mark.parametrize("record", ["versions/0.json", "aliases/prod.json"])
+@pytest.mark.parametrize("record", ["versions/0.json", "aliases/prod/0.json"])
 def test_a_damaged_version_or_alias_record_is_an_integrity_error(
     registry: refstore.Registry, tmp_path: Path, payload: str, record: str
 ) -> None:
