@@ -14,13 +14,13 @@ normalized ETag only, so a 412 on a pinned GET is retried once without ``If-Matc
 ETag is compared instead: one request in the common case, two when the server's ETags are weak or the
 object changed.
 
-Waits are bounded by stalls, never by total time: a request fails when no byte arrives for the stall
-timeout (``REFSTORE_HTTP_STALL_TIMEOUT`` seconds, or ``storage_options={"stall_timeout": ...}``; 60 by
-default), so a slow but steady server is downloaded however long it takes (aiohttp's session default of 300
-s in total cut those off). A fetch that stalls or breaks off is tried again, :data:`FETCH_ATTEMPTS` times in
-all with backoff: it resumes with ``Range: bytes=<received>-`` pinned by ``If-Match`` and ``If-Range`` on
-the ETag where there is one (the server then sends the rest of the same bytes, or the whole object again,
-which starts the file over), else it starts over; what still fails is
+Waits are bounded by stalls, never by total time: a request fails when no byte arrives for the stall timeout
+(``REFSTORE_HTTP_STALL_TIMEOUT`` seconds, or ``storage_options={"stall_timeout": ...}``; 60 by default), so a
+slow but steady server is downloaded however long it takes (aiohttp's session default of 300 s in total cut
+those off). A fetch that stalls, breaks off or is answered "try again" (HTTP 429, 500, 502, 503, 504) is tried
+again, :data:`FETCH_ATTEMPTS` times in all with backoff: it resumes with ``Range: bytes=<received>-`` pinned
+by ``If-Match`` and ``If-Range`` on the ETag where there is one (the server then sends the rest of the same
+bytes, or the whole object again, which starts the file over), else it starts over; what still fails is
 :class:`~refstore.StorageUnavailableError` naming the URL. Range reads of ``open`` are retried the same way.
 
 HTTP has no listing: :meth:`HTTPBackend.list_prefix` raises :class:`~refstore.InvalidURLError` rather
@@ -330,11 +330,23 @@ class _CutShort(Exception):
 
 
 #: What a request that stalled or broke off raises: tried again (a refused connection included).
+class _ServerBusy(OSError):
+    """An answer that says "try again" (HTTP 429, 500, 502, 503, 504): retried with backoff like a stall."""
+
+    def __init__(self, url: str, answer: str) -> None:
+        super().__init__(f"{url}: {answer}")
+        self.answer = answer
+
+
+#: Statuses a server gives for a failure that passes (overload, a restart behind a proxy).
+_BUSY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
 _TRANSIENT: tuple[type[BaseException], ...] = (
     aiohttp.ClientPayloadError,
     aiohttp.ClientConnectionError,
     TimeoutError,
     _CutShort,
+    _ServerBusy,
 )
 
 
@@ -377,6 +389,8 @@ def _what_failed(exc: BaseException, stall: float) -> str:
         return f"no byte for {stall:g} s (stalled; set {STALL_TIMEOUT_VARIABLE} to wait longer)"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return f"no connection ({short_reason(exc)})"
+    if isinstance(exc, _ServerBusy):
+        return f"the server answered {exc.answer}"
     return f"the response broke off ({short_reason(exc)})"
 
 
@@ -408,6 +422,8 @@ def _raise_for_status(url: str, response: Any) -> None:
     answer = f"HTTP {response.status} {response.reason or ''}".rstrip()
     if response.status in (401, 403):
         raise StorageAccessError(f"{url}: access refused ({answer}); {_CREDENTIALS}")
+    if response.status in _BUSY_STATUSES:
+        raise _ServerBusy(url, answer)
     raise OSError(f"{url}: {answer}")
 
 

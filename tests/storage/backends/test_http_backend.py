@@ -24,7 +24,7 @@ import fsspec.asyn
 import pytest
 from aiohttp import web
 
-from refstore.core.exceptions import InvalidURLError, ObjectChangedError
+from refstore.core.exceptions import InvalidURLError, ObjectChangedError, StorageUnavailableError
 from refstore.storage.backends import ObjectMeta, backend_class
 from refstore.storage.backends.http import HTTPBackend
 
@@ -38,6 +38,8 @@ class Dynamic:
     data: bytes
     etag: str | None  # the header value, quotes and W/ included
     honour_if_match: bool = True
+    #: GETs answered 503 Service Unavailable before the object is served (HEADs are always answered).
+    busy: int = 0
 
 
 @dataclass
@@ -73,6 +75,9 @@ def _dynamic_handler(server: Server) -> Callable[[web.Request], Awaitable[web.St
         obj = server.dynamic.get(name)
         if obj is None:
             raise web.HTTPNotFound()
+        if obj.busy and request.method == "GET":
+            obj.busy -= 1
+            raise web.HTTPServiceUnavailable()
         headers = {"Accept-Ranges": "bytes"}
         if obj.etag:
             headers["ETag"] = obj.etag
@@ -350,3 +355,30 @@ def test_http_is_read_only(backend: HTTPBackend, server: Server, tmp_path: Path)
     with pytest.raises(InvalidURLError, match="read-only"):
         run(backend.upload, tmp_path / "f", url)
     assert not (server.root / "registry").exists()
+
+
+def test_fetch_retries_a_server_that_answers_try_again(
+    backend: HTTPBackend, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("refstore.storage.backends._base.FETCH_BACKOFF", 0.01)
+    server.dynamic["busy.bin"] = Dynamic(b"busy bytes", '"b1"')
+    pin = _pin(backend, server.url("dyn/busy.bin"))
+    server.dynamic["busy.bin"].busy = 2
+    mark = len(server.log)
+    run(backend.fetch, pin, tmp_path / "busy.bin")
+    assert (tmp_path / "busy.bin").read_bytes() == b"busy bytes"
+    assert [m for m, _, _ in server.requests_since(mark)] == ["GET", "GET", "GET"]
+
+
+def test_fetch_gives_up_on_a_server_that_keeps_answering_try_again(
+    backend: HTTPBackend, server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("refstore.storage.backends._base.FETCH_BACKOFF", 0.01)
+    server.dynamic["down.bin"] = Dynamic(b"never", '"d1"')
+    pin = _pin(backend, server.url("dyn/down.bin"))
+    server.dynamic["down.bin"].busy = 1000
+    with pytest.raises(StorageUnavailableError) as caught:
+        run(backend.fetch, pin, tmp_path / "down.bin")
+    message = str(caught.value)
+    assert message.startswith(server.url("dyn/down.bin")) and "HTTP 503" in message and "\n" not in message
+    assert not (tmp_path / "down.bin").exists()
