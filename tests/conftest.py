@@ -28,6 +28,7 @@ Raw clients for writing test objects (function-scoped, fresh instance and listin
 ``s3_fs`` (s3fs, ``version_aware=True``), ``gcs_fs`` (gcsfs, ``version_aware=True``: pinned reads are
 ``bucket/key#<generation>``), ``azure_fs`` (adlfs). Fresh names per test: ``s3_bucket`` (versioned),
 ``s3_unversioned_bucket``, ``gcs_bucket`` (versioned), ``gcs_unversioned_bucket``, ``azure_container``.
+``local_or_s3_registry``: a fresh ``Registry`` on local disk, then one in a moto bucket.
 
 Environment. ``cloud_env`` (autouse, session) points refstore's default credential chains at the
 servers, lazily: at session start it sets AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY=testing,
@@ -235,6 +236,16 @@ def s3_bucket(s3_fs: Any) -> str:
 @pytest.fixture
 def s3_unversioned_bucket(s3_fs: Any) -> str:
     return _make_s3_bucket(s3_fs, versioned=False)
+
+
+@pytest.fixture(params=["local", "s3"])
+def local_or_s3_registry(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A fresh registry on local disk, and one in a moto (S3) bucket (registry features run on both)."""
+    import refstore
+
+    if request.param == "local":
+        return refstore.Registry(tmp_path / "registry")
+    return refstore.Registry(f"s3://{request.getfixturevalue('s3_bucket')}/registry")
 
 
 # -- GCS ------------------------------------------------------------------------------------------------
