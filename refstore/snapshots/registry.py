@@ -102,6 +102,7 @@ class Registry:
         """
         aliases = [check_alias(a) for a in aliases]
         check_depth(artifact.metadata, f"{artifact.name}: metadata", MAX_DEPTH - 1)  # inside its record
+        edits.Change(tags=list(artifact.tags), ttl=artifact.ttl).check(artifact.name)  # before any write
         for attempt in range(_LOG_ATTEMPTS):
             record, created = self._log_once(artifact, created_by)
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,15 @@ def test_log_time_values_are_in_the_version_record(registry: refstore.Registry, 
     plain = json.loads(registry.store.read_created("artifacts/plain/versions/0.json"))
     assert tagged["tags"] == ["raw"]
     assert "tags" not in plain and "ttl_seconds" not in plain  # records without them read as before
+
+
+def test_log_refuses_bad_tags_or_ttl_before_writing(tmp_path: Path) -> None:
+    registry = refstore.Registry(tmp_path / "registry")
+    with pytest.raises(refstore.InvalidNameError, match="tag"):
+        refstore.Artifact("mnist", tags=["has space"])
+    artifact = refstore.Artifact("mnist", ttl=timedelta(seconds=-1))
+    (tmp_path / "a.txt").write_text("a")
+    artifact.add_file(tmp_path / "a.txt")
+    with pytest.raises(ValueError, match="ttl"):
+        registry.log(artifact)
+    assert not (tmp_path / "registry").exists()
