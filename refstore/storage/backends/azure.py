@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, ClassVar, cast
@@ -42,6 +42,7 @@ from ...core.exceptions import (
     TooManyObjectsError,
 )
 from ...core.meta import ObjectMeta
+from ..listing import Page, list_in_parallel
 from ._base import (
     CHUNK_SIZE,
     Backend,
@@ -55,6 +56,9 @@ from ._base import (
 )
 
 __all__ = ["AzureBackend"]
+
+#: Blobs per listing page; ``None`` leaves the service's own default (5,000).
+LIST_PAGE_SIZE: int | None = None
 
 #: Environment variables adlfs does not read by itself, mapped to the option they mean. These are the
 #: Azure CLI's names (``az storage ... `` reads ``AZURE_STORAGE_ACCOUNT`` / ``AZURE_STORAGE_KEY``).
@@ -178,6 +182,9 @@ class AzureBackend(Backend):
         return self._meta(f"{container}/{key}", props)
 
     async def list_prefix(self, path: str, *, max_objects: int) -> list[ObjectMeta]:
+        """Blobs under ``path``, listed by several requests at once where the prefix is large
+        (:mod:`refstore.storage.listing`). One List Blobs request per page of up to 5000 blobs; the
+        properties come with the listing, so there is no request per blob."""
         from azure.core.exceptions import ResourceNotFoundError
 
         container, key = self._split(path)
@@ -185,33 +192,20 @@ class AzureBackend(Backend):
             raise InvalidURLError(
                 f"{self.url(path)}: name a container to list (listing an account is not supported)"
             )
-        prefix = key.rstrip("/") + "/" if key else None
-        client = self.fs.service_client.get_container_client(container)
-        found: list[ObjectMeta] = []
-        count = 0
-        try:
-            # One List Blobs request per page of up to 5000 blobs; the properties come with the listing,
-            # so there is no request per blob. Not recursive-by-delimiter: a flat listing is recursive.
-            pages = client.list_blobs(name_starts_with=prefix, include=["metadata"]).by_page()
-            async for page in pages:
-                async for props in page:
-                    if _is_folder_marker(props):
-                        continue
-                    count += 1
-                    if count <= max_objects:
-                        found.append(self._meta(f"{container}/{props['name']}", props))
-                if count > max_objects:
-                    # Stop at the end of the page that crossed the limit: the error gives a lower bound
-                    # rather than listing a huge prefix to the end just to count it.
-                    break
-        except ResourceNotFoundError:
-            raise ObjectNotFoundError(f"{self.url(path)}: no such container {container!r}") from None
-        if count > max_objects:
-            raise TooManyObjectsError(
+        prefix = key.rstrip("/") + "/" if key else ""
+
+        def too_many(count: int) -> TooManyObjectsError:
+            # A listing stops at the end of the page that crossed the limit: the count is a lower bound.
+            return TooManyObjectsError(
                 f"{self.url(path)}: at least {count} objects under this prefix, more than "
                 f"max_objects={max_objects}; raise max_objects or reference a narrower prefix"
             )
-        return found
+
+        source = _AzurePages(self, container)
+        try:
+            return await list_in_parallel(source, prefix, max_objects=max_objects, too_many=too_many)
+        except ResourceNotFoundError:
+            raise ObjectNotFoundError(f"{self.url(path)}: no such container {container!r}") from None
 
     # -- reading pinned bytes ---------------------------------------------------------------------------
 
@@ -337,6 +331,40 @@ class AzureBackend(Backend):
         # A Put Blob (or, past 64 MiB, a block-list commit) replaces the blob atomically.
         await self._blob_client(path).upload_blob(data, overwrite=True)
         self.fs.invalidate_cache(self.fs._parent(path))
+
+
+class _AzurePages:
+    """List Blobs pages of one container (a :class:`~refstore.storage.listing.PageSource`). A listing
+    cannot start at a key here (``start_after`` is not used: the keys before it come too)."""
+
+    def __init__(self, backend: AzureBackend, container: str) -> None:
+        self.backend = backend
+        self.container = container
+
+    async def pages(
+        self, prefix: str, *, delimiter: bool = False, start_after: str | None = None
+    ) -> AsyncGenerator[Page, None]:
+        from azure.storage.blob.aio import BlobPrefix
+
+        client = self.backend.fs.service_client.get_container_client(self.container)
+        options: dict[str, Any] = {"name_starts_with": prefix or None, "include": ["metadata"]}
+        if LIST_PAGE_SIZE is not None:
+            options["results_per_page"] = LIST_PAGE_SIZE
+        listed = client.walk_blobs(delimiter="/", **options) if delimiter else client.list_blobs(**options)
+        pager = listed.by_page()
+        async for page in pager:
+            entries: list[tuple[str, ObjectMeta]] = []
+            prefixes: list[str] = []
+            last = None
+            async for item in page:
+                name = item.name
+                if isinstance(item, BlobPrefix):
+                    prefixes.append(name)
+                    continue
+                last = name
+                if not _is_folder_marker(item):
+                    entries.append((name, self.backend._meta(f"{self.container}/{name}", item)))
+            yield Page(entries, last, pager.continuation_token is not None, prefixes)
 
 
 class _PinnedBlobFile(AbstractBufferedFile):  # type: ignore[misc]

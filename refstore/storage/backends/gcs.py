@@ -24,7 +24,7 @@ import contextlib
 import hashlib
 import os
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -43,6 +43,7 @@ from ...core.exceptions import (
     TooManyObjectsError,
 )
 from ...core.meta import ObjectMeta
+from ..listing import Page, list_in_parallel
 from ._base import (
     CHUNK_SIZE,
     Backend,
@@ -59,7 +60,8 @@ __all__ = ["GCSBackend"]
 
 _EMULATOR_VAR = "STORAGE_EMULATOR_HOST"
 _ZB_HNS_VAR = "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"
-_LIST_PAGE_SIZE = 1000  # the most objects.list returns per page
+#: Objects per listing page: the most ``objects.list`` returns.
+LIST_PAGE_SIZE = 1000
 #: For streamed reads: no total deadline (aiohttp's default 300 s would cut big downloads), but a stall
 #: between two reads of the body, or a slow connect, still fails (and is retried).
 _STREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=300)
@@ -292,36 +294,20 @@ class GCSBackend(Backend):
         return self._meta(bucket, resource)
 
     async def list_prefix(self, path: str, *, max_objects: int) -> list[ObjectMeta]:
+        """Live objects under ``path``, listed by several requests at once where the prefix is large
+        (:mod:`refstore.storage.listing`)."""
         bucket, key = _split(self.path(path) if "://" in path else path)
-        prefix = key.rstrip("/") + "/" if key.strip("/") else None
-        where = self.url(f"{bucket}/{prefix or ''}")
-        out: list[ObjectMeta] = []
-        token: str | None = None
-        while True:
-            page = await self.fs._call(
-                "GET",
-                "b/{}/o",
-                bucket,
-                json_out=True,
-                prefix=prefix,
-                maxResults=_LIST_PAGE_SIZE,
-                pageToken=token,
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+        where = self.url(f"{bucket}/{prefix}")
+
+        def too_many(count: int) -> TooManyObjectsError:
+            return TooManyObjectsError(
+                f"{where}: more than max_objects={max_objects} objects "
+                f"(stopped listing at {count}); pass a larger max_objects or a narrower prefix"
             )
-            for item in page.get("items", []):
-                name = item["name"]
-                if prefix and not name.startswith(prefix):  # never trust a server with the boundary
-                    continue
-                if name.endswith("/") and int(item.get("size", 0)) == 0:
-                    continue  # a folder marker
-                out.append(self._meta(bucket, item))
-                if len(out) > max_objects:
-                    raise TooManyObjectsError(
-                        f"{where}: more than max_objects={max_objects} objects "
-                        f"(stopped listing at {len(out)}); pass a larger max_objects or a narrower prefix"
-                    )
-            token = page.get("nextPageToken")
-            if not token:
-                return out
+
+        source = _GCSPages(self, bucket)
+        return await list_in_parallel(source, prefix, max_objects=max_objects, too_many=too_many)
 
     # -- reading pinned bytes ---------------------------------------------------------------------------
 
@@ -422,6 +408,45 @@ class GCSBackend(Backend):
             await self.fs._pipe_file(path, data, mode="create")
         except FileExistsError:
             raise FileExistsError(f"{self.url(path)} already exists") from None
+
+
+class _GCSPages:
+    """``objects.list`` pages of one bucket (a :class:`~refstore.storage.listing.PageSource`); GCS starts
+    a listing at a key itself (``startOffset``, inclusive)."""
+
+    def __init__(self, backend: GCSBackend, bucket: str) -> None:
+        self.backend = backend
+        self.bucket = bucket
+
+    async def pages(
+        self, prefix: str, *, delimiter: bool = False, start_after: str | None = None
+    ) -> AsyncGenerator[Page, None]:
+        token: str | None = None
+        while True:
+            page = await self.backend.fs._call(
+                "GET",
+                "b/{}/o",
+                self.bucket,
+                json_out=True,
+                prefix=prefix or None,
+                delimiter="/" if delimiter else None,
+                startOffset=start_after,
+                maxResults=LIST_PAGE_SIZE,
+                pageToken=token,
+            )
+            items = page.get("items", [])
+            entries = [
+                (item["name"], self.backend._meta(self.bucket, item))
+                for item in items
+                # never trust a server with the boundary; folder markers are not data
+                if item["name"].startswith(prefix)
+                and not (item["name"].endswith("/") and int(item.get("size", 0)) == 0)
+            ]
+            token = page.get("nextPageToken")
+            last = items[-1]["name"] if items else None
+            yield Page(entries, last, bool(token), [str(p) for p in page.get("prefixes", [])])
+            if not token:
+                return
 
 
 class _PinnedGCSFile(AbstractBufferedFile):  # type: ignore[misc]

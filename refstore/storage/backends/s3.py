@@ -489,8 +489,12 @@ class S3Backend(Backend):
         return found[::-1]
 
     async def read_version(self, path: str, version_id: str) -> bytes:
+        return await self._read(path, VersionId=version_id)
+
+    async def _read(self, path: str, **options: Any) -> bytes:
+        """The whole body of one GetObject of ``path``."""
         bucket, key = _split(path)
-        answer = await self._call("get_object", self.url(path), Bucket=bucket, Key=key, VersionId=version_id)
+        answer = await self._call("get_object", self.url(path), Bucket=bucket, Key=key, **options)
         body = answer["Body"]
         try:
             data: bytes = await body.read()
