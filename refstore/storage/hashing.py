@@ -74,7 +74,7 @@ def stat_and_hash(path: str) -> FileHash:
     """Size, mtime and digest of one file, read once through a single file descriptor."""
     fd = os.open(path, _FLAGS)
     try:
-        return _hash_open(fd, path)
+        return _hash_open(fd, path)[0]
     finally:
         os.close(fd)
 
@@ -87,9 +87,9 @@ _READS = 4
 _RECENT_NS = 1_000_000_000
 
 
-def _hash_open(fd: int, path: str) -> FileHash:
-    """:func:`hash_open_checked` without the final stat."""
-    return hash_open_checked(fd, path)[0]
+def _hash_open(fd: int, path: str) -> tuple[FileHash, os.stat_result]:
+    """:func:`hash_open_checked`: the one call every file hashed for a listing or a copy goes through."""
+    return hash_open_checked(fd, path)
 
 
 def hash_open_checked(fd: int, path: str) -> tuple[FileHash, os.stat_result]:
@@ -196,6 +196,9 @@ class Hashed(NamedTuple):
     sizes: list[int]
     mtimes_ns: list[int]
     digests: list[str]
+    #: ``(ctime_ns, inode, device)`` of each file whose mtime and ctime were more than
+    #: :data:`_RECENT_NS` older than its read (settled: see :mod:`refstore.storage.stat_cache`), else None.
+    settled: list[tuple[int, int, int] | None]
 
 
 def hash_batch(paths: Sequence[str]) -> Hashed:
@@ -203,20 +206,24 @@ def hash_batch(paths: Sequence[str]) -> Hashed:
     sizes: list[int] = []
     mtimes: list[int] = []
     digests: list[str] = []
+    settled: list[tuple[int, int, int] | None] = []
     opener = _Opener()
+    before = time.time_ns() - _RECENT_NS  # taken before any file of the batch is read: conservative
     try:
         for path in paths:
             fd = opener.open(path)
             try:
-                size, mtime, digest = _hash_open(fd, path)
+                (size, mtime, digest), state = _hash_open(fd, path)
             finally:
                 os.close(fd)
             sizes.append(size)
             mtimes.append(mtime)
             digests.append(digest)
+            old = state.st_mtime_ns < before and state.st_ctime_ns < before
+            settled.append((state.st_ctime_ns, state.st_ino, state.st_dev) if old else None)
     finally:
         opener.close()
-    return Hashed(sizes, mtimes, digests)
+    return Hashed(sizes, mtimes, digests, settled)
 
 
 class _Opener:

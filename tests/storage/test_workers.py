@@ -21,6 +21,13 @@ from refstore.storage.workers import ProcessExecutor
 N_FILES = PROCESS_MIN_FILES + 1000
 
 
+@pytest.fixture(autouse=True)
+def _every_reference_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about hashing: a tree referenced again is hashed again, not taken from the stat
+    cache (issue 16), so that the second reference goes to the workers too."""
+    monkeypatch.setenv("REFSTORE_STAT_CACHE", "0")
+
+
 def _tree(root: Path, count: int) -> Path:
     for i in range(count):
         folder = root / f"d{i // 700:02d}" / ("deep" if i % 3 else "")

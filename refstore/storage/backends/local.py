@@ -33,6 +33,7 @@ from ...core.exceptions import (
 from ...core.meta import ObjectMeta, new_meta
 from ..hashing import (
     ALGORITHM,
+    Hashed,
     copy_checked,
     hash_bytes,
     hash_open_checked,
@@ -40,6 +41,8 @@ from ..hashing import (
     same_state,
     stat_and_hash,
 )
+from ..stat_cache import FileState, StatCache, state_of
+from ..stat_cache import enabled as stat_cache_enabled
 from ._base import CHUNK_SIZE, Backend, BodyFile, ProgressHook, RecordsHook, changed, is_unchecked
 
 if TYPE_CHECKING:
@@ -135,18 +138,27 @@ class LocalBackend(Backend):
     ) -> list[ObjectMeta]:
         found: list[ObjectMeta] = []
         walk = _walk_files(path, max_objects, self.url(path), exclude)
+        cache = StatCache.load(path) if stat_cache_enabled() else None
+        cut = len(_prefix(path))
+        settled: list[tuple[str, str, FileState]] = []
         try:
-            for names, done in hash_stream(walk, executor=executor, progress=progress, stop=stop):
-                # records made while hashing goes on
-                facts = zip(names, done.sizes, done.digests, strict=True)
-                batch = [new_meta(f"file://{f}", size, digest) for f, size, digest in facts]
-                found += batch
-                if on_records is not None:
-                    on_records(batch)
+            if cache is not None and cache.states:
+                found, settled = _list_known(walk, cut, cache, executor, progress, stop)
+            else:
+                for names, done in hash_stream(walk, executor=executor, progress=progress, stop=stop):
+                    # records made while hashing goes on
+                    facts = zip(names, done.sizes, done.digests, strict=True)
+                    batch = [new_meta(f"file://{f}", size, digest) for f, size, digest in facts]
+                    found += batch
+                    settled += _settled(names, done, cut)
+                    if on_records is not None:
+                        on_records(batch)
         except OSError as exc:  # a file the walk found cannot be read: a dangling link, a loop, EACCES
             if isinstance(exc, RefstoreError):
                 raise
             raise read_error(exc.filename or path, exc) from exc
+        if cache is not None:
+            cache.save(settled)
         return found
 
     async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
@@ -277,6 +289,76 @@ def _walk_files(
                 "raise max_objects or reference a narrower folder"
             )
         yield from files
+
+
+def _list_known(
+    walk: Iterator[tuple[str, int]],
+    cut: int,
+    cache: StatCache,
+    executor: Executor | None,
+    progress: ProgressHook | None,
+    stop: threading.Event,
+) -> tuple[list[ObjectMeta], list[tuple[str, str, FileState]]]:
+    """The records of the walked files, those whose stat the cache recorded (:mod:`~refstore.storage.
+    stat_cache`) with their recorded digest and no read, the others hashed; and the settled states."""
+    paths = [p for p, _ in walk]
+    sizes, digests = [0] * len(paths), [""] * len(paths)
+    settled: list[tuple[str, str, FileState]] = []
+    misses: list[int] = []
+    for i, (path, now) in enumerate(zip(paths, _stats(paths), strict=True)):
+        digest = cache.digest(path[cut:], path, now) if now is not None else None
+        if digest is None or now is None:
+            misses.append(i)
+            continue
+        sizes[i], digests[i] = now.st_size, digest
+        settled.append((path[cut:], path, state_of(now, digest)))
+    if progress is not None and len(misses) < len(paths):
+        progress(len(paths) - len(misses))
+    order = iter(misses)
+    for names, done in hash_stream(
+        ((paths[i], 0) for i in misses), executor=executor, progress=progress, stop=stop
+    ):
+        for size, digest in zip(done.sizes, done.digests, strict=True):
+            i = next(order)
+            sizes[i], digests[i] = size, digest
+        settled += _settled(names, done, cut)
+    found = [new_meta(f"file://{p}", size, d) for p, size, d in zip(paths, sizes, digests, strict=True)]
+    return found, settled
+
+
+def _settled(names: list[str], done: Hashed, cut: int) -> list[tuple[str, str, FileState]]:
+    """``(relative path, path, state)`` of the hashed files that were settled when read."""
+    rows = zip(names, done.sizes, done.mtimes_ns, done.digests, done.settled, strict=True)
+    return [
+        (name[cut:], name, (size, mtime, known[0], known[1], known[2], digest))
+        for name, size, mtime, digest, known in rows
+        if known is not None
+    ]
+
+
+def _stats(paths: list[str]) -> Iterator[os.stat_result | None]:
+    """``os.stat`` of each path (links followed), each looked up in its open folder (paths of a folder
+    come in a row); ``None`` for one that cannot be stat'ed (hashing it then says why)."""
+    folder, fd = "", -1
+    try:
+        for path in paths:
+            cut = path.rfind("/")
+            try:
+                if path[:cut] != folder:
+                    if fd >= 0:
+                        os.close(fd)
+                        fd = -1
+                    folder = path[:cut]
+                    fd = os.open(folder or "/", _FOLDER_FLAGS)
+                yield os.stat(path[cut + 1 :], dir_fd=fd)
+            except OSError:
+                yield None
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
+_FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 
 
 def _prefix(folder: str) -> str:
@@ -457,9 +539,12 @@ class LocalBatchedWrites:
         return _temp_name(os.path.join(folder, "staged"))
 
     def put_staged(self, staged: str, path: str) -> bool:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
         try:
-            os.link(staged, path)
+            try:
+                os.link(staged, path)
+            except FileNotFoundError:  # the folder is new (the staged file is there: the caller made it)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                os.link(staged, path)
         except FileExistsError:
             return False
         except OSError as exc:  # a file system without hard links
