@@ -87,6 +87,7 @@ class Artifact:
         storage_options: Mapping[str, Any] | None = None,
         executor: Executor | None = None,
         exclude: Iterable[str] | str | None = None,
+        inventory: str | None = None,
     ) -> list[ManifestEntry]:
         """Record the objects at ``uri`` (one object, or every object under a prefix) without copying them.
 
@@ -96,9 +97,15 @@ class Artifact:
         Under a prefix or folder, files matched by an ``exclude`` glob (matched against logical paths) and
         refstore's own folders (the registry, the download cache, the run area) are left out, as
         :mod:`refstore.storage.exclusion` says.
+
+        ``inventory`` (``s3://`` URL of an S3 Inventory report's ``manifest.json``, CSV, Parquet or ORC)
+        lists an S3 prefix from the report instead of the bucket: no listing request, the objects as they
+        were when the report was made (see the README's "Speed and scale").
         """
         location = resolve(uri, storage_options)
         exclusion = exclusion_for(location.url, exclude, name)
+        if inventory is not None:
+            return self._add_from_inventory(location, inventory, name, checksum, max_objects, exclusion)
         hashing = not location.backend.lists_metadata
         entries: list[ManifestEntry] = []
 
@@ -120,6 +127,36 @@ class Artifact:
             # records the backend returned only at the end
             entries += self._entries_for(location, objects[len(entries) :], is_folder, name, checksum)
             return self._add(entries)
+
+    def _add_from_inventory(
+        self,
+        location: Location,
+        inventory: str,
+        name: str | None,
+        checksum: bool,
+        max_objects: int,
+        exclusion: Exclusion,
+    ) -> list[ManifestEntry]:
+        report = resolve(inventory)
+        if report.backend.protocols != location.backend.protocols:
+            raise InvalidURLError(
+                f"{inventory}: inventory reports are read for S3 references only, from S3 "
+                f"(not for {location.url})"
+            )
+        backend = location.backend
+        listed = run_sync(
+            backend.inventory_listing, location.path, backend.path(report.url), max_objects=max_objects
+        )
+        single = [m for m in listed if m.url == location.url]
+        is_folder = location.is_folder or not single  # an object at the URL itself is taken alone
+        objects = (
+            exclusion.keep([m for m in listed if m.url != location.url], location.url)
+            if is_folder
+            else single
+        )
+        if not objects:
+            raise _nothing_found(location, "no objects under this prefix in the inventory", None)
+        return self._add(self._entries_for(location, objects, is_folder, name, checksum))
 
     def _entries_for(
         self, location: Location, objects: list[ObjectMeta], is_folder: bool, name: str | None, checksum: bool
@@ -169,7 +206,9 @@ class Artifact:
         says what is taken and what is an error): files matched by an ``exclude`` glob and refstore's own
         folders are left out; a folder that cannot be read, a dangling link or a loop of links raises, naming
         it; a folder with no file to take raises :class:`ObjectNotFoundError`, as for :meth:`add_reference`.
-        Each file's size and digest come from one read."""
+        Each file's size and digest come from one read, or, for a file whose stat has not changed since
+        this folder was last listed on this machine, from that read (:mod:`refstore.storage.stat_cache`;
+        the bytes stored at log time are checked against the digest either way)."""
         root = Path(local_path).expanduser()
         if not root.is_dir():
             raise ObjectNotFoundError(f"{root}: no such directory")

@@ -27,7 +27,13 @@ from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol
 import xxhash
 from fsspec import AbstractFileSystem
 
-from ...core.exceptions import ObjectChangedError, RefstoreError, StorageAccessError, StorageUnavailableError
+from ...core.exceptions import (
+    InvalidURLError,
+    ObjectChangedError,
+    RefstoreError,
+    StorageAccessError,
+    StorageUnavailableError,
+)
 from ...core.meta import KeyVersion, ObjectMeta
 from ..hashing import copy_checked
 
@@ -252,6 +258,12 @@ class Backend(abc.ABC):
         ``exclude`` leaves out (filtered here once listed; a walk skips them as it goes)."""
         found = await self.list_prefix(path, max_objects=max_objects)
         return found if exclude is None else exclude.keep(found, self.url(path))
+
+    async def inventory_listing(self, path: str, inventory: str, *, max_objects: int) -> list[ObjectMeta]:
+        """The objects under the folder ``path``, and the object at ``path`` itself if there is one, as an
+        inventory report at ``inventory`` (a path of this backend) lists them, instead of a listing. Only
+        S3 reads inventories."""
+        raise InvalidURLError(f"{self.url(path)}: inventory reports are read for S3 references only")
 
     # -- reading pinned bytes ---------------------------------------------------------------------------
 

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import csv
 import errno
+import gzip
 import hashlib
+import io
+import json
+import operator
 import os
 import re
-from collections.abc import AsyncGenerator, Mapping
+import urllib.parse
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
@@ -27,6 +33,9 @@ from fsspec.asyn import sync
 from fsspec.spec import AbstractBufferedFile
 
 from ...core.exceptions import (
+    IntegrityError,
+    InvalidURLError,
+    ManifestError,
     ObjectChangedError,
     ObjectNotFoundError,
     RefstoreError,
@@ -52,6 +61,7 @@ from ._base import (
     fetch_with_retries,
     is_unchecked,
     normalize_etag,
+    short_reason,
 )
 
 if TYPE_CHECKING:
@@ -276,6 +286,11 @@ class S3Backend(Backend):
             version_id=_version(item.get("VersionId")),
             last_modified=modified.isoformat() if modified is not None else None,
         )
+
+    async def inventory_listing(self, path: str, inventory: str, *, max_objects: int) -> list[ObjectMeta]:
+        """The objects under ``path`` from the S3 Inventory report whose ``manifest.json`` is at the S3 path
+        ``inventory``, read instead of listing (see :func:`_read_inventory`)."""
+        return await _read_inventory(self, path, inventory, max_objects=max_objects)
 
     # -- pinned reads -----------------------------------------------------------------------------------
 
@@ -506,6 +521,144 @@ class S3Backend(Backend):
         bucket, key = _split(path)
         await self._call("delete_object", self.url(path), Bucket=bucket, Key=key, VersionId=version_id)
         self.fs.invalidate_cache(path)
+
+
+# -- S3 Inventory ---------------------------------------------------------------------------------------
+
+#: The inventory fields read, by their CSV name (``fileSchema``) and their Parquet/ORC column name.
+_INVENTORY_FIELDS = {
+    "Bucket": "bucket",
+    "Key": "key",
+    "VersionId": "version_id",
+    "IsLatest": "is_latest",
+    "IsDeleteMarker": "is_delete_marker",
+    "Size": "size",
+    "ETag": "e_tag",
+    "LastModifiedDate": "last_modified_date",
+}
+
+
+async def _read_inventory(
+    backend: S3Backend, path: str, manifest: str, *, max_objects: int
+) -> list[ObjectMeta]:
+    """The current objects under the folder ``path``, and the one object it names if any, as the
+    S3 Inventory report whose ``manifest.json`` is at ``manifest`` lists them: its rows of the latest
+    versions that are not delete markers (every row, in a report of current versions only). The manifest
+    is checked against ``manifest.checksum`` beside it when there is one, each data file against its
+    MD5 in the manifest; keys in CSV reports are URL-encoded (a space as ``+``)."""
+    bucket, key = _split(path)
+    where = backend.url(manifest)
+    raw = await _read_bytes(backend, manifest)
+    checksum = await _read_if_there(backend, manifest.rpartition("/")[0] + "/manifest.checksum")
+    if checksum is not None and checksum.decode(errors="replace").strip() != hashlib.md5(raw).hexdigest():
+        raise IntegrityError(f"{where}: does not match its manifest.checksum (changed or cut short)")
+    try:
+        report = json.loads(raw)
+        source, file_format = report["sourceBucket"], str(report["fileFormat"]).lower()
+        destination = str(report["destinationBucket"]).rpartition(":")[2]
+        files = [(str(f["key"]), f.get("MD5checksum")) for f in report["files"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ManifestError(f"{where}: not an S3 Inventory manifest.json ({short_reason(exc)})") from exc
+    if source != bucket:
+        raise InvalidURLError(f"{where}: an inventory of bucket {source!r}, not of s3://{bucket}")
+    schema = [n.strip() for n in str(report.get("fileSchema", "")).split(",")] if file_format == "csv" else []
+    prefix = f"{key}/" if key else ""
+    chosen: dict[str, tuple[Any, ObjectMeta]] = {}
+    for name, md5 in files:
+        data = await _read_bytes(backend, f"{destination}/{name}")
+        if md5 and hashlib.md5(data).hexdigest() != md5:
+            raise IntegrityError(f"s3://{destination}/{name}: does not match its MD5 in {where}")
+        for row in _inventory_rows(data, file_format, schema, f"s3://{destination}/{name}"):
+            record = _inventory_record(bucket, row, prefix, key, where)
+            if record is None:
+                continue
+            known = chosen.get(record[1].url)
+            if known is None or (record[0] or "") > (known[0] or ""):  # the later of two current rows
+                chosen[record[1].url] = record
+                if len(chosen) > max_objects:
+                    raise TooManyObjectsError(
+                        f"{backend.url(path)}: more than max_objects={max_objects} objects in the inventory "
+                        f"{where}; raise max_objects or reference a narrower prefix"
+                    )
+    return sorted((meta for _, meta in chosen.values()), key=operator.attrgetter("url"))
+
+
+async def _read_bytes(backend: S3Backend, path: str) -> bytes:
+    found = await _read_if_there(backend, path)
+    if found is None:
+        raise ObjectNotFoundError(f"{backend.url(path)}: no such inventory file")
+    return found
+
+
+async def _read_if_there(backend: S3Backend, path: str) -> bytes | None:
+    try:
+        return await backend._read(path)
+    except FileNotFoundError:
+        return None
+
+
+def _inventory_rows(data: bytes, file_format: str, schema: list[str], where: str) -> Iterator[dict[str, Any]]:
+    """The rows of one inventory data file, by their CSV field names."""
+    if file_format == "csv":
+        try:
+            text = gzip.decompress(data).decode("utf-8") if data[:2] == b"\x1f\x8b" else data.decode("utf-8")
+        except (OSError, EOFError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"{where}: not a gzip CSV inventory file ({short_reason(exc)})") from exc
+        for values in csv.reader(io.StringIO(text)):
+            row = dict(zip(schema, values, strict=False))
+            row["Key"] = urllib.parse.unquote_plus(row.get("Key", ""))
+            yield row
+        return
+    if file_format not in ("parquet", "orc"):
+        raise ManifestError(
+            f"{where}: inventory format {file_format!r} is not read (CSV, Parquet and ORC are)"
+        )
+    try:
+        import pyarrow as pa
+        import pyarrow.orc
+        import pyarrow.parquet
+    except ImportError:
+        raise ManifestError(
+            f"{where}: reading a {file_format} inventory needs pyarrow (pip install pyarrow)"
+        ) from None
+    reader = pyarrow.parquet.read_table if file_format == "parquet" else pyarrow.orc.read_table
+    try:
+        table = reader(pa.BufferReader(data))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise ManifestError(f"{where}: not a {file_format} inventory file ({short_reason(exc)})") from exc
+    columns = {
+        field: table.column(column).to_pylist()
+        for field, column in _INVENTORY_FIELDS.items()
+        if column in table.column_names
+    }
+    for i in range(table.num_rows):
+        yield {field: values[i] for field, values in columns.items()}
+
+
+def _inventory_record(
+    bucket: str, row: dict[str, Any], prefix: str, key: str, where: str
+) -> tuple[Any, ObjectMeta] | None:
+    """``(last modified, record)`` of a row of a current object under ``prefix`` (or at ``key``)."""
+    name = str(row.get("Key") or "")
+    if not (name.startswith(prefix) or name == key) or row.get("Bucket", bucket) != bucket:
+        return None
+    if ("IsLatest" in row and not _true(row["IsLatest"])) or _true(row.get("IsDeleteMarker")):
+        return None
+    if row.get("ETag") in (None, "") or row.get("Size") in (None, ""):
+        raise ManifestError(f"{where}: the inventory has no ETag or Size for {name!r}; include both fields")
+    size = int(row["Size"])
+    if name.endswith("/") and size == 0:
+        return None  # a folder marker
+    etag = normalize_etag(str(row["ETag"]))
+    version = _version(row.get("VersionId") or None)
+    meta = ObjectMeta(
+        url=f"s3://{bucket}/{name}", size=size, digest=f"etag:{etag}", etag=etag, version_id=version
+    )
+    return row.get("LastModifiedDate"), meta
+
+
+def _true(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
 
 
 class _S3Pages:
