@@ -4,7 +4,8 @@ Layout under the root::
 
     .refstore-registry                      marker: this folder is a registry (``refstore init``, any log)
     manifests/<aa>/<hex>.json              immutable, create-only, named by the manifest digest
-    blobs/<aa>/<hex>                        copies made by add_file / add_dir, by xxh3_128 content hash
+    blobs/<aa>/<hex>                        copies made by add_file / add_dir (and the bytes of run files),
+                                            by xxh3_128 content hash
     artifacts/<name>/versions/<N>.json      version records, claimed with create-only writes
     artifacts/<name>/digests/<hex>.json     content digest -> the first version holding it (create-only);
                                             a return to that content reuses its stored manifest

@@ -392,7 +392,8 @@ def verify_command(
 @global_options()
 @click.pass_context
 def gc_command(ctx: click.Context, intent_ttl: str | None) -> None:
-    """Delete registry manifests and blobs that no version references; safe beside running logs.
+    """Delete registry manifests and blobs that no version or run file references; safe beside running
+    logs and runs.
 
     A dry run that only reports, unless -y/--yes. It says what in-flight logs protect and until when.
     """
