@@ -42,11 +42,6 @@ ENV_SWITCH = "REFSTORE_STAT_CACHE"
 FileState = tuple[int, int, int, int, int, str]
 
 
-def state_of(now: os.stat_result, digest: str) -> FileState:
-    """The :data:`FileState` of a file whose stat is ``now`` and whose bytes hash to ``digest``."""
-    return (now.st_size, now.st_mtime_ns, now.st_ctime_ns, now.st_ino, now.st_dev, digest)
-
-
 def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1") != "0"
 
@@ -84,21 +79,21 @@ class StatCache:
         self.states = dict(zip(data["paths"], zip(*columns, strict=True), strict=True))
         self.filesystems = {int(k): str(v) for k, v in data["filesystems"].items()}
 
-    def digest(self, relative: str, path: str, now: os.stat_result) -> str | None:
-        """The recorded digest of the file at ``path`` (``relative`` inside the folder) if its stat
-        ``now`` is the one recorded, on the same filesystem; else ``None``."""
+    def known(self, relative: str, path: str, now: os.stat_result) -> FileState | None:
+        """The record of the file at ``path`` (``relative`` inside the folder) if its stat ``now`` is the
+        one recorded, on the same filesystem; else ``None``."""
         state = self.states.get(relative)
-        if state is None or state[:5] != (
-            now.st_size,
-            now.st_mtime_ns,
-            now.st_ctime_ns,
-            now.st_ino,
-            now.st_dev,
+        if (
+            state is None
+            or state[0] != now.st_size
+            or state[1] != now.st_mtime_ns
+            or state[2] != now.st_ctime_ns
+            or state[3] != now.st_ino
+            or state[4] != now.st_dev
+            or not self.same_filesystem(now.st_dev, path)
         ):
             return None
-        if not self.same_filesystem(now.st_dev, path):
-            return None
-        return state[5]
+        return state
 
     def same_filesystem(self, device: int, path: str) -> bool:
         """Whether ``device`` (of the file at ``path``) is the filesystem recorded with that number."""

@@ -41,7 +41,7 @@ from ..hashing import (
     same_state,
     stat_and_hash,
 )
-from ..stat_cache import FileState, StatCache, state_of
+from ..stat_cache import FileState, StatCache
 from ..stat_cache import enabled as stat_cache_enabled
 from ._base import CHUNK_SIZE, Backend, BodyFile, ProgressHook, RecordsHook, changed, is_unchecked
 
@@ -140,24 +140,26 @@ class LocalBackend(Backend):
         walk = _walk_files(path, max_objects, self.url(path), exclude)
         cache = StatCache.load(path) if stat_cache_enabled() else None
         cut = len(_prefix(path))
-        settled: list[tuple[str, str, FileState]] = []
+        settled: list[tuple[str, str, FileState]] | None = []
         try:
             if cache is not None and cache.states:
                 found, settled = _list_known(walk, cut, cache, executor, progress, stop)
             else:
+                hashed: list[tuple[str, str, FileState]] = []
                 for names, done in hash_stream(walk, executor=executor, progress=progress, stop=stop):
                     # records made while hashing goes on
                     facts = zip(names, done.sizes, done.digests, strict=True)
                     batch = [new_meta(f"file://{f}", size, digest) for f, size, digest in facts]
                     found += batch
-                    settled += _settled(names, done, cut)
+                    hashed += _settled(names, done, cut)
                     if on_records is not None:
                         on_records(batch)
+                settled = hashed
         except OSError as exc:  # a file the walk found cannot be read: a dangling link, a loop, EACCES
             if isinstance(exc, RefstoreError):
                 raise
             raise read_error(exc.filename or path, exc) from exc
-        if cache is not None:
+        if cache is not None and settled is not None:
             cache.save(settled)
         return found
 
@@ -298,20 +300,23 @@ def _list_known(
     executor: Executor | None,
     progress: ProgressHook | None,
     stop: threading.Event,
-) -> tuple[list[ObjectMeta], list[tuple[str, str, FileState]]]:
+) -> tuple[list[ObjectMeta], list[tuple[str, str, FileState]] | None]:
     """The records of the walked files, those whose stat the cache recorded (:mod:`~refstore.storage.
-    stat_cache`) with their recorded digest and no read, the others hashed; and the settled states."""
+    stat_cache`) with their recorded digest and no read, the others hashed; and the settled states to
+    record (``None`` when they are the cache's already)."""
     paths = [p for p, _ in walk]
     sizes, digests = [0] * len(paths), [""] * len(paths)
     settled: list[tuple[str, str, FileState]] = []
     misses: list[int] = []
     for i, (path, now) in enumerate(zip(paths, _stats(paths), strict=True)):
-        digest = cache.digest(path[cut:], path, now) if now is not None else None
-        if digest is None or now is None:
+        state = cache.known(path[cut:], path, now) if now is not None else None
+        if state is None:
             misses.append(i)
             continue
-        sizes[i], digests[i] = now.st_size, digest
-        settled.append((path[cut:], path, state_of(now, digest)))
+        sizes[i], digests[i] = state[0], state[5]
+        settled.append((path[cut:], path, state))
+    if not misses and len(settled) == len(cache.states):
+        return _records(paths, sizes, digests), None  # every record held, none gone: nothing to write
     if progress is not None and len(misses) < len(paths):
         progress(len(paths) - len(misses))
     order = iter(misses)
@@ -322,8 +327,11 @@ def _list_known(
             i = next(order)
             sizes[i], digests[i] = size, digest
         settled += _settled(names, done, cut)
-    found = [new_meta(f"file://{p}", size, d) for p, size, d in zip(paths, sizes, digests, strict=True)]
-    return found, settled
+    return _records(paths, sizes, digests), settled
+
+
+def _records(paths: list[str], sizes: list[int], digests: list[str]) -> list[ObjectMeta]:
+    return [new_meta(f"file://{p}", size, d) for p, size, d in zip(paths, sizes, digests, strict=True)]
 
 
 def _settled(names: list[str], done: Hashed, cut: int) -> list[tuple[str, str, FileState]]:
