@@ -79,7 +79,7 @@ def concurrency() -> int:
     return max(1, int(configured)) if configured.isdigit() else CONCURRENCY
 
 
-#: Makes the error for a listing past ``max_objects`` from the number of objects listed so far.
+#: Makes the error for a listing past ``max_objects``, given the count it went past with.
 TooMany = Callable[[int], Exception]
 
 
