@@ -4,6 +4,10 @@ the meaning of ``storage_options``; either way the same pinned bytes, checks and
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -126,3 +130,60 @@ def test_storage_options_credentials_reach_obstore(
     assert bad.data_plane is not None
     with pytest.raises(refstore.StorageAccessError, match=f"s3://{s3_bucket}/k.bin"):
         asyncio.run(bad.fetch(pin, tmp_path / "out2"))
+
+
+_EXIT_SCRIPT = """
+import asyncio, sys, time
+from fsspec.asyn import get_loop
+from refstore.storage.locations import resolve
+plane = resolve("s3://b/k", {"config_kwargs": {"retries": {"max_attempts": 0}}}).backend.data_plane
+assert plane is not None
+for i in range(120):
+    asyncio.run_coroutine_threadsafe(plane.call("head_object", Bucket="b", Key=f"k{i}"), get_loop())
+time.sleep(0.1)
+sys.exit(3)
+"""
+
+
+def test_process_exits_cleanly_with_obstore_requests_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that ends while obstore requests are answered (the CLI after its first error) exits
+    with its own code: the answers no longer reach a finalizing interpreter (SIGABRT before)."""
+    from aiohttp import web
+
+    async def slow_not_found(request: web.Request) -> web.Response:
+        await asyncio.sleep(int(request.path.rsplit("k", 1)[1]) * 0.004)  # answers spread over 0.5 s
+        return web.Response(status=404)
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def start() -> tuple[web.AppRunner, int]:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", slow_not_found)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    runner, port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    env = {
+        **os.environ,
+        "AWS_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "a",
+        "AWS_SECRET_ACCESS_KEY": "b",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    env.pop("REFSTORE_S3_CLIENT", None)
+    try:
+        for _ in range(6):
+            done = subprocess.run(
+                [sys.executable, "-c", _EXIT_SCRIPT], env=env, capture_output=True, text=True, timeout=120
+            )
+            assert done.returncode == 3, done.stderr[-2000:]
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)

@@ -16,12 +16,15 @@ with ``REFSTORE_S3_CLIENT=s3fs``, s3fs serves everything as before.
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import datetime
 import errno
 import os
 import re
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ...core.exceptions import RefstoreError
@@ -67,6 +70,69 @@ _SERVED = {
 }
 #: What errno s3fs gives an S3 answer of each status (anything else of 4xx: EINVAL).
 _ERRNOS = {405: errno.EPERM, 409: errno.EBUSY, 412: errno.EINVAL, 416: errno.EINVAL}
+
+
+#: How long a process that is exiting waits for obstore requests still in flight (see :func:`_settle`).
+EXIT_WAIT = 10.0
+#: After the last request settled, how long the exit waits for its Rust task to let go of the GIL.
+_EXIT_GRACE = 0.2
+
+
+class _InFlight:
+    """The obstore futures not settled yet, so that a process that exits waits for them.
+
+    A tokio task that finishes (or learns it was cancelled) takes the GIL to hand its result over; once
+    the interpreter is finalizing, CPython ends such a thread with ``pthread_exit`` and the Rust runtime
+    aborts the whole process (SIGABRT after the CLI printed its error: seen with a refused port, where
+    several HEADs retry at once and the first failure ends the command). So every obstore awaitable runs
+    as a tracked future, and an ``atexit`` hook waits until none is pending, plus a short grace for the
+    tasks whose Python side was cancelled first.
+    """
+
+    def __init__(self) -> None:
+        self.pending: set[asyncio.Future[Any]] = set()
+        self.last_settled = 0.0
+        self._hooked = False
+        self._lock = threading.Lock()
+
+    def track(self, awaitable: Awaitable[Any]) -> asyncio.Future[Any]:
+        future = asyncio.ensure_future(awaitable)
+        with self._lock:
+            self.pending.add(future)
+            if not self._hooked:
+                atexit.register(self.wait)
+                self._hooked = True
+        future.add_done_callback(self._settled)
+        return future
+
+    def _settled(self, future: asyncio.Future[Any]) -> None:
+        with self._lock:
+            self.pending.discard(future)
+            self.last_settled = time.monotonic()
+        if not future.cancelled():
+            future.exception()  # retrieved: a failure nobody awaited any more is not logged at exit
+
+    def wait(self, timeout: float = EXIT_WAIT) -> None:
+        """Block (not on the IO loop) until no obstore request is in flight, or ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                busy = bool(self.pending)
+                last = self.last_settled
+            now = time.monotonic()
+            if not busy and now >= last + _EXIT_GRACE:
+                return
+            if now >= deadline:
+                return
+            time.sleep(0.02)
+
+
+_IN_FLIGHT = _InFlight()
+
+
+async def _settle(awaitable: Awaitable[Any]) -> Any:
+    """``await awaitable`` (an obstore future), tracked until its Rust task has handed it over."""
+    return await _IN_FLIGHT.track(awaitable)
 
 
 class ClientChoiceError(RefstoreError):
@@ -242,7 +308,9 @@ class ObstorePlane:
         try:
             if method == "put_object":
                 create = kwargs.get("IfNoneMatch") == "*"
-                put = await obstore.put_async(store, key, kwargs["Body"], mode="create" if create else None)
+                put = await _settle(
+                    obstore.put_async(store, key, kwargs["Body"], mode="create" if create else None)
+                )
                 return {"ETag": put.get("e_tag"), "VersionId": put.get("version")}
             options: dict[str, Any] = {}
             if kwargs.get("VersionId") is not None:
@@ -254,7 +322,7 @@ class ObstorePlane:
             elif kwargs.get("Range"):
                 start, _, end = str(kwargs["Range"]).removeprefix("bytes=").partition("-")
                 options["range"] = (int(start), int(end) + 1)
-            result = await obstore.get_async(store, key, options=options)  # type: ignore[arg-type]
+            result = await _settle(obstore.get_async(store, key, options=options))  # type: ignore[arg-type]
         except Exception as exc:
             raise as_s3fs_error(exc) from exc
         meta = result.meta
@@ -289,11 +357,11 @@ class _Body:
         try:
             if n < 0 or (self._stream is None and self._length <= n):
                 self._done = True
-                return bytes(await self._result.bytes_async())
+                return bytes(await _settle(self._result.bytes_async()))
             if self._stream is None:
                 self._stream = self._result.stream(min_chunk_size=n)
             try:
-                chunk: bytes = await self._stream.__anext__()
+                chunk: bytes = await _settle(self._stream.__anext__())
             except StopAsyncIteration:
                 self._done = True
                 return b""
