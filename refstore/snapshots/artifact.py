@@ -14,21 +14,24 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ..core.bulk import gc_paused
 from ..core.exceptions import InvalidURLError, ObjectNotFoundError, RefstoreError
-from ..core.loop import run_sync
+from ..core.loop import gather_limited, run_sync
 from ..core.manifest import Manifest, ManifestEntry, new_entry
 from ..core.names import check_logical_path, check_name, join_logical
 from ..core.progress import progress_bar
 from ..core.refs import ref_of
 from ..storage.backends import ObjectMeta, ProgressHook, RecordsHook
+from ..storage.download import blob_path
 from ..storage.exclusion import Exclusion, exclusion_for
 from ..storage.hashing import ALGORITHM
 from ..storage.locations import Location, resolve
 
 if TYPE_CHECKING:
+    from ..storage.store import Store
     from .verify import VerifyReport
     from .version import ArtifactVersion
 
 DEFAULT_MAX_OBJECTS = 10_000
+_CHECK_CONCURRENCY = 16
 
 
 class Artifact:
@@ -56,6 +59,10 @@ class Artifact:
         self._staged: dict[str, Path] = {}
         #: the version this draft was last logged as, until the draft changes
         self._logged: ArtifactVersion | None = None
+        #: ``name:vN`` at its registry's URL, for a draft ``ArtifactVersion.new_draft`` made
+        self._draft_of: str | None = None
+        #: paths whose entry came from that version and that an add may still replace
+        self._replaceable: set[str] = set()
 
     def __repr__(self) -> str:
         return f"Artifact({self.name!r}, type={self.type!r}, {len(self._entries)} entries)"
@@ -235,15 +242,71 @@ class Artifact:
         return ManifestEntry(path=logical, ref=None, size=meta.size, digest=meta.digest)
 
     def _add(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
+        """Take ``entries``. A path already held with another entry is refused (two adds that disagree about
+        one path are a mistake), except on a draft of a version (``ArtifactVersion.new_draft``): there the
+        first add at a path the version held replaces the version's entry, since re-adding a changed file is
+        what a draft is for; a second, different add at that path is refused as in a fresh artifact. An
+        add under a folder replaces the entries it names, not the folder: :meth:`remove` it first to drop
+        the version's other files there."""
         for entry in entries:
             if not (entry.path.isascii() and (entry.ref is None or entry.ref.isascii())):
                 _check_utf8(entry)
             existing = self._entries.get(entry.path)
-            if existing is not None and existing != entry:
+            if existing is not None and existing != entry and entry.path not in self._replaceable:
                 raise InvalidURLError(f"{self.name}: logical path {entry.path!r} is already in the artifact")
         self._entries.update((e.path, e) for e in entries)
+        if self._replaceable:
+            self._replaceable.difference_update(e.path for e in entries)
         self._logged = None
         return entries
+
+    def remove(self, path_or_prefix: str) -> int:
+        """Remove the entry at the logical path ``path_or_prefix``, or every entry under it as a folder,
+        matched at ``/`` boundaries (``train`` or ``train/`` removes ``train/a.bin`` and ``train/x/y``, never
+        ``training/z``); returns how many went. Matching no entry raises :class:`ObjectNotFoundError`."""
+        folder = check_logical_path(path_or_prefix.removesuffix("/"))
+        below = f"{folder}/"
+        gone = [path for path in self._entries if path == folder or path.startswith(below)]
+        if not gone:
+            raise ObjectNotFoundError(
+                f"{self.name}: no entry to remove at {folder!r} or under it (a logical path, or a folder "
+                "matched at '/' boundaries)"
+            )
+        for path in gone:
+            del self._entries[path]
+        self._replaceable.difference_update(gone)
+        kept = {e.digest for e in self._entries.values() if e.is_copy}
+        self._staged = {d: p for d, p in self._staged.items() if d in kept}  # nothing to upload for them
+        self._logged = None
+        return len(gone)
+
+    # -- drafts of a version -----------------------------------------------------------------------------
+
+    def _start_from(self, entries: Iterable[ManifestEntry], version: str) -> None:
+        """Called by ``ArtifactVersion.new_draft``: hold the entries of ``version`` (``name:vN`` at its
+        registry's URL), each replaceable by an add."""
+        self._entries = {e.path: e for e in entries}
+        self._replaceable = set(self._entries)
+        self._draft_of = version
+
+    def _check_copies(self, store: Store) -> None:
+        """Refuse to log into ``store`` a stored copy whose bytes this draft does not hold as a local file
+        (the copies ``new_draft`` took from a version) and whose blob ``store`` lacks: another registry, or
+        a gc that freed it after that version was deleted. One existence check per such copy (``log``
+        checks the staged ones the same way); called by ``Registry.log`` after its log intent names the
+        blobs, so that a concurrent gc keeps what the check found."""
+        unstaged = {e.digest: e for e in self._entries.values() if e.is_copy and e.digest not in self._staged}
+        if not unstaged:
+            return
+        missing = run_sync(_missing_blobs, store, list(unstaged.values()))
+        if missing:
+            first, source = missing[0], self._draft_of or "a version"
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise ObjectNotFoundError(
+                f"{self.name}: entry {first.path!r}{more} is a copy stored with {source} and "
+                f"{store.url_of(blob_path(first.digest))} does not hold its bytes: log the draft to that "
+                "registry, or add the file again (add_file)"
+            )
 
     # -- once logged: the draft acts on its version ------------------------------------------------------
 
@@ -313,6 +376,16 @@ async def _list_location(
         exclude=exclude,
     )
     return found, True
+
+
+async def _missing_blobs(store: Store, entries: list[ManifestEntry]) -> list[ManifestEntry]:
+    """The copies among ``entries`` whose blob ``store`` does not hold, in the order given."""
+
+    async def check(entry: ManifestEntry) -> ManifestEntry | None:
+        return None if await store.exists_async(blob_path(entry.digest)) else entry
+
+    found = await gather_limited([check(e) for e in entries], _CHECK_CONCURRENCY)
+    return [e for e in found if e is not None]
 
 
 def _ignore_records(records: list[ObjectMeta]) -> None:
