@@ -91,3 +91,10 @@ def join_logical(prefix: str | None, path: str) -> str:
     if type(path) is str and len(path) <= MAX_PATH_LENGTH and _SAFE_PATH.fullmatch(path):
         return path  # the common case, without a second call
     return check_logical_path(path)
+
+
+def under_prefix(path: str, prefix: str | None) -> bool:
+    """Whether the logical ``path`` is under ``prefix``, matched at ``/`` boundaries: ``train`` (or
+    ``train/``) takes ``train`` itself and ``train/...``, never ``train2/...``; no prefix takes all."""
+    folder = (prefix or "").rstrip("/")
+    return not folder or path == folder or (path.startswith(folder) and path[len(folder)] == "/")

@@ -66,14 +66,15 @@ from typing import TYPE_CHECKING, Any
 
 from ..core import liveness
 from ..core.bounded_json import parse
+from ..core.chunks import stored_digests
 from ..core.exceptions import ArtifactNotFoundError, ConflictError, IntegrityError, RefstoreError
 from ..core.loop import run_sync
 from ..core.manifest import Manifest, canonical_json
-from ..storage.download import blob_path
 from ..storage.quarantine import QUARANTINE
 from ..storage.store import Store
 from .intents import (
     TRASH,
+    copy_paths,
     log_intent,
     manifest_path,
 )
@@ -303,9 +304,9 @@ def _references(
         for version in registry.versions(name):
             if version in skipped:
                 continue
-            versions.add(manifest_path(version.manifest_digest))
             manifest = _manifest_of(version, registry.store)
-            versions.update(blob_path(e.digest) for e in manifest.values() if e.is_copy)
+            versions.update(map(manifest_path, stored_digests(manifest)))  # a chunked one's chunks too
+            versions.update(copy_paths(manifest))
     versions.update(runs.blobs())
     return _Marks(versions, intents, expired)
 

@@ -15,7 +15,8 @@ from collections.abc import Coroutine, Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from ..core.exceptions import RefstoreError
+from ..core.chunks import read_manifest, stored_digests
+from ..core.exceptions import ArtifactNotFoundError, RefstoreError
 from ..core.loop import gather_limited, run_sync
 from ..core.manifest import Manifest, canonical_json
 from ..storage.backends._base import call_fs
@@ -40,7 +41,7 @@ def _now() -> datetime:
 @contextlib.contextmanager
 def log_intent(store: Store, manifest: Manifest) -> Iterator[None]:
     """Announce what a log is about to rely on before it checks or writes anything; withdraw it after."""
-    paths = [manifest_path(manifest.digest), *(blob_path(e.digest) for e in manifest.values() if e.is_copy)]
+    paths = [*map(manifest_path, stored_digests(manifest)), *copy_paths(manifest)]
     body = {"format": INTENT_FORMAT, "created_at": _now().isoformat(), "paths": sorted(set(paths))}
     relative = f"intents/{uuid.uuid4().hex}.json"
     store.create(relative, canonical_json(body))
@@ -62,11 +63,33 @@ def recover_manifest(store: Store, digest: str) -> Manifest | None:
         data = store.read(trashed)
     except FileNotFoundError:
         return None
-    manifest = Manifest.from_bytes(data, expected_digest=digest, source=store.url_of(trashed))
-    needed = {relative, *(blob_path(e.digest) for e in manifest.values() if e.is_copy)}
+    manifest = read_manifest(data, digest, lambda d: load_chunk(store, d), source=store.url_of(trashed))
+    needed = {relative, *map(manifest_path, stored_digests(manifest)), *copy_paths(manifest)}
     with contextlib.suppress(OSError, RefstoreError):
         run_all(_put_back(store, p) for p in sorted(needed.intersection(trash_leftovers(store))))
     return manifest
+
+
+def copy_paths(manifest: Manifest) -> Iterator[str]:
+    """The blob-store paths of the stored copies ``manifest`` names."""
+    return (blob_path(e.digest) for e in manifest.values() if e.is_copy)
+
+
+def load_chunk(store: Store, digest: str) -> bytes:
+    """The stored chunk ``digest`` of a chunked manifest (:mod:`refstore.core.chunks`), put back from
+    ``trash/`` if a gc moved it there; the caller checks it against ``digest``."""
+    relative = manifest_path(digest)
+    try:
+        return store.read(relative)
+    except FileNotFoundError:
+        pass
+    try:
+        data = store.read(f"{TRASH}/{relative}")
+    except FileNotFoundError:
+        raise ArtifactNotFoundError(f"{store.url_of(relative)}: manifest chunk is missing") from None
+    with contextlib.suppress(OSError, RefstoreError):
+        run_all([_put_back(store, relative)])
+    return data
 
 
 async def _put_back(store: Store, relative: str) -> None:

@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..core.bounded_json import MAX_DEPTH, check_depth, parse
+from ..core.chunks import PendingManifest, chunked, read_manifest
+from ..core.chunks import diff as diff_manifests
 from ..core.exceptions import (
     ArtifactNotFoundError,
     ArtifactTypeError,
@@ -50,7 +52,7 @@ from ..storage.store import REGISTRY_MARKER, Store
 from . import aliases as _aliases
 from . import edits, lifecycle
 from .artifact import Artifact
-from .intents import log_intent, manifest_path, recover_manifest
+from .intents import load_chunk, log_intent, manifest_path, recover_manifest
 from .version import UNREAD, ArtifactVersion, Unread
 
 _MAX_CLAIM_ATTEMPTS = 1000
@@ -118,7 +120,7 @@ class Registry:
         return version
 
     def _log_once(self, artifact: Artifact, created_by: str | None) -> tuple[VersionRecord, bool]:
-        manifest = artifact.manifest
+        manifest = chunked(artifact.manifest)  # a large one as the chunks it is stored in
         with log_intent(self.store, manifest):  # a concurrent gc keeps what this log relies on
             numbers, live = self._numbers(artifact.name)
             latest = self._record(artifact.name, live[-1]) if live else None
@@ -268,10 +270,23 @@ class Registry:
             run_sync(gather_limited, [upload(d, p) for d, p in staged.items()], _UPLOAD_CONCURRENCY)
 
     def _store_manifest(self, manifest: Manifest) -> None:
+        """Store ``manifest``: a chunked one's chunks first (those the registry lacks), its root last, so
+        that a stored root never names a missing chunk."""
+        if isinstance(manifest, PendingManifest):
+
+            async def put(digest: str, data: bytes) -> None:
+                relative = manifest_path(digest)
+                if not await self.store.exists_async(relative):
+                    with contextlib.suppress(FileExistsError):  # a concurrent twin
+                        await self.store.create_async(relative, data)
+
+            jobs = [put(d, b) for d, b in manifest.pending.items()]
+            run_sync(gather_limited, jobs, _UPLOAD_CONCURRENCY)
         relative = manifest_path(manifest.digest)
         with contextlib.suppress(FileExistsError):  # already there: same bytes, or a concurrent twin
             self.store.create(relative, manifest.to_bytes())
-        self._manifests[manifest.digest] = manifest
+        if not isinstance(manifest, PendingManifest):
+            self._manifests[manifest.digest] = manifest
 
     def _claim_version(
         self, artifact: Artifact, manifest: Manifest, created_by: str | None, number: int
@@ -380,7 +395,7 @@ class Registry:
 
     def diff(self, a: str, b: str) -> ManifestDiff:
         """What changed from version ``a`` to version ``b``."""
-        return ManifestDiff.between(self.get(a).manifest, self.get(b).manifest)
+        return diff_manifests(self.get(a).manifest, self.get(b).manifest)
 
     def aliases_of(self, name: str, version: int) -> list[str]:
         """The aliases that point at a version now, ``latest`` included; none for a deleted version."""
@@ -407,9 +422,12 @@ class Registry:
                 cached = recovered
             else:
                 source = self.store.url_of(relative)
-                cached = Manifest.from_bytes(data, expected_digest=digest, source=source)
+                cached = read_manifest(data, digest, self._load_chunk, source=source)
             self._manifests[digest] = cached
         return cached
+
+    def _load_chunk(self, digest: str) -> bytes:
+        return load_chunk(self.store, digest)
 
     def record_use(self, ref: str, run_path: str) -> ArtifactVersion:
         """Note that the run ``run_path`` used the version ``ref`` names (lineage)."""

@@ -10,12 +10,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from ..core.chunks import diff as diff_manifests
+from ..core.chunks import entries_under
 from ..core.exceptions import ObjectChangedError, ObjectNotFoundError
 from ..core.manifest import Manifest, ManifestDiff, ManifestEntry
 from ..core.names import check_logical_path
 from ..core.records import EditRecord, Tombstone, Values, VersionRecord
 from ..storage.download import DownloadedPath, Downloader, blob_path
-from ..storage.local_folder import under_prefix
 from ..storage.quarantine import check_copy
 from . import edits
 from .verify import VerifyReport, verify_entries, verify_folder
@@ -154,7 +155,7 @@ class ArtifactVersion:
 
     def diff(self, other: ArtifactVersion) -> ManifestDiff:
         """What changed from this version to ``other``."""
-        return ManifestDiff.between(self.manifest, other.manifest)
+        return diff_manifests(self.manifest, other.manifest)
 
     def download(
         self,
@@ -189,7 +190,7 @@ class ArtifactVersion:
         holds for :meth:`open` and :meth:`verify`.
         """
         target = Path(root) if root is not None else Path("artifacts") / self.qualified_name
-        entries = [e for p, e in self.manifest.items() if under_prefix(p, path_prefix)]
+        entries = list(entries_under(self.manifest, path_prefix))  # a chunked one: only the chunks on it
         if path_prefix is not None and not entries:
             raise ObjectNotFoundError(
                 f"{self.qualified_name}: no entry is under the prefix {path_prefix!r} "

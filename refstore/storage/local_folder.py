@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..core.manifest import ManifestEntry
+from ..core.names import under_prefix
 from .cache import Cache
 from .exclusion import exclusion_for
 from .hashing import hash_many, parallel_pays, stat_and_hash
@@ -189,13 +190,6 @@ def _md5_hex(path: str) -> str | None:
     except FileNotFoundError:
         return None
     return digest.hexdigest()
-
-
-def under_prefix(path: str, prefix: str | None) -> bool:
-    """Whether the logical ``path`` is under ``prefix``, matched at ``/`` boundaries: ``train`` (or
-    ``train/``) takes ``train`` itself and ``train/...``, never ``train2/...``; no prefix takes all."""
-    folder = (prefix or "").rstrip("/")
-    return not folder or path == folder or (path.startswith(folder) and path[len(folder)] == "/")
 
 
 def _walk(root: str, prefix: str, protected: set[str], skipped: list[str]) -> dict[str, Found]:

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ...core.chunks import diff as diff_manifests
 from ...core.exceptions import ObjectNotFoundError, RefstoreError, RunError
-from ...core.manifest import ManifestDiff
 from ...core.sizes import human_size
 from ...runs.files import RunFiles
 from ...runs.lineage import RUN, VERSION, Node, lineage
@@ -301,7 +301,7 @@ def _file_page(site: Site, links: Links, version: ArtifactVersion, path: str) ->
 def diff_page(site: Site, links: Links, name: str, old: int, new: int) -> Page:
     before, after = site.version(name, old), site.version(name, new)
     old_manifest, new_manifest = before.manifest, after.manifest
-    changes = ManifestDiff.between(old_manifest, new_manifest)
+    changes = diff_manifests(old_manifest, new_manifest)
 
     def rows(paths: list[str], *, in_old: bool, in_new: bool) -> list[dict[str, Any]]:
         found = []
