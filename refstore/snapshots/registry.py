@@ -133,6 +133,7 @@ class Registry:
                 record, created = latest, False
                 self._restore_quarantined(artifact.staged_files)
             else:
+                artifact._check_copies(self.store)  # a draft's copies: their blobs must be here
                 self._mark()
                 self._store_blobs(artifact.staged_files)
                 earlier = self._version_with_content(artifact.name, manifest.content_digest)
