@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import enum
 import os
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from ..core.records import EditRecord, Tombstone, Values, VersionRecord
 from ..storage.download import DownloadedPath, Downloader, blob_path
 from ..storage.quarantine import check_copy
 from . import edits
+from .artifact import Artifact
 from .verify import VerifyReport, verify_entries, verify_folder
 
 if TYPE_CHECKING:
@@ -152,6 +154,29 @@ class ArtifactVersion:
     def used_by(self) -> list[str]:
         """Run paths (``project/run_id``) that used this version."""
         return self._registry.users_of(self.name, self.version)
+
+    def new_draft(self) -> Artifact:
+        """A draft of the next version: an :class:`Artifact` with this version's name and type, its current
+        description, metadata (a copy), tags and TTL, holding every entry of its manifest. Remove entries
+        (:meth:`Artifact.remove`) and add others (the first add at a path this version holds replaces its
+        entry), then log it; logged unchanged, it gives back the latest version if that is this content.
+
+        Stored copies (``add_file``, ``add_dir``) come over as entries: their bytes stay in this registry's
+        blob store and are not read. Logged to this registry, the log relies on those blobs as it does on
+        any it reuses (its log intent names them, so a concurrent gc keeps them). A registry whose blob store
+        lacks one refuses the log with :class:`~refstore.ObjectNotFoundError` naming the entry, before any
+        version is claimed (:meth:`Artifact._check_copies`), rather than copy the blobs across: that would
+        read every copied byte through this machine unasked (``add_file`` copies a file again)."""
+        draft = Artifact(
+            self.name,
+            self.type,
+            description=self.description,
+            metadata=copy.deepcopy(self.metadata),
+            tags=self.tags,
+            ttl=self.ttl,
+        )
+        draft._start_from(self.manifest.values(), f"{self.qualified_name} in {self._registry.root}")
+        return draft
 
     def diff(self, other: ArtifactVersion) -> ManifestDiff:
         """What changed from this version to ``other``."""
