@@ -157,6 +157,18 @@ class Manifest(Mapping[str, ManifestEntry]):
     def __len__(self) -> int:
         return len(self._entries)
 
+    def paths(self) -> list[str]:
+        """The logical paths in order, as a list to search (shared: do not change it)."""
+        return self._paths
+
+    def values(self) -> Iterator[ManifestEntry]:  # type: ignore[override]
+        """The entries in path order (one C-level lookup each, not a ``__getitem__`` call)."""
+        return map(self._entries.__getitem__, self._paths)
+
+    def items(self) -> Iterator[tuple[str, ManifestEntry]]:  # type: ignore[override]
+        """``(path, entry)`` in path order."""
+        return zip(self._paths, self.values(), strict=True)
+
     def __repr__(self) -> str:
         return f"Manifest({len(self)} entries)"
 

@@ -47,7 +47,7 @@ class Site:
             if key in self._paths:
                 self._paths.move_to_end(key)
                 return self._paths[key]
-        paths = list(version.manifest)
+        paths = version.manifest.paths()  # a chunked manifest: paths only, no entries made
         with self._lock:
             self._paths[key] = paths
             while len(self._paths) > KEPT_VERSIONS:
