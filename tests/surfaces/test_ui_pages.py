@@ -245,9 +245,13 @@ def test_folder_pages_list_every_child_once_in_order() -> None:
             assert seen == list_folder(paths, folder, limit=1000).children, (folder, limit)
 
 
-def test_a_version_of_a_million_entries_opens_and_pages_quickly(tmp_path: Path) -> None:
-    """The version page and its folders: the manifest is read once (its parse is most of the first open,
-    measured and printed), then every folder page costs a page, not the version."""
+def test_a_version_of_a_million_entries_opens_and_pages_quickly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The version page and its folders: the chunked manifest's paths are read once (no entries made:
+    its parse is most of the first open, measured and printed), then a folder page reads no chunk at all,
+    so it costs a page, not the version. Timings are printed, not asserted (speed lives in benchmarks)."""
+    from refstore.core.chunks import ChunkedManifest
     from refstore.core.manifest import ManifestEntry
 
     count = 1_000_000
@@ -263,12 +267,22 @@ def test_a_version_of_a_million_entries_opens_and_pages_quickly(tmp_path: Path) 
     )
     refstore.Registry(tmp_path / "registry").log(artifact)
     del artifact
+    reads: list[str] = []
+    real_read = ChunkedManifest._read
+
+    def counted(self: ChunkedManifest, ref: Any, what: str) -> Any:
+        reads.append(what)
+        return real_read(self, ref, what)
+
+    monkeypatch.setattr(ChunkedManifest, "_read", counted)
     with ui_support.serving(str(tmp_path / "registry")) as url:
         started = time.perf_counter()
         status, _, body = fetch(url + "/artifacts/huge/v0")
         first_open = time.perf_counter() - started
         assert status == 200 and b"1,000,000 entries in this version" in body
         assert body.count(b'class="folder"') == 10
+        assert reads.count("chunk") >= 100  # the paths of every chunk, once
+        reads.clear()
         timings = []
         for page in ("/artifacts/huge/v0", "/artifacts/huge/v0/files/shard-3/", "/artifacts/huge/v0/files/"):
             started = time.perf_counter()
@@ -283,11 +297,11 @@ def test_a_version_of_a_million_entries_opens_and_pages_quickly(tmp_path: Path) 
         status, _, body = fetch(url + next_page[1].decode().replace("&amp;", "&"))
         timings.append(time.perf_counter() - started)
         assert status == 200 and b">part-0300500.bin</a>" in body and b">part-0300499.bin</a>" not in body
+        assert reads.count("chunk") <= 2  # folder pages page the paths already read: no full read again
     print(
         f"\n1,000,000 entries: first open {first_open:.2f} s, "
         f"then pages in {', '.join(f'{t:.3f}' for t in timings)} s"
     )
-    assert max(timings) < 1.0
 
 
 def test_the_command_line_serves_prints_its_url_and_stops_on_ctrl_c(local_sample: ui_support.Sample) -> None:
