@@ -41,7 +41,7 @@ from typing import Any
 import xxhash
 
 from .bounded_json import MANIFEST_BYTES, RECORD_BYTES, parse
-from .bulk import gc_paused
+from .bulk import gc_paused, without_gc
 from .exceptions import IntegrityError, ManifestError
 from .manifest import (
     _CONTENT_FORMAT,
@@ -346,6 +346,7 @@ class ChunkedManifest(Manifest):
     def _pieces(self) -> Iterator[bytes]:
         yield self._root
 
+    @without_gc
     def paths(self) -> list[str]:
         """The logical paths in order, read chunk by chunk without making entries (each chunk still
         checked against its digest and its ref): a million paths in a fraction of a full read."""
@@ -355,18 +356,23 @@ class ChunkedManifest(Manifest):
             if kept is not None:
                 found += kept
                 continue
-            body = self._read(ref, "chunk")
-            rows = body.get("entries") if isinstance(body, dict) else None
-            try:
-                paths = [row[0] for row in rows]  # type: ignore[union-attr]
-            except (TypeError, IndexError, KeyError):
-                raise ManifestError(f"{self._source}: chunk {ref.digest} is malformed") from None
-            if not all(type(p) is str for p in paths) or not all(map(str.__lt__, paths, paths[1:])):
-                raise IntegrityError(f"{self._source}: chunk {ref.digest} is out of order or malformed")
-            if not paths or (paths[0], paths[-1], len(paths)) != (ref.first, ref.last, ref.count):
-                raise IntegrityError(f"{self._source}: chunk {ref.digest} does not hold what its ref says")
+            data = self._read_bytes(ref, "chunk")
+            paths = _scanned_paths(data)
+            if paths is None or not _holds(paths, ref):  # not laid out as the writer lays it out
+                paths = self._parsed_paths(data, ref)
             found += paths
         return found
+
+    def _parsed_paths(self, data: bytes, ref: ChunkRef) -> list[str]:
+        body = self._parse(data, ref, "chunk")
+        rows = body.get("entries") if isinstance(body, dict) else None
+        try:
+            paths = [row[0] for row in rows]  # type: ignore[union-attr]
+        except (TypeError, IndexError, KeyError):
+            raise ManifestError(f"{self._source}: chunk {ref.digest} is malformed") from None
+        if not all(type(p) is str for p in paths) or not _holds(paths, ref):
+            raise IntegrityError(f"{self._source}: chunk {ref.digest} does not hold what its ref says")
+        return paths
 
     # -- the tree ---------------------------------------------------------------------------------------
 
@@ -407,10 +413,16 @@ class ChunkedManifest(Manifest):
         return _covering(refs, path)
 
     def _read(self, ref: ChunkRef, what: str) -> Any:
+        return self._parse(self._read_bytes(ref, what), ref, what)
+
+    def _read_bytes(self, ref: ChunkRef, what: str) -> bytes:
         data = self._load(ref.digest)
         self.chunks_read += 1
         if _sha(data) != ref.digest:
             raise IntegrityError(f"{self._source}: {what} {ref.digest} hashes to {_sha(data)}")
+        return data
+
+    def _parse(self, data: bytes, ref: ChunkRef, what: str) -> Any:
         return parse(
             data,
             f"{self._source} ({what} {chunk_hex(ref.digest)[:12]})",
@@ -466,6 +478,33 @@ class ChunkedManifest(Manifest):
         if len(self._kept) > _KEPT:
             self._kept.popitem(last=False)
         return entries
+
+
+def _scanned_paths(data: bytes) -> list[str] | None:
+    """A chunk's paths cut out of its bytes without parsing its rows, where the writer's layout makes
+    that exact: rows ``["path",...]`` joined by ``],[``, and no backslash anywhere (so no ``"`` inside a
+    string). ``None`` otherwise; a string that holds ``],["`` cuts a row too many, which the caller's
+    count check sends to the parser."""
+    head, tail = b'"entries":[["', b'],"fields":'
+    start, end = data.find(head), data.rfind(tail)
+    if start < 0 or end < start or b"\\" in data:
+        return None
+    rows = data[start + len(head) : end - 1].split(b'],["')
+    try:
+        return b"\n".join([row[: row.index(b'"')] for row in rows]).decode("utf-8").split("\n")
+    except ValueError:
+        return None
+
+
+def _holds(paths: list[str], ref: ChunkRef) -> bool:
+    """Whether ``paths`` are in increasing order and are the count, first and last path ``ref`` names."""
+    return (
+        len(paths) == ref.count
+        and bool(paths)
+        and paths[0] == ref.first
+        and paths[-1] == ref.last
+        and all(map(str.__lt__, paths, paths[1:]))
+    )
 
 
 class _Entries(Mapping[str, ManifestEntry]):

@@ -199,3 +199,23 @@ def test_real_chunk_sizes_on_sixty_thousand_entries() -> None:
     assert sum(counts) == 60_000 and len(counts) >= 3
     assert all(chunks.MIN_ENTRIES <= c <= chunks.MAX_ENTRIES for c in counts[:-1])
     assert made.content_digest == flat.content_digest
+
+
+def test_paths_are_read_without_entries_whatever_the_names_hold(small: None) -> None:
+    """The paths-only read gives exactly the manifest's paths: quotes, backslashes, non-ASCII, and refs
+    that hold ``],["`` (where a cut of the bytes would see a row start) alike."""
+    odd = ['q"uote', "back\\slash", "é/ü", "tab\there", "x],[", "[[y", "plain"]
+    entries = [
+        new_entry(f"{name}/{i:04d}", f"{base}/{i}/],[", i, "etag:" + "1" * 32, "1" * 32, None)
+        if i % 5 == 0
+        else new_entry(f"{name}/{i:04d}", None, i, "xxh3_128:" + "0" * 32, None, None)
+        for base in ["s3://bkt"]
+        for name in odd
+        for i in range(40)
+    ]
+    assert b'],[",' in chunks._chunk_bytes(sorted(entries, key=lambda e: e.path))  # the cut's trap
+    flat = Manifest.of(entries)
+    read = _stored(flat, Stored())
+    assert read.paths() == list(flat)
+    plain = Manifest.of([e for e in entries if e.path.startswith("plain/") and e.ref is None])
+    assert chunks._scanned_paths(chunks._chunk_bytes(list(plain.values()))) == list(plain)

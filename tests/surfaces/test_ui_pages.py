@@ -268,13 +268,13 @@ def test_a_version_of_a_million_entries_opens_and_pages_quickly(
     refstore.Registry(tmp_path / "registry").log(artifact)
     del artifact
     reads: list[str] = []
-    real_read = ChunkedManifest._read
+    real_read = ChunkedManifest._read_bytes
 
     def counted(self: ChunkedManifest, ref: Any, what: str) -> Any:
         reads.append(what)
         return real_read(self, ref, what)
 
-    monkeypatch.setattr(ChunkedManifest, "_read", counted)
+    monkeypatch.setattr(ChunkedManifest, "_read_bytes", counted)
     with ui_support.serving(str(tmp_path / "registry")) as url:
         started = time.perf_counter()
         status, _, body = fetch(url + "/artifacts/huge/v0")
