@@ -6,6 +6,8 @@ The chunk sizes are made small (see ``small``) so that a few hundred files make 
 
 from __future__ import annotations
 
+import contextlib
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -126,3 +128,110 @@ def test_a_damaged_missing_or_trashed_chunk(registry: refstore.Registry, tmp_pat
     registry.store.create(f"{TRASH}/{relative}", good)  # where a gc killed half-way left it
     assert _fresh(registry, "big:v0")[0].manifest[leaf.first].path == leaf.first
     assert registry.store.read(relative) == good  # put back
+
+
+CHUNKED_LOGGER = textwrap.dedent(
+    """
+    import pathlib, sys, time
+    import refstore
+    from refstore.core import chunks
+
+    chunks.SINGLE_LIMIT, chunks.MIN_ENTRIES, chunks._ENTRY_MASK, chunks.MAX_ENTRIES = 40, 4, 7, 32
+    root, work, count = sys.argv[1], pathlib.Path(sys.argv[2]), int(sys.argv[3])
+    registry = refstore.Registry(root)
+    claim = refstore.Registry._claim_version
+
+    def slow_claim(self, *args, **kwargs):  # widens the race: the chunks are found, not yet used
+        time.sleep(0.3)
+        return claim(self, *args, **kwargs)
+
+    refstore.Registry._claim_version = slow_claim
+    print("ready", flush=True)
+    for k in range(count):
+        folder = work / f"v{k}"
+        folder.mkdir(parents=True)
+        for name, data in _files(k).items():
+            (folder / name).write_bytes(data)
+        artifact = refstore.Artifact("model", type="model")
+        artifact.add_dir(folder)
+        registry.log(artifact)
+        time.sleep(0.02)
+    print("done", flush=True)
+    """
+)
+
+
+def _files(k: int) -> dict[str, bytes]:
+    """Version ``k``'s files: 60 copies, so its manifest is chunked."""
+    return {f"f{i:02d}.bin": f"{k} {i}".encode() for i in range(60)}
+
+
+def test_gc_racing_chunked_logs_never_deletes_a_chunk_a_version_uses(tmp_path: Path) -> None:
+    """Another process logs chunked versions whose chunks and root gc sees as orphans (planted again and
+    again, as a deleted version leaves them) while gc runs in a loop: every version stays whole."""
+    import subprocess
+    import sys
+
+    from refstore.core.manifest import Manifest, new_entry
+    from refstore.storage.hashing import hash_bytes
+
+    count = 12
+    registry = refstore.Registry(tmp_path / "shared-registry")
+    registry.create()
+    planted: dict[str, bytes] = {}
+    for k in range(count):
+        entries = [new_entry(n, None, len(d), hash_bytes(d), None, None) for n, d in _files(k).items()]
+        made = chunks.chunked(Manifest.of(entries))
+        assert isinstance(made, chunks.PendingManifest)
+        planted.update(made.pending)
+        planted[made.digest] = made.to_bytes()
+
+    def plant() -> None:
+        for digest, data in planted.items():
+            with contextlib.suppress(FileExistsError):
+                registry.store.create(manifest_path(digest), data)
+
+    plant()
+    source = CHUNKED_LOGGER.replace("_files(k)", "{f'f{i:02d}.bin': f'{k} {i}'.encode() for i in range(60)}")
+    logger = subprocess.Popen(
+        [sys.executable, "-c", source, registry.root, str(tmp_path / "work"), str(count)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert logger.stdout is not None and logger.stdout.readline() == "ready\n"
+
+    def missing() -> list[str]:
+        """What the versions there now use and gc took (planting again would hide it: check first)."""
+        gone: list[str] = []
+        reader = refstore.Registry(registry.root)
+        for version in reader.versions("model") if "model" in reader.artifacts() else []:
+            root = manifest_path(version.manifest_digest)
+            if not registry.store.exists(root):
+                gone.append(root)
+                continue
+            manifest = ChunkedManifest(registry.store.read(root), version.manifest_digest, {}.__getitem__)
+            gone += [
+                p for p in map(manifest_path, chunks.stored_digests(manifest)) if not registry.store.exists(p)
+            ]
+        return gone
+
+    runs = 0
+    try:
+        while logger.poll() is None:
+            plant()
+            collect_garbage(registry, yes=True)
+            assert missing() == []
+            runs += 1
+    finally:
+        if logger.poll() is None:
+            logger.kill()
+        logger.wait(60)
+    assert logger.returncode == 0 and logger.stdout.read() == "done\n"
+    assert runs >= 2
+    versions = registry.versions("model")
+    assert [v.version for v in versions] == list(range(count))
+    for version in versions:
+        fresh = refstore.Registry(registry.root).get(version.qualified_name)
+        assert isinstance(fresh.manifest, ChunkedManifest)
+        out = fresh.download(tmp_path / "out" / version.qualified_name, skip_cache=True)
+        assert (out / "f59.bin").read_bytes() == f"{version.version} 59".encode()
