@@ -19,38 +19,43 @@ An alias is resolved once per filesystem instance; instances are not cached, so 
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
 from fsspec import AbstractFileSystem
 
-from ..core.manifest import ManifestEntry
+from ..core.manifest import Manifest, ManifestEntry
 from ..snapshots.registry import Registry
 from ..snapshots.version import ArtifactVersion
 
 __all__ = ["RefstoreFileSystem"]
 
 
-@dataclass(frozen=True)
 class _Snapshot:
-    """One version's manifest as a tree: logical paths of files, and the children of each folder."""
+    """One version's manifest as a tree: logical paths of files, and the children of each folder. The
+    folders are made the first time one is asked for; a file's ``info``, ``open`` or ``cat`` looks its path
+    up in the manifest (a chunked one reads only the chunks on its way)."""
 
-    version: ArtifactVersion
-    files: Mapping[str, ManifestEntry]
-    folders: dict[str, set[str]] = field(default_factory=dict)
+    def __init__(self, version: ArtifactVersion) -> None:
+        self.version = version
+        self.files: Mapping[str, ManifestEntry] = version.manifest
 
     @classmethod
     def of(cls, version: ArtifactVersion) -> _Snapshot:
-        snapshot = cls(version, version.manifest, {"": set()})
-        for path in snapshot.files:
+        return cls(version)
+
+    @functools.cached_property
+    def folders(self) -> dict[str, set[str]]:
+        folders: dict[str, set[str]] = {"": set()}
+        for path in self.files.paths() if isinstance(self.files, Manifest) else self.files:
             parts = path.split("/")
             for depth in range(len(parts)):
-                snapshot.folders.setdefault("/".join(parts[:depth]), set()).add(parts[depth])
-        return snapshot
+                folders.setdefault("/".join(parts[:depth]), set()).add(parts[depth])
+        return folders
 
 
 class RefstoreFileSystem(AbstractFileSystem):  # type: ignore[misc]

@@ -235,3 +235,27 @@ def test_gc_racing_chunked_logs_never_deletes_a_chunk_a_version_uses(tmp_path: P
         assert isinstance(fresh.manifest, ChunkedManifest)
         out = fresh.download(tmp_path / "out" / version.qualified_name, skip_cache=True)
         assert (out / "f59.bin").read_bytes() == f"{version.version} 59".encode()
+
+
+def test_refstore_urls_read_only_the_chunks_on_their_way(
+    registry: refstore.Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``refstore://`` open, cat and info of one file read the chunk that holds it, not the version."""
+    import fsspec
+
+    _log(registry, _tree(tmp_path / "data"))
+    reads: list[str] = []
+    real = ChunkedManifest._read_bytes
+
+    def counted(self: ChunkedManifest, ref: chunks.ChunkRef, what: str) -> bytes:
+        reads.append(ref.digest)
+        return real(self, ref, what)
+
+    monkeypatch.setattr(ChunkedManifest, "_read_bytes", counted)
+    fs = fsspec.filesystem("refstore", root=registry.root, skip_instance_cache=True)
+    assert fs.cat("big:v0/data/sub07/file003.txt") == b"folder 7 file 3\n"
+    with fs.open("big:v0/data/sub07/file004.txt") as f:
+        assert f.read() == b"folder 7 file 4\n"
+    assert fs.info("big:v0/data/sub07/file005.txt")["size"] == len("folder 7 file 5\n")
+    assert len(set(reads)) <= 2  # a chunk, and its neighbour if sub07 sits on a boundary
+    assert len(fs.ls("big:v0/data/sub07")) == 20  # a folder listing reads the paths of the version
