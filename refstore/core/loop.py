@@ -48,6 +48,20 @@ async def _tracked(coro: Awaitable[T], finished: threading.Event) -> T:
         finished.set()
 
 
+async def finish_in_thread(func: Callable[..., T], *args: Any) -> T:
+    """``await asyncio.to_thread(func, *args)``, but a cancelled caller still waits for the thread to end
+    before the cancellation goes on: a thread cannot be stopped, and one that writes files must not be
+    left writing after the call that started it has returned (or raised)."""
+    task = asyncio.ensure_future(asyncio.to_thread(func, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller sees the cancellation
+        raise
+
+
 async def gather_limited(coros: Iterable[Awaitable[T]], limit: int) -> list[T]:
     """Await every coroutine with at most ``limit`` in flight, results in order; the first error cancels
     the rest. ``limit`` workers pull from the list, so a million items never make a million tasks."""

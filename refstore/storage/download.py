@@ -21,7 +21,7 @@ from ..core.exceptions import (
     StorageAccessError,
     UnsafePathError,
 )
-from ..core.loop import gather_limited, run_sync
+from ..core.loop import finish_in_thread, gather_limited, run_sync
 from ..core.manifest import ManifestEntry
 from ..core.names import check_logical_path
 from ..core.progress import progress_bar
@@ -150,7 +150,7 @@ class Downloader:
             try:
                 content = await self._fetch(entry, Path(fetched), None)
                 _check_content(entry, content)
-                await asyncio.to_thread(self.cache.admit, entry, fetched, content)
+                await finish_in_thread(self.cache.admit, entry, fetched, content)
             except RefstoreError as exc:
                 _discard(fetched)
                 note = f"fetched to compare with {state.absolute(entry.path)}; nothing was written there"
@@ -266,7 +266,7 @@ class Downloader:
             fetched = self.cache.tmp_path()
             try:
                 content = await self._fetch(entry, Path(fetched), progress)
-                await asyncio.to_thread(self._admit, entry, content, fetched, dest, root)
+                await finish_in_thread(self._admit, entry, content, fetched, dest, root)
                 return
             except ObjectChangedError as exc:
                 _discard(fetched)

@@ -9,6 +9,7 @@ Registry-involving tests run twice: in a local folder and in a bucket on the mot
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 import textwrap
@@ -65,7 +66,8 @@ def test_gc_keeps_the_bytes_of_every_state_of_every_run(registry_root: str, tmp_
     checkpoint = tmp_path / "ckpt.pt"
     with refstore.init("proj", sync_interval=FAST) as run:
         for number in range(3):
-            checkpoint.write_text(f"epoch {number}")
+            (tmp_path / "ckpt.tmp").write_text(f"epoch {number}")
+            os.replace(tmp_path / "ckpt.tmp", checkpoint)  # never seen half-written by the live sync
             if number == 0:
                 run.save(str(checkpoint))
             wait_until(
