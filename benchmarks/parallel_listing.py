@@ -199,11 +199,11 @@ def report(results: list[dict[str, Any]], objects: int, prefixes: int, repeat: i
     return "\n".join(lines)
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace this case's section of RESULTS.md (up to the next ``## ``), or add it at the end."""
+def write_section(text: str, path: Path, title: str = TITLE) -> None:
+    """Replace the section ``title`` of RESULTS.md (up to the next ``## ``), or add it at the end."""
     old = path.read_text() if path.exists() else ""
-    if TITLE in old:
-        head, _, rest = old.partition(TITLE)
+    if title in old:
+        head, _, rest = old.partition(title)
         after = rest.find("\n## ")
         tail = rest[after + 1 :] if after >= 0 else ""
         new = head + text + ("\n" + tail if tail else "")

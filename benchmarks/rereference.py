@@ -164,7 +164,7 @@ def main() -> None:
     text = report(results, args.files, sizes, args.repeat)
     print(text)
     if args.results:
-        write_section(text, HERE / "RESULTS.md")
+        write_section(text, HERE / "RESULTS.md", TITLE)
 
 
 if __name__ == "__main__":
