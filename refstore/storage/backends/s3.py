@@ -8,6 +8,7 @@ recorded ETag where the object has no version.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import csv
 import errno
@@ -46,6 +47,7 @@ from ...core.exceptions import (
 from ...core.loop import gather_limited
 from ...core.meta import KeyVersion, ObjectMeta
 from ..listing import Page, list_in_parallel
+from . import s3_listing
 from ._base import (
     CHUNK_SIZE,
     FETCH_ATTEMPTS,
@@ -284,7 +286,7 @@ class S3Backend(Backend):
             digest=f"etag:{etag}",
             etag=etag,
             version_id=_version(item.get("VersionId")),
-            last_modified=modified.isoformat() if modified is not None else None,
+            last_modified=modified if modified is None or isinstance(modified, str) else modified.isoformat(),
         )
 
     async def inventory_listing(self, path: str, inventory: str, *, max_objects: int) -> list[ObjectMeta]:
@@ -674,6 +676,8 @@ class _S3Pages:
         #: Objects, versions and delete markers listed, in every mode.
         self.items = 0
         self._probe: asyncio.Future[None] | None = None
+        #: Pages parsed by :mod:`.s3_listing` (decided at the first request).
+        self._fast: bool | None = None
 
     async def pages(
         self, prefix: str, *, delimiter: bool = False, start_after: str | None = None
@@ -694,7 +698,7 @@ class _S3Pages:
                 if version_marker:
                     markers["VersionIdMarker"] = version_marker
                 try:
-                    answer = await self.backend._call("list_object_versions", url, **kwargs, **markers)
+                    answer = await self._list("list_object_versions", url, **kwargs, **markers)
                 except OSError as exc:
                     if not _versions_refused(exc):
                         raise
@@ -705,7 +709,7 @@ class _S3Pages:
                 marker, version_marker = answer.get("NextKeyMarker"), answer.get("NextVersionIdMarker")
             else:
                 position = {"ContinuationToken": token} if token else {"StartAfter": after} if after else {}
-                answer = await self.backend._call("list_objects_v2", url, **kwargs, **position)
+                answer = await self._list("list_objects_v2", url, **kwargs, **position)
                 page = self._current_page(answer)
                 token = answer.get("NextContinuationToken")
             if page.more and mode == "versions" and self._probe is None:
@@ -718,6 +722,22 @@ class _S3Pages:
                 await asyncio.shield(self._probe)
             if mode == "versions" and self.mode == "v2":
                 after = page.last_key  # go on with ListObjectsV2 after the last key listed
+
+    async def _list(self, method: str, url: str, **kwargs: Any) -> Mapping[str, Any]:
+        """One listing request; its page parsed by :mod:`.s3_listing` where that is enabled (the request
+        and whatever is not a listing stay botocore's)."""
+        fs = self.backend.fs
+        if self._fast is None:
+            self._fast = s3_listing.enabled(fs) and not fs.cache_regions
+        if not self._fast:
+            return cast("Mapping[str, Any]", await self.backend._call(method, url, **kwargs))
+        with contextlib.suppress(Exception):  # a session that cannot be made fails in _call, as before
+            await fs.set_session()
+        if fs._s3 is not None:
+            s3_listing.install(fs._s3)
+        with s3_listing.raw():
+            answer = await self.backend._call(method, url, **kwargs)
+        return cast("Mapping[str, Any]", answer.get(s3_listing.RESULT, answer))
 
     def _versions_page(self, answer: Mapping[str, Any]) -> Page:
         versions = list(answer.get("Versions") or [])
