@@ -316,6 +316,16 @@ class Bench:
                 "s3://many/p",
                 str(LISTING_COUNT),
             ],
+            # the same, with botocore's parser for the listing pages (as before issue 18's s3_listing)
+            "refstore add_reference (botocore parser)": [
+                sys.executable,
+                "-c",
+                REFSTORE_STEP,
+                "reference",
+                self.registry,
+                "s3://many/p",
+                str(LISTING_COUNT),
+            ],
             "s5cmd ls --all-versions": [
                 str(PEERS / "s5cmd"),
                 "--endpoint-url",
@@ -343,7 +353,8 @@ class Bench:
                     if lines != LISTING_COUNT:
                         raise SystemExit(f"s5cmd listed {lines} lines")
                 else:
-                    out = _json_run(cmd, self.env)
+                    env = {**self.env, "REFSTORE_S3_LISTING": "botocore"} if "botocore" in tool else self.env
+                    out = _json_run(cmd, env)
                 results.setdefault(tool, []).append(out)
         return results
 
