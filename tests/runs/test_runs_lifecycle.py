@@ -7,6 +7,7 @@ Every test runs twice: with the registry in a local folder and in a bucket on th
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -35,7 +36,8 @@ def _live_run(registry_root: str, tmp_path: Path, texts: list[str], project: str
     checkpoint = tmp_path / "ckpt.pt"
     with refstore.init(project, sync_interval=FAST) as run:
         for number, text in enumerate(texts):
-            checkpoint.write_text(text)
+            (tmp_path / "ckpt.tmp").write_text(text)
+            os.replace(tmp_path / "ckpt.tmp", checkpoint)  # never seen half-written by the live sync
             if number == 0:
                 run.save(str(checkpoint))
             wait_until(
@@ -85,7 +87,8 @@ def test_runs_show_lists_every_synced_state_of_each_file_and_the_lineage(
         run.use_artifact("mnist:latest")
         checkpoint = tmp_path / "ckpt.pt"
         for number, text in enumerate(["epoch 0", "epoch 1!", "epoch 2!!"]):
-            checkpoint.write_text(text)
+            (tmp_path / "ckpt.tmp").write_text(text)
+            os.replace(tmp_path / "ckpt.tmp", checkpoint)
             if number == 0:
                 run.save(str(checkpoint))
             wait_until(

@@ -706,7 +706,7 @@ class _S3Pages:
                     after = marker or after
                     continue
                 page = self._versions_page(answer)
-                marker, version_marker = answer.get("NextKeyMarker"), answer.get("NextVersionIdMarker")
+                marker, version_marker = _next_key_marker(answer), answer.get("NextVersionIdMarker")
             else:
                 position = {"ContinuationToken": token} if token else {"StartAfter": after} if after else {}
                 answer = await self._list("list_objects_v2", url, **kwargs, **position)
@@ -750,7 +750,7 @@ class _S3Pages:
         ]
         more = bool(answer.get("IsTruncated"))
         keys = [item["Key"] for item in (versions[-1:] + deleted[-1:])] if not more else []
-        last = answer.get("NextKeyMarker") if more else max(keys, default=None)
+        last = _next_key_marker(answer) if more else max(keys, default=None)
         return Page(entries, last, more, _prefixes(answer))
 
     def _current_page(self, answer: Mapping[str, Any]) -> Page:
@@ -771,6 +771,27 @@ class _S3Pages:
             return
         if not answer.get("Status"):
             self.mode = "v2"
+
+
+def _next_key_marker(answer: Mapping[str, Any]) -> str | None:
+    """A version listing's ``NextKeyMarker`` as the server meant it. Ceph RGW sends it without URL-encoding
+    although the listing asked for ``EncodingType=url``, and botocore decodes it anyway (``a+b.txt``
+    comes back as ``a b.txt``, and the next page lists ``a+b.txt`` again). The keys of the page are
+    encoded, so decoded right: when the marker is the decoding of the last key or prefix the page
+    listed, and not that key itself, that key is the marker. A server that encodes it is unaffected."""
+    marker = answer.get("NextKeyMarker")
+    items = [*(answer.get("Versions") or []), *(answer.get("DeleteMarkers") or [])]
+    listed: list[str] = [item["Key"] for item in items]
+    listed += [p["Prefix"] for p in answer.get("CommonPrefixes") or []]
+    last = max(listed, default=None)
+    if (
+        isinstance(marker, str)
+        and last is not None
+        and marker != last
+        and urllib.parse.unquote_plus(last) == marker
+    ):
+        return last
+    return marker if isinstance(marker, str) else None
 
 
 def _folder_marker(item: Mapping[str, Any]) -> bool:
