@@ -306,26 +306,12 @@ class Bench:
         self._many("many", LISTING_COUNT, 1)
         (self.work / "many.json").write_text(json.dumps(["many", "p/", LISTING_COUNT]))
         results: dict[str, list[dict[str, Any]]] = {}
+        reference = [sys.executable, "-c", REFSTORE_STEP, "reference", self.registry, "s3://many/p"]
+        reference.append(str(LISTING_COUNT))
         steps = {
-            "refstore add_reference": [
-                sys.executable,
-                "-c",
-                REFSTORE_STEP,
-                "reference",
-                self.registry,
-                "s3://many/p",
-                str(LISTING_COUNT),
-            ],
+            "refstore add_reference": reference,
             # the same, with botocore's parser for the listing pages (as before issue 18's s3_listing)
-            "refstore add_reference (botocore parser)": [
-                sys.executable,
-                "-c",
-                REFSTORE_STEP,
-                "reference",
-                self.registry,
-                "s3://many/p",
-                str(LISTING_COUNT),
-            ],
+            "refstore add_reference (botocore parser)": reference,
             "s5cmd ls --all-versions": [
                 str(PEERS / "s5cmd"),
                 "--endpoint-url",
