@@ -10,7 +10,9 @@ Data: ``--objects`` objects of 256 random bytes under ``data/``, spread over ``-
   (about 15 s per page at 100,000 objects here), so a versioned pass over 100,000 objects would take half an
   hour; the raw pass is a boto3 ``list_objects_v2`` paginator, and refstore lists its first page with
   ListObjectVersions, learns from GetBucketVersioning that the bucket never kept versions, and goes on with
-  ListObjectsV2 (``refstore.storage.backends.s3``).
+  ListObjectsV2 (``refstore.storage.backends.s3``). refstore's passes on moto wait up to 300 s for an answer
+  (``config_kwargs={"read_timeout": 300}``; the default is 20 s): moto's first ListObjectVersions page takes
+  15-60 s at 100,000 objects.
 - Ceph RGW (a real, multi-threaded S3 server): a versioned bucket; the raw pass is a boto3
   ``list_object_versions`` paginator, refstore lists versions throughout.
 
@@ -119,7 +121,7 @@ def raw_pass(versioned: bool) -> list[tuple[str, str, str | None]]:
     return found
 
 
-def refstore_pass(streams: int | None) -> list[tuple[str, str, str | None]]:
+def refstore_pass(streams: int | None, read_timeout: int) -> list[tuple[str, str, str | None]]:
     import refstore
     from refstore.storage.locations import clear_backends
 
@@ -129,7 +131,11 @@ def refstore_pass(streams: int | None) -> list[tuple[str, str, str | None]]:
     else:
         os.environ["REFSTORE_LIST_CONCURRENCY"] = str(streams)
     try:
-        entries = refstore.Artifact("bench").add_reference(f"s3://{BUCKET}/data", max_objects=10**7)
+        entries = refstore.Artifact("bench").add_reference(
+            f"s3://{BUCKET}/data",
+            max_objects=10**7,
+            storage_options={"config_kwargs": {"read_timeout": read_timeout}},
+        )
     finally:
         os.environ.pop("REFSTORE_LIST_CONCURRENCY", None)
     return [(f"data/{e.path}", e.etag or "", e.version_id) for e in entries]
@@ -141,15 +147,18 @@ def measure(server: Any, name: str, objects: int, prefixes: int, repeat: int) ->
     populate(objects, prefixes, versioned)
     print(f"{name}: wrote {objects:,} objects in {time.monotonic() - started:.0f} s", file=sys.stderr)
     listing = "ListObjectVersions" if versioned else "ListObjectsV2"
+    # refstore's default read timeout is 20 s; moto's first ListObjectVersions page (refstore's first
+    # request) takes 15-60 s at 100,000 objects, so the moto passes wait up to 300 s for an answer.
+    timeout = 20 if versioned else 300
     tools: dict[str, Callable[[], list[tuple[str, str, str | None]]]] = {
-        "refstore add_reference (parallel streams, the default)": lambda: refstore_pass(None),
-        "refstore add_reference, one stream (REFSTORE_LIST_CONCURRENCY=1)": lambda: refstore_pass(1),
+        "refstore add_reference (parallel streams, the default)": lambda: refstore_pass(None, timeout),
+        "refstore add_reference, one stream (REFSTORE_LIST_CONCURRENCY=1)": lambda: refstore_pass(1, timeout),
         f"raw boto3 paginator: one sequential {listing} pass": lambda: raw_pass(versioned),
     }
     rows: dict[str, dict[str, list[float]]] = {tool: {"seconds": [], "requests": []} for tool in tools}
     expected = sorted(raw_pass(versioned))
     assert len(expected) == objects, (len(expected), objects)
-    refstore_pass(None)  # untimed: imports and first connections
+    refstore_pass(None, timeout)  # untimed: imports and first connections
     order = list(tools)
     for round_ in range(repeat):
         for tool in order[round_ % len(order) :] + order[: round_ % len(order)]:
