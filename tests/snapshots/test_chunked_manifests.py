@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from gc_race import race_gc
 
 import refstore
 from refstore.core import chunks
@@ -169,9 +170,6 @@ def _files(k: int) -> dict[str, bytes]:
 def test_gc_racing_chunked_logs_never_deletes_a_chunk_a_version_uses(tmp_path: Path) -> None:
     """Another process logs chunked versions whose chunks and root gc sees as orphans (planted again and
     again, as a deleted version leaves them) while gc runs in a loop: every version stays whole."""
-    import subprocess
-    import sys
-
     from refstore.core.manifest import Manifest, new_entry
     from refstore.storage.hashing import hash_bytes
 
@@ -193,12 +191,6 @@ def test_gc_racing_chunked_logs_never_deletes_a_chunk_a_version_uses(tmp_path: P
 
     plant()
     source = CHUNKED_LOGGER.replace("_files(k)", "{f'f{i:02d}.bin': f'{k} {i}'.encode() for i in range(60)}")
-    logger = subprocess.Popen(
-        [sys.executable, "-c", source, registry.root, str(tmp_path / "work"), str(count)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert logger.stdout is not None and logger.stdout.readline() == "ready\n"
 
     def missing() -> list[str]:
         """What the versions there now use and gc took (planting again would hide it: check first)."""
@@ -215,19 +207,12 @@ def test_gc_racing_chunked_logs_never_deletes_a_chunk_a_version_uses(tmp_path: P
             ]
         return gone
 
-    runs = 0
-    try:
-        while logger.poll() is None:
-            plant()
-            collect_garbage(registry, yes=True)
-            assert missing() == []
-            runs += 1
-    finally:
-        if logger.poll() is None:
-            logger.kill()
-        logger.wait(60)
-    assert logger.returncode == 0 and logger.stdout.read() == "done\n"
-    assert runs >= 2
+    def check_then_plant() -> None:
+        assert missing() == []
+        plant()
+
+    race_gc(registry, source, [str(tmp_path / "work"), str(count)], check_then_plant)
+    assert missing() == []
     versions = registry.versions("model")
     assert [v.version for v in versions] == list(range(count))
     for version in versions:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner
+from gc_race import race_gc
 
 import refstore
 from refstore.core.manifest import Manifest, ManifestEntry, canonical_json
@@ -211,24 +210,8 @@ def test_gc_racing_a_concurrent_log_never_deletes_what_a_version_references(tmp_
     count = 40
     registry = refstore.Registry(tmp_path / "shared-registry")
     orphans = _plant_orphans(registry, count)
-    logger = subprocess.Popen(
-        [sys.executable, "-c", LOGGER, registry.root, str(tmp_path / "work"), str(count)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert logger.stdout is not None and logger.stdout.readline() == "ready\n"
-    runs = 0
-    try:
-        while logger.poll() is None:
-            _plant_orphans(registry, count)  # again and again, so that every log races a gc over them
-            collect_garbage(registry, yes=True)
-            runs += 1
-    finally:
-        if logger.poll() is None:
-            logger.kill()
-        logger.wait(30)
-    assert logger.returncode == 0 and logger.stdout.read() == "done\n"
-    assert runs >= 2
+    # again and again, so that every log races a gc over them
+    race_gc(registry, LOGGER, [str(tmp_path / "work"), str(count)], lambda: _plant_orphans(registry, count))
 
     assert [v.version for v in registry.versions("model")] == list(range(count))
     _assert_intact(registry, tmp_path / "out")
