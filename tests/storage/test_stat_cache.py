@@ -186,3 +186,53 @@ def test_a_damaged_cache_or_the_switch_off_means_reading(
     monkeypatch.setenv("REFSTORE_STAT_CACHE", "0")
     assert refstore.Artifact("t").add_reference(root) == expected
     assert len(opened) == 4
+
+
+def test_an_unchanged_tree_leaves_the_records_file_alone(tmp_path: Path, opened: list[str]) -> None:
+    root = tmp_path / "tree"
+    _tree(root, folders=2, files=5)
+    _settle()
+    first = refstore.Artifact("t").add_reference(root)
+    records = StatCache.load(str(root.resolve())).file
+    before = records.stat()
+    opened.clear()
+    assert refstore.Artifact("t").add_reference(root) == first
+    assert refstore.Artifact("t").add_dir(root) and opened == []
+    after = records.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not written again
+
+
+def test_files_added_and_removed_are_seen_and_the_others_not_read(tmp_path: Path, opened: list[str]) -> None:
+    root = tmp_path / "tree"
+    contents = _tree(root, folders=2, files=5)
+    _settle()
+    refstore.Artifact("t").add_reference(root)
+    (root / "d0" / "f01.bin").unlink()
+    (root / "d1" / "new.bin").write_bytes(b"new")
+    (root / "d1" / "deeper").mkdir()
+    (root / "d1" / "deeper" / "x.bin").write_bytes(b"x")
+    _settle()
+    opened.clear()
+    again = _digests(refstore.Artifact("t").add_reference(root))
+    assert sorted(Path(p).name for p in opened) == ["new.bin", "x.bin"]
+    del contents["d0/f01.bin"]
+    contents |= {"d1/new.bin": b"new", "d1/deeper/x.bin": b"x"}
+    assert again == {name: hash_bytes(data) for name, data in contents.items()}
+    opened.clear()
+    assert _digests(refstore.Artifact("t").add_reference(root)) == again
+    assert opened == []
+
+
+def test_a_tree_is_listed_in_the_order_of_its_paths(tmp_path: Path, opened: list[str]) -> None:
+    """Files before, between and after subfolders whose names sort around ``/`` (``a.b`` < ``a/`` <
+    ``a0``): the walk gives them in the sorted order of their paths, the first time and from the records."""
+    root = tmp_path / "tree"
+    for name in ("a.b", "a/b", "a/c/d", "a/c.e", "a/f", "a0", "a-", "b/a", "c", "a/c/z/y"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(name.encode())
+    _settle()
+    first = [e.path for e in refstore.Artifact("t").add_reference(root)]
+    assert first == sorted(first) and len(first) == 10
+    opened.clear()
+    assert [e.path for e in refstore.Artifact("t").add_reference(root)] == first
+    assert opened == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import errno
 import functools
@@ -16,7 +17,7 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 import xxhash
 from fsspec import AbstractFileSystem
@@ -41,7 +42,7 @@ from ..hashing import (
     same_state,
     stat_and_hash,
 )
-from ..stat_cache import FileState, StatCache
+from ..stat_cache import Stat, StatCache, stat_of
 from ..stat_cache import enabled as stat_cache_enabled
 from ._base import CHUNK_SIZE, Backend, BodyFile, ProgressHook, RecordsHook, changed, is_unchecked
 
@@ -137,30 +138,30 @@ class LocalBackend(Backend):
         exclude: Exclusion | None = None,
     ) -> list[ObjectMeta]:
         found: list[ObjectMeta] = []
-        walk = _walk_files(path, max_objects, self.url(path), exclude)
+        runs = _walk_runs(path, max_objects, self.url(path), exclude)
         cache = StatCache.load(path) if stat_cache_enabled() else None
         cut = len(_prefix(path))
-        settled: list[tuple[str, str, FileState]] | None = []
+        settled: _Settled | None = None
         try:
-            if cache is not None and cache.states:
-                found, settled = _list_known(walk, cut, cache, executor, progress, stop)
+            if cache is not None and cache.paths:
+                found, settled = _list_known(runs, cut, cache, executor, progress, stop)
             else:
-                hashed: list[tuple[str, str, FileState]] = []
-                for names, done in hash_stream(walk, executor=executor, progress=progress, stop=stop):
+                settled = _Settled(cut)
+                files = ((folder + name, 0) for folder, names in runs for name in names)
+                for names, done in hash_stream(files, executor=executor, progress=progress, stop=stop):
                     # records made while hashing goes on
                     facts = zip(names, done.sizes, done.digests, strict=True)
                     batch = [new_meta(f"file://{f}", size, digest) for f, size, digest in facts]
                     found += batch
-                    hashed += _settled(names, done, cut)
+                    settled.add(names, done)
                     if on_records is not None:
                         on_records(batch)
-                settled = hashed
         except OSError as exc:  # a file the walk found cannot be read: a dangling link, a loop, EACCES
             if isinstance(exc, RefstoreError):
                 raise
             raise read_error(exc.filename or path, exc) from exc
         if cache is not None and settled is not None:
-            cache.save(settled)
+            cache.save(settled.relatives, settled.stats, settled.digests, settled.paths)
         return found
 
     async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
@@ -251,13 +252,35 @@ class LocalBackend(Backend):
 def _walk_files(
     root: str, max_objects: int, url: str, exclude: Exclusion | None = None
 ) -> Iterator[tuple[str, int]]:
-    """``(path, 0)`` for each file under ``root`` (links to files followed, links to folders not), in
-    sorted order, yielded as the walk goes; one ``scandir`` per folder and no ``stat`` for plain files.
-    What ``exclude`` leaves out is not walked: a folder it excludes or that holds one of its markers, a file
-    it excludes; the files left out are not counted against ``max_objects``.
+    """``(path, 0)`` for each file under ``root``, in sorted order, as :func:`_walk_runs` finds them."""
+    for folder, names in _walk_runs(root, max_objects, url, exclude):
+        for name in names:
+            yield folder + name, 0
 
-    Each folder's entries are sorted with folders keyed as ``name/``, and a folder's files come out at its
-    place: that is exactly the sorted order of the whole paths.
+
+class _Folder:
+    """A folder on the walk's stack: its files and subfolders (sorted), and how far the walk is in each."""
+
+    __slots__ = ("files", "folders", "next_file", "next_folder", "prefix")
+
+    def __init__(self, prefix: str, names: tuple[list[str], list[str]]) -> None:
+        self.prefix = prefix
+        self.files, self.folders = names
+        self.next_file = self.next_folder = 0
+
+
+def _walk_runs(
+    root: str, max_objects: int, url: str, exclude: Exclusion | None = None
+) -> Iterator[tuple[str, list[str]]]:
+    """The files under ``root`` (links to files followed, links to folders not) as runs of one folder's
+    files, ``(folder path ending in "/", names)``, in the sorted order of their whole paths, yielded as the
+    walk goes; one ``scandir`` per folder and no ``stat`` for plain files. What ``exclude`` leaves out is
+    not walked: a folder it excludes or that holds one of its markers, a file it excludes; the files left
+    out are not counted against ``max_objects``.
+
+    A folder's files that sort before its first subfolder (keyed as ``name/``) make a run, those between it
+    and the next subfolder another, and so on; with each subfolder walked at its place, that is exactly the
+    sorted order of the whole paths.
     """
     count = 0
     top = _prefix(root)
@@ -265,105 +288,129 @@ def _walk_files(
     check_utf8(root)
     markers = exclude.markers if exclude is not None else frozenset()
     check_files = exclude is not None and exclude.checks_files
-    stack = [(top, iter(_sorted_names(root)))]
+    stack = [_Folder(top, _sorted_names(root))]
     while stack:
-        prefix, names = stack[-1]
-        files = []
-        for name in names:
-            if name[-1] == "/":
-                if exclude is not None and exclude.excludes((prefix + name[:-1])[cut:], True):
-                    continue
-                if not name.isascii():
-                    check_utf8(prefix + name[:-1])
-                stack.append((prefix + name, iter(_sorted_names(prefix + name[:-1], markers))))
-                break
-            if check_files and exclude.excludes((prefix + name)[cut:], False):  # type: ignore[union-attr]
-                continue
-            if not name.isascii():
-                check_utf8(prefix + name)
-            files.append((prefix + name, 0))
+        here = stack[-1]
+        prefix, files, start = here.prefix, here.files, here.next_file
+        folder = here.folders[here.next_folder] if here.next_folder < len(here.folders) else None
+        if folder is not None:
+            here.next_folder += 1
+            here.next_file = end = bisect.bisect_left(files, folder, start)
         else:
+            end = len(files)
             stack.pop()
-        count += len(files)
+        run = files[start:end]
+        if check_files:
+            run = [n for n in run if not exclude.excludes((prefix + n)[cut:], False)]  # type: ignore[union-attr]
+        if not "".join(run).isascii():
+            for name in run:
+                check_utf8(prefix + name)
+        count += len(run)
         if count > max_objects:
             raise TooManyObjectsError(
                 f"{url}: more than max_objects={max_objects} files; "
                 "raise max_objects or reference a narrower folder"
             )
-        yield from files
+        if run:
+            yield prefix, run
+        if folder is None or (exclude is not None and exclude.excludes((prefix + folder)[cut:-1], True)):
+            continue
+        if not folder.isascii():
+            check_utf8(prefix + folder[:-1])
+        stack.append(_Folder(prefix + folder, _sorted_names(prefix + folder[:-1], markers)))
+
+
+class _Settled:
+    """The files hashed or matched that the stat cache may record (settled when read), as columns."""
+
+    def __init__(self, cut: int) -> None:
+        self.cut = cut  # the length of the folder's path with its "/": what a relative path leaves out
+        self.relatives: list[str] = []
+        self.paths: list[str] = []
+        self.stats: list[Stat] = []
+        self.digests: list[str] = []
+
+    def add(self, names: list[str], done: Hashed) -> None:
+        """Add the files of a hashed batch that were settled when read."""
+        rows = zip(names, done.sizes, done.mtimes_ns, done.digests, done.settled, strict=True)
+        for name, size, mtime, digest, known in rows:
+            if known is not None:
+                self.relatives.append(name[self.cut :])
+                self.paths.append(name)
+                self.stats.append((size, mtime, *known))
+                self.digests.append(digest)
 
 
 def _list_known(
-    walk: Iterator[tuple[str, int]],
+    runs: Iterator[tuple[str, list[str]]],
     cut: int,
     cache: StatCache,
     executor: Executor | None,
     progress: ProgressHook | None,
     stop: threading.Event,
-) -> tuple[list[ObjectMeta], list[tuple[str, str, FileState]] | None]:
+) -> tuple[list[ObjectMeta], _Settled | None]:
     """The records of the walked files, those whose stat the cache recorded (:mod:`~refstore.storage.
-    stat_cache`) with their recorded digest and no read, the others hashed; and the settled states to
-    record (``None`` when they are the cache's already)."""
-    paths = [p for p, _ in walk]
-    sizes, digests = [0] * len(paths), [""] * len(paths)
-    settled: list[tuple[str, str, FileState]] = []
-    misses: list[int] = []
-    for i, (path, now) in enumerate(zip(paths, _stats(paths), strict=True)):
-        state = cache.known(path[cut:], path, now) if now is not None else None
-        if state is None:
-            misses.append(i)
-            continue
-        sizes[i], digests[i] = state[0], state[5]
-        settled.append((path[cut:], path, state))
-    if not misses and len(settled) == len(cache.states):
-        return _records(paths, sizes, digests), None  # every record held, none gone: nothing to write
+    stat_cache`) with their recorded digest and no read, the others hashed; and the settled files to
+    record (``None`` when the cache holds them already)."""
+    paths: list[str] = []
+    relatives: list[str] = []
+    stats: list[Stat | None] = []
+    for folder, names in runs:
+        paths += [folder + name for name in names]
+        relative = folder[cut:]
+        relatives += [relative + name for name in names]
+        stats += _stats(folder, names)
+    found = cache.lookup(relatives, stats, paths)
+    misses = [i for i, digest in enumerate(found) if digest is None]
+    sizes = [0 if s is None else s[0] for s in stats]
     if progress is not None and len(misses) < len(paths):
         progress(len(paths) - len(misses))
+    if not misses and len(paths) == len(cache.paths):  # every record held, none gone: nothing to write
+        return _records(paths, sizes, cast(list[str], found)), None
+    settled = _Settled(cut)
+    for i, (stat, digest) in enumerate(zip(stats, found, strict=True)):
+        if stat is not None and digest is not None:
+            settled.relatives.append(relatives[i])
+            settled.paths.append(paths[i])
+            settled.stats.append(stat)
+            settled.digests.append(digest)
     order = iter(misses)
     for names, done in hash_stream(
         ((paths[i], 0) for i in misses), executor=executor, progress=progress, stop=stop
     ):
         for size, digest in zip(done.sizes, done.digests, strict=True):
             i = next(order)
-            sizes[i], digests[i] = size, digest
-        settled += _settled(names, done, cut)
-    return _records(paths, sizes, digests), settled
+            sizes[i], found[i] = size, digest
+        settled.add(names, done)
+    return _records(paths, sizes, cast(list[str], found)), settled
 
 
 def _records(paths: list[str], sizes: list[int], digests: list[str]) -> list[ObjectMeta]:
     return [new_meta(f"file://{p}", size, d) for p, size, d in zip(paths, sizes, digests, strict=True)]
 
 
-def _settled(names: list[str], done: Hashed, cut: int) -> list[tuple[str, str, FileState]]:
-    """``(relative path, path, state)`` of the hashed files that were settled when read."""
-    rows = zip(names, done.sizes, done.mtimes_ns, done.digests, done.settled, strict=True)
-    return [
-        (name[cut:], name, (size, mtime, known[0], known[1], known[2], digest))
-        for name, size, mtime, digest, known in rows
-        if known is not None
-    ]
-
-
-def _stats(paths: list[str]) -> Iterator[os.stat_result | None]:
-    """``os.stat`` of each path (links followed), each looked up in its open folder (paths of a folder
-    come in a row); ``None`` for one that cannot be stat'ed (hashing it then says why)."""
-    folder, fd = "", -1
+def _stats(folder: str, names: list[str]) -> list[Stat | None]:
+    """What the stat cache compares of each file's ``os.stat`` (links followed), looked up by name in its
+    open folder; ``None`` for one that cannot be stat'ed (hashing it then says why)."""
     try:
-        for path in paths:
-            cut = path.rfind("/")
-            try:
-                if path[:cut] != folder:
-                    if fd >= 0:
-                        os.close(fd)
-                        fd = -1
-                    folder = path[:cut]
-                    fd = os.open(folder or "/", _FOLDER_FLAGS)
-                yield os.stat(path[cut + 1 :], dir_fd=fd)
-            except OSError:
-                yield None
+        fd = os.open(folder, _FOLDER_FLAGS)
+    except OSError:
+        return [None] * len(names)
+    try:
+        try:
+            found = [os.stat(name, dir_fd=fd) for name in names]
+        except OSError:  # one of them: one by one
+            return [_stat_or_none(name, fd) for name in names]
+        return [(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_dev) for s in found]
     finally:
-        if fd >= 0:
-            os.close(fd)
+        os.close(fd)
+
+
+def _stat_or_none(name: str, fd: int) -> Stat | None:
+    try:
+        return stat_of(os.stat(name, dir_fd=fd))
+    except OSError:
+        return None
 
 
 _FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
@@ -373,31 +420,35 @@ def _prefix(folder: str) -> str:
     return folder if folder.endswith("/") else folder + "/"
 
 
-def _sorted_names(folder: str, markers: frozenset[str] = frozenset()) -> list[str]:
-    """The names of the files in ``folder`` and, ending in ``/``, of its folders, sorted; none when it holds
-    an entry named in ``markers`` (a folder that is refstore's own). Links to regular files count as files,
-    and so do links that lead nowhere (dangling, or a loop): reading them fails, naming them, unless an
-    exclude glob leaves them out first. A folder that cannot be listed is an error naming it."""
+def _sorted_names(folder: str, markers: frozenset[str] = frozenset()) -> tuple[list[str], list[str]]:
+    """The names of the files in ``folder`` and, ending in ``/``, of its folders, each sorted; none when it
+    holds an entry named in ``markers`` (a folder that is refstore's own). Links to regular files count as
+    files, and so do links that lead nowhere (dangling, or a loop): reading them fails, naming them, unless
+    an exclude glob leaves them out first. A folder that cannot be listed is an error naming it."""
     try:
         entries = os.scandir(folder)
     except (FileNotFoundError, NotADirectoryError):
-        return []  # no such folder (or it vanished meanwhile), as os.walk does
+        return [], []  # no such folder (or it vanished meanwhile), as os.walk does
     except OSError as exc:
         raise read_error(folder, exc) from exc
-    names: list[str] = []
     try:
         with entries:
-            for entry in entries:
-                if entry.name in markers:
-                    return []
+            listed = list(entries)
+        if markers and not markers.isdisjoint([entry.name for entry in listed]):
+            return [], []
+        files = [entry.name for entry in listed if entry.is_file(follow_symlinks=False)]
+        folders: list[str] = []
+        if len(files) < len(listed):  # folders, links, FIFOs...: a second look at those
+            for entry in listed:
                 if entry.is_dir(follow_symlinks=False):
-                    names.append(entry.name + "/")
-                elif entry.is_file(follow_symlinks=False) or _links_to_file(entry):
-                    names.append(entry.name)
+                    folders.append(entry.name + "/")
+                elif not entry.is_file(follow_symlinks=False) and _links_to_file(entry):
+                    files.append(entry.name)
     except OSError as exc:
         raise read_error(folder, exc) from exc
-    names.sort()
-    return names
+    files.sort()
+    folders.sort()
+    return files, folders
 
 
 def _links_to_file(entry: os.DirEntry[str]) -> bool:
