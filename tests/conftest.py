@@ -331,6 +331,32 @@ def http_server(_http_server_session: HTTPServer) -> HTTPDir:
     return HTTPDir(_http_server_session, root, f"{_http_server_session.base_url}/{name}")
 
 
+# -- Dask -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def dask_threads() -> Iterator[Any]:
+    """The executor of a Dask ``LocalCluster`` whose two workers are threads of this process (2 threads
+    each): tasks still go through the scheduler and their arguments are copied on the way."""
+    import distributed  # in the test extra: a missing package fails the run, it is never skipped
+
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client.get_executor()
+
+
+@pytest.fixture
+def on_workers(dask_threads: Any) -> Any:
+    """``dask_threads`` through a :class:`dask_support.OnWorkers`: the tasks it ran, and on which worker."""
+    from dask_support import OnWorkers
+
+    return OnWorkers(dask_threads)
+
+
 # -- soak -----------------------------------------------------------------------------------------------
 
 

@@ -35,6 +35,7 @@ import collections
 import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -162,6 +163,22 @@ class ChunkedRoot:
     size: int
 
 
+@dataclass(frozen=True, slots=True)
+class BuiltChunk:
+    """A chunk of entries as made: its ref, its bytes, and its entries' part of the content digest."""
+
+    ref: ChunkRef
+    data: bytes
+    piece: bytes
+
+    @classmethod
+    def of(cls, rows: list[ManifestEntry]) -> BuiltChunk:
+        data = _chunk_bytes(rows)
+        size = sum(e.size for e in rows)
+        ref = ChunkRef(rows[0].path, rows[-1].path, len(rows), size, _sha(data))
+        return cls(ref, data, _dumps({e.path: (e.size, e.digest) for e in rows})[1:-1].encode())
+
+
 class ChunkWriter:
     """Cuts entries, given in strictly increasing logical-path order, into chunks as they come: each chunk
     is handed to ``put(digest, bytes)`` once complete (memory holds one chunk at a time); :meth:`finish`
@@ -205,15 +222,17 @@ class ChunkWriter:
         if not rows:
             return
         self._rows = []
-        data = _chunk_bytes(rows)
-        digest = _sha(data)
-        self._put(digest, data)
-        size = sum(e.size for e in rows)
-        piece = _dumps({e.path: (e.size, e.digest) for e in rows})[1:-1]
-        self._content.update(f",{piece}".encode() if self.count else piece.encode())
-        self._refs.append(ChunkRef(rows[0].path, rows[-1].path, len(rows), size, digest))
-        self.count += len(rows)
-        self.size += size
+        self._take(BuiltChunk.of(rows))
+
+    def _take(self, chunk: BuiltChunk) -> None:
+        """Take a complete chunk of the next entries (none may be open)."""
+        ref = chunk.ref
+        self._put(ref.digest, chunk.data)
+        self._content.update(b"," + chunk.piece if self.count else chunk.piece)
+        self._refs.append(ref)
+        self._last = ref.last
+        self.count += ref.count
+        self.size += ref.size
 
     def finish(self) -> ChunkedRoot:
         self._flush()
@@ -559,17 +578,73 @@ def _covering(refs: list[ChunkRef], path: str) -> ChunkRef | None:
 # -- making one -----------------------------------------------------------------------------------------
 
 
-def chunked(manifest: Manifest) -> Manifest:
+def chunked(manifest: Manifest, executor: Executor | None = None) -> Manifest:
     """``manifest`` as it is stored: itself up to ``SINGLE_LIMIT`` entries (or if already chunked), else a
-    :class:`ChunkedManifest` whose chunks wait in :attr:`PendingManifest.pending` to be written."""
+    :class:`ChunkedManifest` whose chunks wait in :attr:`PendingManifest.pending` to be written. With an
+    ``executor`` (a Dask cluster's, or any :class:`concurrent.futures.Executor`) the chunks are made on its
+    workers, the same chunks byte for byte (:func:`_stitch`)."""
     if isinstance(manifest, ChunkedManifest) or len(manifest) <= SINGLE_LIMIT:
         return manifest
     pending: dict[str, bytes] = {}
     writer = ChunkWriter(pending.__setitem__)
     with gc_paused():
-        writer.add_all(manifest.values())
+        if executor is None:
+            writer.add_all(manifest.values())
+        else:
+            _stitch(writer, list(manifest.values()), executor)
     root = writer.finish()
     return PendingManifest(root.data, root.digest, pending, manifest)
+
+
+#: Entries a worker cuts into chunks per task, when chunks are made on an executor.
+SEGMENT_ENTRIES = 2**18
+
+
+def _stitch(writer: ChunkWriter, entries: list[ManifestEntry], executor: Executor) -> None:
+    """Hand ``entries`` (sorted) to ``writer`` with their chunks made on ``executor``'s workers: each task
+    cuts a segment of :data:`SEGMENT_ENTRIES` entries as if it began a manifest (:func:`cut_segment`),
+    and the driver takes a worker's chunk as it is wherever its own cuts, made with every entry before,
+    end just where that chunk begins: the cutter decides from the entries since its last cut only, so from
+    that point both cut alike up to the worker's last cut. Elsewhere (from the start of a segment until its
+    cuts meet the worker's, usually within one chunk, and after a worker's last cut) the driver cuts the
+    entries itself. So the chunks are the ones :meth:`ChunkWriter.add_all` makes, byte for byte."""
+    starts = range(0, len(entries), SEGMENT_ENTRIES)
+    futures = [executor.submit(cut_segment, entries[a : a + SEGMENT_ENTRIES]) for a in starts]
+    done = 0  # entries handed to the writer
+    try:
+        for start, future in zip(starts, futures, strict=True):
+            for chunk in future.result():
+                if start >= done:
+                    writer.add_all(entries[done:start])
+                    done = start
+                    if not writer._rows:  # the driver cut just before this chunk: the same chunk
+                        writer._take(chunk)
+                        done += chunk.ref.count
+                start += chunk.ref.count
+        writer.add_all(entries[done:])
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def cut_segment(entries: list[ManifestEntry]) -> list[BuiltChunk]:
+    """A worker's task: the chunks :class:`ChunkWriter` makes of ``entries`` (sorted) as the beginning of
+    a manifest, up to its last cut (the entries after it are left to the driver)."""
+    writer = _Segment()
+    with gc_paused():
+        writer.add_all(entries)
+    return writer.made
+
+
+class _Segment(ChunkWriter):
+    """A writer that keeps the chunks it cuts (no content digest, no store)."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda digest, data: None)
+        self.made: list[BuiltChunk] = []
+
+    def _take(self, chunk: BuiltChunk) -> None:
+        self.made.append(chunk)
 
 
 class PendingManifest(ChunkedManifest):

@@ -26,6 +26,7 @@ import contextlib
 import difflib
 import os
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Executor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -94,7 +95,12 @@ class Registry:
     # -- writing ----------------------------------------------------------------------------------------
 
     def log(
-        self, artifact: Artifact, aliases: Iterable[str] = (), *, created_by: str | None = None
+        self,
+        artifact: Artifact,
+        aliases: Iterable[str] = (),
+        *,
+        created_by: str | None = None,
+        executor: Executor | None = None,
     ) -> ArtifactVersion:
         """Make an immutable version of ``artifact``, so that ``latest`` is always what was logged last.
 
@@ -102,12 +108,16 @@ class Registry:
         content, an older version's included, gets the next version number (``.created`` is True); a
         manifest the registry already holds is not written again. A ``type`` other than the latest
         version's is refused with :class:`ArtifactTypeError`.
+
+        A manifest of more than 20,000 entries is stored as chunks; with an ``executor`` (any
+        :class:`concurrent.futures.Executor`, e.g. a Dask cluster's ``client.get_executor()``) they are
+        made (encoded and digested) on its workers, the same chunks byte for byte, and written from here.
         """
         aliases = [check_alias(a) for a in aliases]
         check_depth(artifact.metadata, f"{artifact.name}: metadata", MAX_DEPTH - 1)  # inside its record
         edits.Change(tags=list(artifact.tags), ttl=artifact.ttl).check(artifact.name)  # before any write
         for attempt in range(_LOG_ATTEMPTS):
-            record, created = self._log_once(artifact, created_by)
+            record, created = self._log_once(artifact, created_by, executor)
             try:
                 for alias in aliases:
                     lifecycle.point_alias(self.store, record.name, record.version, alias)
@@ -119,8 +129,10 @@ class Registry:
         artifact._logged_as(version)  # the draft now downloads, opens and verifies this version
         return version
 
-    def _log_once(self, artifact: Artifact, created_by: str | None) -> tuple[VersionRecord, bool]:
-        manifest = chunked(artifact.manifest)  # a large one as the chunks it is stored in
+    def _log_once(
+        self, artifact: Artifact, created_by: str | None, executor: Executor | None
+    ) -> tuple[VersionRecord, bool]:
+        manifest = chunked(artifact.manifest, executor)  # a large one as the chunks it is stored in
         with log_intent(self.store, manifest):  # a concurrent gc keeps what this log relies on
             numbers, live = self._numbers(artifact.name)
             latest = self._record(artifact.name, live[-1]) if live else None
