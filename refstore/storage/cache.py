@@ -3,11 +3,19 @@
 Layout under ``$REFSTORE_CACHE_DIR`` (default ``~/.cache/refstore``)::
 
     blobs/<aa>/<xxh3_128 hex>     bytes, admitted only after they were checked against their pin
-    pins/<aa>/<sha256 of pin>     the xxh3_128 hex of the bytes a reference pin resolved to (recorded by
-                                  every download, ``skip_cache`` too: it checks files already in place)
+    pins/packs/<name>.pins        which bytes reference pins resolved to, one line ``<sha256 of pin>
+                                  <xxh3_128 hex>`` per pin, one pack per download (recorded by every
+                                  download, ``skip_cache`` too: it checks files already in place)
+    pins/<aa>/<sha256 of pin>     the same, one file per pin, as refstore wrote them before packs (read)
     tmp/                          downloads in flight (admission is a rename; a copy and a rename where
                                   ``blobs/`` or ``pins/`` is a link to another filesystem); what crashed
                                   processes left there is removed at the start of each download
+
+A download writes its pins as one pack when it ends (every :data:`PACK_PINS` pins before that), not a file
+per object: a new file is the costliest step of a small object's download on some file systems (ext4
+without a journal). Pins are a record that saves requests, never a source of bytes: a pin lost (a download
+killed before it wrote its pack) only means the next download checks that file by fetching it again. Packs
+are merged into one once more than :data:`MAX_PACKS` pile up.
 
 Every read from the cache re-hashes the bytes; a corrupted entry is dropped and fetched again. A cached
 file that no download holds is handed out as a hard link (no second copy of the bytes on disk); once one
@@ -23,7 +31,8 @@ import hashlib
 import os
 import re
 import stat
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import xxhash
@@ -36,6 +45,12 @@ from .scratch import remove_stale, scratch_name
 
 _BLOCK = 2**20
 _CONTENT_HEX = re.compile(r"[0-9a-f]{32}")
+#: Pins one :class:`Cache` holds in memory before it writes them as a pack.
+PACK_PINS = 4096
+#: Packs that may pile up in ``pins/packs/`` before a download merges them into one.
+MAX_PACKS = 64
+PACK_SUFFIX = ".pins"
+_PACK_LINE = re.compile(r"^([0-9a-f]{64}) ([0-9a-f]{32})$", re.MULTILINE)
 
 
 def default_cache_dir() -> Path:
@@ -56,6 +71,10 @@ class Cache:
         self._root = os.fspath(self.root)  # paths are built as strings: a warm download builds 10,000s
         self._tmp = f"{self._root}/tmp"
         self._folders: set[str] = set()  # folders this instance made (or found): one mkdir each
+        self._pins_lock = threading.Lock()
+        self._unwritten: dict[str, str] = {}  # pin key -> content hex, remembered but not in a pack yet
+        self._own: dict[str, str] = {}  # the pins this instance remembered (written or not)
+        self._packed: dict[str, str] | None = None  # the packs on disk, read on first need
 
     def tmp_dir(self) -> Path:
         """The folder for files in flight, created if needed."""
@@ -89,17 +108,78 @@ class Cache:
 
     def remember(self, entry: ManifestEntry, content: str) -> None:
         """Record that the pinned object of ``entry`` holds the bytes whose xxh3_128 hex is ``content``
-        (fetched and checked): files already at a destination can then be checked with no request."""
-        pin = self._pin_file(entry)
-        if pin is not None:
-            tmp = self.tmp_path()
-            try:
-                _write_new(tmp, content.encode())
-                _move(tmp, pin, self._folder(os.path.dirname(pin)))
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+        (fetched and checked): files already at a destination can then be checked with no request. Kept in
+        memory (this instance reads it at once) until :meth:`write_pins`, or :data:`PACK_PINS` of them."""
+        key = self._pin_key(entry)
+        if key is None:
+            return
+        with self._pins_lock:
+            self._unwritten[key] = self._own[key] = content
+            full = len(self._unwritten) >= PACK_PINS
+        if full:
+            self.write_pins()
+
+    def write_pins(self) -> None:
+        """Write the pins remembered since the last call as one pack (a scratch file renamed into
+        ``pins/packs/``), then merge the packs if too many piled up. A pack that cannot be written (a full
+        disk) is given up: pins only save requests."""
+        with self._pins_lock:
+            pins, self._unwritten = self._unwritten, {}
+        if not pins:
+            return
+        with contextlib.suppress(OSError):
+            self.write_pack(pins.items())
+            self._merge_packs()
+
+    def _packs_dir(self) -> str:
+        return f"{self._root}/pins/packs"
+
+    def write_pack(self, pins: Iterable[tuple[str, str]]) -> None:
+        """One new pack of ``pins`` (key, content hex), written under a scratch name and renamed."""
+        tmp = self.tmp_path()
+        try:
+            _write_new(tmp, "".join(f"{key} {content}\n" for key, content in pins).encode())
+            folder = self._folder(self._packs_dir())
+            _move(tmp, f"{folder}/{scratch_name()[: -len('.part')]}{PACK_SUFFIX}", folder)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def pack_files(self) -> list[str]:
+        """The paths of the packs in ``pins/packs/`` now."""
+        folder = self._packs_dir()
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return [f"{folder}/{name}" for name in names if name.endswith(PACK_SUFFIX)]
+
+    def _merge_packs(self) -> None:
+        """Replace the packs by one when more than :data:`MAX_PACKS` piled up: the merged pack is written
+        before the packs it merges are deleted, so no pin is lost (two processes merging at once leave
+        two packs)."""
+        packs = self.pack_files()
+        if len(packs) <= MAX_PACKS:
+            return
+        merged: dict[str, str] = {}
+        for path in packs:
+            merged.update(read_pack(path))
+        self.write_pack(merged.items())
+        for path in packs:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    def _packed_pins(self) -> dict[str, str]:
+        """The pins of every pack on disk, read once per instance (packs written later by other processes
+        are not seen: their files are then checked by a fetch, as with no pin)."""
+        if self._packed is None:
+            packed: dict[str, str] = {}
+            for path in self.pack_files():
+                with contextlib.suppress(OSError):
+                    packed.update(read_pack(path))
+            self._packed = packed
+        return self._packed
 
     def known_content(self, entry: ManifestEntry) -> str | None:
         """The xxh3_128 hex of ``entry``'s bytes when known without a request: pinned by the entry, or
@@ -132,32 +212,44 @@ class Cache:
     def evict(self, entry: ManifestEntry, cached: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(cached)
-        pin = self._pin_file(entry)
-        if pin is not None:
+        key = self._pin_key(entry)
+        if key is not None:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(pin)
+                os.unlink(self._pin_path(key))
+            with self._pins_lock:
+                self._own.pop(key, None)
+                self._unwritten.pop(key, None)
+            self._packed_pins().pop(key, None)  # (a pack's line stays: it names bytes no longer cached)
 
     def _content_hash(self, entry: ManifestEntry) -> str | None:
         if entry.digest.startswith(f"{ALGORITHM}:"):
-            content = entry.digest.split(":", 1)[1]
+            content: str | None = entry.digest.split(":", 1)[1]
         else:
-            pin = self._pin_file(entry)
-            if pin is None:
+            key = self._pin_key(entry)
+            if key is None:
                 return None
-            try:
-                content = _read_small(pin).decode("ascii").strip()
-            except (OSError, UnicodeDecodeError):
-                return None
-        return content if _CONTENT_HEX.fullmatch(content) else None  # never a path out of the cache
+            content = self._own.get(key)
+            if content is None:
+                try:
+                    content = _read_small(self._pin_path(key)).decode("ascii").strip()
+                except FileNotFoundError:
+                    content = self._packed_pins().get(key)
+                except (OSError, UnicodeDecodeError):
+                    return None
+        return content if content and _CONTENT_HEX.fullmatch(content) else None  # never a path out of it
 
-    def _pin_file(self, entry: ManifestEntry) -> str | None:
-        """Where a reference's pin -> content record lives; ``None`` for entries never cached."""
+    def _pin_key(self, entry: ManifestEntry) -> str | None:
+        """The key of a reference's pin -> content record (sha256 hex of the pin); ``None`` for entries
+        never cached."""
         if entry.digest.startswith("ref:"):
             return None  # unchecked references: whatever is there at download time
         if entry.digest.startswith(f"{ALGORITHM}:") and entry.ref is None:
             return None  # copies are named by their content hash already
         identity = canonical_json([entry.ref, entry.version_id, entry.etag, entry.size, entry.digest])
-        key = hashlib.sha256(identity).hexdigest()
+        return hashlib.sha256(identity).hexdigest()
+
+    def _pin_path(self, key: str) -> str:
+        """Where the one-file-per-pin record of ``key`` is (as written before packs)."""
         return f"{self._root}/pins/{key[:2]}/{key}"
 
     def _blob(self, content_hex: str) -> str:
@@ -229,6 +321,13 @@ def _move(source: str, target: str, folder: str) -> None:
         scratch.discard()
         raise
     os.unlink(source)
+
+
+def read_pack(path: str) -> dict[str, str]:
+    """The pins of one pack: pin key -> content hex (lines that are not whole pins are left out)."""
+    with open(path, "rb") as handle:
+        text = handle.read().decode("ascii", "replace")
+    return dict(_PACK_LINE.findall(text))
 
 
 def _read_small(path: str) -> bytes:

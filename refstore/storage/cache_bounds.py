@@ -22,9 +22,9 @@ chose (same inode and modification time) and that no use was recorded for it mea
 
 **Pins** (``pins/``: which bytes a reference's pinned object holds) go with the objects: a prune that
 removes anything, and every prune to ``0``, also removes the pins that name no cached object (older than
-the prune), so the cache's file count stays bounded too. Files already in a download folder whose entry
-pins no content hash (an S3 multipart ETag, ``checksum=False``) are then checked by fetching their object
-once more.
+the prune; in packs, the lines that name none), so the cache's file count stays bounded too. Files
+already in a download folder whose entry pins no content hash (an S3 multipart ETag, ``checksum=False``)
+are then checked by fetching their object once more.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from typing import Any
 
 from ..core.exceptions import RefstoreError
 from ..core.sizes import parse_size
-from .cache import Cache
+from .cache import Cache, read_pack
 from .scratch import remove_stale, scratch_name
 
 #: How many use records may pile up in ``uses/`` before a download merges them.
@@ -153,7 +153,7 @@ def info(cache: Cache) -> CacheInfo:
         sum(o.size for o in objects),
         len(objects),
         sum(o.size for o in objects if o.linked),
-        sum(1 for _ in _files(os.path.join(cache.root, "pins"))),
+        sum(1 for _ in _files(os.path.join(cache.root, "pins"))) + len(_packed(cache)),
         min(uses, default=None),
         max(uses, default=None),
     )
@@ -344,7 +344,28 @@ def _remove_orphan_pins(cache: Cache, remaining: set[str], before: float) -> int
             count += 1
         except FileNotFoundError:
             continue
+    for path in cache.pack_files():
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(path).st_mtime >= before:
+                continue  # written by a download during the prune
+            pins = read_pack(path)
+            kept = [(key, content) for key, content in pins.items() if content in remaining]
+            if len(kept) == len(pins):
+                continue
+            if kept:
+                cache.write_pack(kept)  # before the old pack goes: no pin that names an object is lost
+            os.unlink(path)
+            count += len(pins) - len(kept)
     return count
+
+
+def _packed(cache: Cache) -> set[str]:
+    """The keys of the pins in ``pins/packs/``."""
+    keys: set[str] = set()
+    for path in cache.pack_files():
+        with contextlib.suppress(FileNotFoundError):
+            keys.update(read_pack(path))
+    return keys
 
 
 def _files(top: str) -> Iterator[os.DirEntry[str]]:

@@ -161,12 +161,19 @@ class Downloader:
             local = await asyncio.to_thread(hash_file, state.absolute(entry.path))
             return entry.path, "ok" if local == f"{ALGORITHM}:{content}" else "changed"
 
-        state.states.update(run_sync(gather_limited, [compare(e) for e in entries], CONCURRENCY))
+        try:
+            state.states.update(run_sync(gather_limited, [compare(e) for e in entries], CONCURRENCY))
+        finally:
+            self.cache.write_pins()
 
     def fetch_all(self, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook, root: str) -> None:
-        """Fetch every entry to its destination under ``root``, ``CONCURRENCY`` at a time."""
+        """Fetch every entry to its destination under ``root``, ``CONCURRENCY`` at a time; then write the
+        pins learned (also when a fetch failed: those of the files in place)."""
         jobs = [self._one(entry, dest, root, progress) for entry, dest in targets]
-        run_sync(gather_limited, jobs, CONCURRENCY)
+        try:
+            run_sync(gather_limited, jobs, CONCURRENCY)
+        finally:
+            self.cache.write_pins()
 
     def _copy_cached(
         self, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook, root: str

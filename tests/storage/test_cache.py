@@ -102,3 +102,33 @@ def test_copies_from_the_registry_are_linked_from_the_cache_too(tmp_path: Path) 
     second = version.download(tmp_path / "second")
     assert os.stat(second / "a.txt").st_nlink == 1
     assert (second / "a.txt").read_bytes() == b"alpha"
+
+
+def test_a_download_records_its_pins_in_one_pack_that_later_downloads_read(
+    s3_server: Any, s3_fs: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    version = _s3_version(s3_fs, s3_bucket, tmp_path)
+    version.download(tmp_path / "first")
+    pins = Path(os.environ["REFSTORE_CACHE_DIR"]) / "pins"
+    written = [p for p in pins.rglob("*") if p.is_file()]
+    assert [p.parent.name for p in written] == ["packs"]  # one file for the download, not one per object
+    lines = written[0].read_text().splitlines()
+    assert len(lines) == len(CONTENT) and all(len(line) == 64 + 1 + 32 for line in lines)
+
+    mark = s3_server.mark()
+    assert _tree(version.download(tmp_path / "second")) == CONTENT
+    assert _gets(s3_server, mark) == []  # a new process's cache found the bytes through the pack
+
+    # pins written one file per pin (by refstore before packs) are still read
+    written[0].unlink()
+    for line in lines:
+        key, content = line.split()
+        (pins / key[:2]).mkdir(exist_ok=True)
+        (pins / key[:2] / key).write_text(content)
+    mark = s3_server.mark()
+    assert _tree(version.download(tmp_path / "third")) == CONTENT
+    assert _gets(s3_server, mark) == []
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}

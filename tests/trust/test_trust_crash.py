@@ -146,10 +146,15 @@ def assert_cache_verified(cache: Path) -> None:
     for blob in (cache / "blobs").rglob("*"):
         if blob.is_file():
             assert xxhash.xxh3_128_hexdigest(blob.read_bytes()) == blob.name, blob
+    hexdigits = set("0123456789abcdef")
     for pin in (cache / "pins").rglob("*"):
-        if pin.is_file():
+        if pin.is_file() and pin.parent.name == "packs":  # one line per pin: "<pin key> <content hex>"
+            for line in pin.read_text().splitlines():
+                key, _, content = line.partition(" ")
+                assert len(key) == 64 and len(content) == 32 and set(key + content) <= hexdigits, pin
+        elif pin.is_file():
             text = pin.read_text()
-            assert len(text) == 32 and all(c in "0123456789abcdef" for c in text), pin
+            assert len(text) == 32 and set(text) <= hexdigits, pin
     for scratch in (cache / "tmp").glob("*") if (cache / "tmp").exists() else ():
         assert scratch.name.endswith(".part"), scratch
 
