@@ -606,7 +606,7 @@ def _stitch(writer: ChunkWriter, entries: list[ManifestEntry], executor: Executo
     and the driver takes a worker's chunk as it is wherever its own cuts, made with every entry before,
     end just where that chunk begins: the cutter decides from the entries since its last cut only, so from
     that point both cut alike up to the worker's last cut. Elsewhere (from the start of a segment until its
-    cuts meet the worker's, usually within one chunk, and after a worker's last cut) the driver cuts the
+    cuts meet the worker's, usually within a chunk or two, and after a worker's last cut) the driver cuts the
     entries itself. So the chunks are the ones :meth:`ChunkWriter.add_all` makes, byte for byte."""
     starts = range(0, len(entries), SEGMENT_ENTRIES)
     futures = [executor.submit(cut_segment, entries[a : a + SEGMENT_ENTRIES]) for a in starts]
