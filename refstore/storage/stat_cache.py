@@ -37,7 +37,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import xxhash
@@ -61,25 +61,24 @@ def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1") != "0"
 
 
-def stat_of(info: os.stat_result) -> Stat:
-    """What the cache compares of a file's ``stat``."""
-    return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino, info.st_dev)
-
-
 class StatCache:
-    """The recorded files of one local folder (``root``), keyed by their path relative to it, as three
-    columns in path order: :attr:`paths`, :attr:`stats` and :attr:`digests`.
+    """The recorded files of one local folder (``root``), keyed by their path relative to it, in path
+    order: :attr:`paths`, their stat as five columns (:attr:`columns`, or as rows: :attr:`stats`) and
+    :attr:`digests`.
 
-    The file holds them as columns too (a checksum line, a JSON header, the paths and digests joined, the
-    five stat columns as 64-bit integers), so that 100,000 records load in milliseconds, and a tree whose
-    paths and stats are all the recorded ones is matched by two list comparisons (:meth:`lookup`)."""
+    The file holds them as columns too (see the module's docstring), so that 100,000 records load in
+    milliseconds, and a tree whose paths and stats are all the recorded ones is matched by comparing lists,
+    with no work per file (:meth:`lookup`)."""
 
     def __init__(self, root: str, file: Path) -> None:
         self.root = root
         self.file = file
+        self._top = root if root.endswith("/") else f"{root}/"  # what a relative path goes after
         self.paths: list[str] = []
-        self.stats: list[Stat] = []
         self.digests: list[str] = []
+        self._arrays: list[array.array[int]] = [array.array(code) for code in _TYPECODES]
+        self._columns: list[list[int]] | None = None
+        self._stats: list[Stat] | None = None
         #: device -> filesystem identity, as recorded
         self.filesystems: dict[int, str] = {}
         self._index: dict[str, int] | None = None  # path -> row, made when a lookup needs it
@@ -94,6 +93,20 @@ class StatCache:
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, IndexError):
             cache._read()
         return cache
+
+    @property
+    def columns(self) -> list[list[int]]:
+        """The recorded sizes, mtimes, ctimes, inodes and devices, a list each."""
+        if self._columns is None:
+            self._columns = [column.tolist() for column in self._arrays]
+        return self._columns
+
+    @property
+    def stats(self) -> list[Stat]:
+        """The recorded stat of each path."""
+        if self._stats is None:
+            self._stats = list(zip(*self._arrays, strict=True))
+        return self._stats
 
     @property
     def states(self) -> dict[str, FileState]:
@@ -121,35 +134,38 @@ class StatCache:
             offset += 8 * count
         if offset != len(rest) or len(paths) != count or len(digests) != count:
             return
-        self.paths, self.digests = paths, digests
-        self.stats = list(zip(*columns, strict=True))
+        self.paths, self.digests, self._arrays = paths, digests, columns
         self.filesystems = {int(k): str(v) for k, v in data["filesystems"].items()}
 
-    def lookup(self, relatives: list[str], stats: list[Stat | None], paths: list[str]) -> list[str | None]:
-        """The recorded digest of each file (at ``relatives[i]`` inside the folder, ``paths[i]`` on disk)
-        whose stat now, ``stats[i]``, is the one recorded, on the same filesystem; ``None`` for the others
-        (and for a stat of ``None``). A tree that is all as recorded costs two list comparisons."""
-        if relatives == self.paths and stats == self.stats and self._trusted_all(stats, paths):
+    def lookup(self, relatives: list[str], columns: Sequence[list[int]]) -> list[str | None]:
+        """The recorded digest of each file (at ``relatives[i]`` inside the folder) whose stat now (the
+        ``i``-th of each of the five ``columns``, as in :attr:`columns`) is the one recorded, on the same
+        filesystem; ``None`` for the others. A tree that is all as recorded costs comparing lists."""
+        if (
+            relatives == self.paths
+            and all(now == recorded for now, recorded in zip(columns, self.columns, strict=True))
+            and self._trusted_all(relatives, columns[4])
+        ):
             return list(self.digests)
         if self._index is None:
             self._index = {p: i for i, p in enumerate(self.paths)}
         index, recorded, digests = self._index, self.stats, self.digests
         found: list[str | None] = []
-        for relative, now, path in zip(relatives, stats, paths, strict=True):
+        for relative, now in zip(relatives, zip(*columns, strict=True), strict=True):
             i = index.get(relative, -1)
-            if i >= 0 and now is not None and recorded[i] == now and self.same_filesystem(now[4], path):
+            if i >= 0 and recorded[i] == now and self.same_filesystem(now[4], self._top + relative):
                 found.append(digests[i])
             else:
                 found.append(None)
         return found
 
-    def _trusted_all(self, stats: list[Stat | None], paths: list[str]) -> bool:
-        """Whether the filesystem of every device among ``stats`` is the recorded one."""
-        devices = {s[4] for s in stats if s is not None}
-        for device in devices - self._trusted.keys():
-            path = next(p for s, p in zip(stats, paths, strict=True) if s is not None and s[4] == device)
-            self.same_filesystem(device, path)
-        return all(self._trusted[d] for d in devices)
+    def _trusted_all(self, relatives: list[str], devices: list[int]) -> bool:
+        """Whether the filesystem of each device (``devices[i]``, of the file at ``relatives[i]``) is the
+        recorded one."""
+        distinct = set(devices)
+        for device in distinct - self._trusted.keys():
+            self.same_filesystem(device, self._top + relatives[devices.index(device)])
+        return all(self._trusted[device] for device in distinct)
 
     def same_filesystem(self, device: int, path: str) -> bool:
         """Whether ``device`` (of the file at ``path``) is the filesystem recorded with that number."""
@@ -174,14 +190,14 @@ class StatCache:
             self._current[device] = known
         return known
 
-    def save(self, relatives: list[str], stats: list[Stat], digests: list[str], paths: list[str]) -> None:
+    def save(self, relatives: list[str], stats: list[Stat], digests: list[str]) -> None:
         """Replace the records with those of the files listed and settled (``relatives[i]`` inside the
-        folder, at ``paths[i]``, with its stat and digest), unless they are the same; a failure to write is
-        ignored (the cache is an optimisation)."""
+        folder, with its stat and digest), unless they are the same; a failure to write is ignored (the
+        cache is an optimisation)."""
         where: dict[int, str] = {}
-        for stat, path in zip(stats, paths, strict=True):
+        for stat, relative in zip(stats, relatives, strict=True):
             if stat[4] not in where:
-                where[stat[4]] = path
+                where[stat[4]] = self._top + relative
         filesystems = {device: self.filesystem(device, path) for device, path in where.items()}
         order = sorted(range(len(relatives)), key=relatives.__getitem__)  # mostly in order already
         if order != list(range(len(order))):
@@ -203,6 +219,8 @@ class StatCache:
         self, paths: list[str], stats: list[Stat], digests: list[str], filesystems: dict[int, str]
     ) -> None:
         """Replace the cache file with these records (in path order), by rename; see :meth:`write`."""
+        columns = zip(*stats, strict=True) if stats else [()] * len(_TYPECODES)
+        arrays = [array.array(code, column) for code, column in zip(_TYPECODES, columns, strict=True)]
         path_blob = "\0".join(paths).encode("utf-8", "surrogateescape")
         digest_blob = "\n".join(digests).encode()
         header = {
@@ -213,14 +231,13 @@ class StatCache:
             "blobs": [len(path_blob), len(digest_blob)],
             "filesystems": {str(k): v for k, v in filesystems.items()},
         }
-        columns = zip(*stats, strict=True) if stats else [()] * len(_TYPECODES)
         body = b"".join(
             [
                 json.dumps(header, separators=(",", ":")).encode(),
                 b"\n",
                 path_blob,
                 digest_blob,
-                *(array.array(code, c).tobytes() for code, c in zip(_TYPECODES, columns, strict=True)),
+                *(column.tobytes() for column in arrays),
             ]
         )
         with contextlib.suppress(OSError):
@@ -234,8 +251,8 @@ class StatCache:
                     tmp.unlink()
             with contextlib.suppress(FileNotFoundError):  # format 1's file, in JSON
                 self.file.with_suffix(".json").unlink()
-        self.paths, self.stats, self.digests, self.filesystems = paths, stats, digests, filesystems
-        self._index = None
+        self.paths, self.digests, self.filesystems = paths, digests, filesystems
+        self._arrays, self._stats, self._columns, self._index = arrays, stats, None, None
 
 
 _BOOT_ID: str | None = None

@@ -236,3 +236,15 @@ def test_a_tree_is_listed_in_the_order_of_its_paths(tmp_path: Path, opened: list
     opened.clear()
     assert [e.path for e in refstore.Artifact("t").add_reference(root)] == first
     assert opened == []
+
+
+def test_a_file_that_cannot_be_stated_on_a_second_reference_is_the_error_naming_it(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    _tree(root, folders=2, files=3)
+    _settle()
+    refstore.Artifact("t").add_reference(root)
+    (root / "d1" / "bad").symlink_to(root / "missing")
+    for add in (refstore.Artifact("t").add_reference, refstore.Artifact("t").add_dir):
+        with pytest.raises(refstore.ObjectNotFoundError) as raised:
+            add(root)
+        assert str(raised.value).startswith(f"{root}/d1/bad: a symbolic link to a missing file")

@@ -8,6 +8,7 @@ import contextlib
 import errno
 import functools
 import io
+import operator
 import os
 import re
 import shutil
@@ -42,7 +43,7 @@ from ..hashing import (
     same_state,
     stat_and_hash,
 )
-from ..stat_cache import Stat, StatCache, stat_of
+from ..stat_cache import Stat, StatCache
 from ..stat_cache import enabled as stat_cache_enabled
 from ._base import CHUNK_SIZE, Backend, BodyFile, ProgressHook, RecordsHook, changed, is_unchecked
 
@@ -161,7 +162,7 @@ class LocalBackend(Backend):
                 raise
             raise read_error(exc.filename or path, exc) from exc
         if cache is not None and settled is not None:
-            cache.save(settled.relatives, settled.stats, settled.digests, settled.paths)
+            cache.save(settled.relatives, settled.stats, settled.digests)
         return found
 
     async def fetch(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None = None) -> str:
@@ -326,17 +327,15 @@ class _Settled:
     def __init__(self, cut: int) -> None:
         self.cut = cut  # the length of the folder's path with its "/": what a relative path leaves out
         self.relatives: list[str] = []
-        self.paths: list[str] = []
         self.stats: list[Stat] = []
         self.digests: list[str] = []
 
     def add(self, names: list[str], done: Hashed) -> None:
-        """Add the files of a hashed batch that were settled when read."""
+        """Add the files of a hashed batch (``names``: their paths) that were settled when read."""
         rows = zip(names, done.sizes, done.mtimes_ns, done.digests, done.settled, strict=True)
         for name, size, mtime, digest, known in rows:
             if known is not None:
                 self.relatives.append(name[self.cut :])
-                self.paths.append(name)
                 self.stats.append((size, mtime, *known))
                 self.digests.append(digest)
 
@@ -352,63 +351,76 @@ def _list_known(
     """The records of the walked files, those whose stat the cache recorded (:mod:`~refstore.storage.
     stat_cache`) with their recorded digest and no read, the others hashed; and the settled files to
     record (``None`` when the cache holds them already)."""
-    paths: list[str] = []
+    top = ""
     relatives: list[str] = []
-    stats: list[Stat | None] = []
+    columns: list[list[int]] = [[], [], [], [], []]
     for folder, names in runs:
-        paths += [folder + name for name in names]
-        relative = folder[cut:]
+        top, relative = folder[:cut], folder[cut:]
         relatives += [relative + name for name in names]
-        stats += _stats(folder, names)
-    found = cache.lookup(relatives, stats, paths)
+        _stat_into(folder, names, columns)
+    found = cache.lookup(relatives, columns)
     misses = [i for i, digest in enumerate(found) if digest is None]
-    sizes = [0 if s is None else s[0] for s in stats]
-    if progress is not None and len(misses) < len(paths):
-        progress(len(paths) - len(misses))
-    if not misses and len(paths) == len(cache.paths):  # every record held, none gone: nothing to write
-        return _records(paths, sizes, cast(list[str], found)), None
+    sizes = columns[0]  # those of the misses come from their read
+    if progress is not None and len(misses) < len(relatives):
+        progress(len(relatives) - len(misses))
+    if not misses and len(relatives) == len(cache.paths):  # every record held, none gone: nothing to write
+        return _records(top, relatives, sizes, cast(list[str], found)), None
     settled = _Settled(cut)
-    for i, (stat, digest) in enumerate(zip(stats, found, strict=True)):
-        if stat is not None and digest is not None:
-            settled.relatives.append(relatives[i])
-            settled.paths.append(paths[i])
+    for relative, stat, digest in zip(relatives, zip(*columns, strict=True), found, strict=True):
+        if digest is not None:
+            settled.relatives.append(relative)
             settled.stats.append(stat)
             settled.digests.append(digest)
     order = iter(misses)
     for names, done in hash_stream(
-        ((paths[i], 0) for i in misses), executor=executor, progress=progress, stop=stop
+        ((top + relatives[i], 0) for i in misses), executor=executor, progress=progress, stop=stop
     ):
         for size, digest in zip(done.sizes, done.digests, strict=True):
             i = next(order)
             sizes[i], found[i] = size, digest
         settled.add(names, done)
-    return _records(paths, sizes, cast(list[str], found)), settled
+    return _records(top, relatives, sizes, cast(list[str], found)), settled
 
 
-def _records(paths: list[str], sizes: list[int], digests: list[str]) -> list[ObjectMeta]:
-    return [new_meta(f"file://{p}", size, d) for p, size, d in zip(paths, sizes, digests, strict=True)]
+def _records(top: str, relatives: list[str], sizes: list[int], digests: list[str]) -> list[ObjectMeta]:
+    """The records of the files at ``top`` + each relative path."""
+    url = f"file://{top}"
+    return [new_meta(url + r, size, d) for r, size, d in zip(relatives, sizes, digests, strict=True)]
 
 
-def _stats(folder: str, names: list[str]) -> list[Stat | None]:
-    """What the stat cache compares of each file's ``os.stat`` (links followed), looked up by name in its
-    open folder; ``None`` for one that cannot be stat'ed (hashing it then says why)."""
+#: What the stat cache compares of a file's ``os.stat``, in the order of :attr:`StatCache.columns`.
+_STAT_FIELDS = tuple(
+    operator.attrgetter(name) for name in ("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_dev")
+)
+
+
+def _stat_into(folder: str, names: list[str], columns: list[list[int]]) -> None:
+    """Append to the five ``columns`` what the stat cache compares of each file's ``os.stat`` (links
+    followed), each looked up by name in its open folder; ``-1`` in each for a file that cannot be
+    stat'ed (no record matches it: hashing it then says why)."""
+    found: list[os.stat_result | None]
     try:
         fd = os.open(folder, _FOLDER_FLAGS)
     except OSError:
-        return [None] * len(names)
-    try:
+        found = [None] * len(names)
+    else:
         try:
             found = [os.stat(name, dir_fd=fd) for name in names]
         except OSError:  # one of them: one by one
-            return [_stat_or_none(name, fd) for name in names]
-        return [(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino, s.st_dev) for s in found]
-    finally:
-        os.close(fd)
+            found = [_stat_or_none(name, fd) for name in names]
+        finally:
+            os.close(fd)
+    if len(found) == len(names) and all(found):  # (no None: the common case)
+        for column, field in zip(columns, _STAT_FIELDS, strict=True):
+            column += map(field, found)
+    else:
+        for column, field in zip(columns, _STAT_FIELDS, strict=True):
+            column += [-1 if info is None else field(info) for info in found]
 
 
-def _stat_or_none(name: str, fd: int) -> Stat | None:
+def _stat_or_none(name: str, fd: int) -> os.stat_result | None:
     try:
-        return stat_of(os.stat(name, dir_fd=fd))
+        return os.stat(name, dir_fd=fd)
     except OSError:
         return None
 
