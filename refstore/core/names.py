@@ -93,6 +93,17 @@ def join_logical(prefix: str | None, path: str) -> str:
     return check_logical_path(path)
 
 
+def join_logical_all(prefix: str | None, paths: list[str]) -> list[str]:
+    """:func:`join_logical` of each of ``paths`` (strings): one C-level pass when all are safe, the common
+    case (a listing of 100,000 files)."""
+    if prefix:
+        head = f"{prefix.rstrip('/')}/"
+        paths = [head + path for path in paths]
+    if paths and all(map(_SAFE_PATH.fullmatch, paths)) and max(map(len, paths)) <= MAX_PATH_LENGTH:
+        return paths
+    return [check_logical_path(path) for path in paths]
+
+
 def under_prefix(path: str, prefix: str | None) -> bool:
     """Whether the logical ``path`` is under ``prefix``, matched at ``/`` boundaries: ``train`` (or
     ``train/``) takes ``train`` itself and ``train/...``, never ``train2/...``; no prefix takes all."""

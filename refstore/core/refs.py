@@ -49,6 +49,14 @@ def ref_of(url: str) -> str:
     return url if start < 0 else url[:start] + url[start:].translate(_KEY_ESCAPES)
 
 
+def refs_of(urls: list[str]) -> list[str]:
+    """:func:`ref_of` of each URL: the URLs themselves when none holds ``%``, ``?`` or ``#`` (one look)."""
+    joined = "".join(urls)
+    if "%" in joined or "?" in joined or "#" in joined:
+        return [ref_of(url) for url in urls]
+    return urls
+
+
 def url_of_ref(ref: str) -> str:
     """The backend's object URL of a manifest ref (inverse of :func:`ref_of`; any ``%XX`` in a bucket key
     is decoded); :class:`InvalidURLError` for an escape that is not UTF-8."""
