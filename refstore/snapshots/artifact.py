@@ -24,6 +24,7 @@ from ..storage.download import blob_path
 from ..storage.exclusion import Exclusion, exclusion_for
 from ..storage.hashing import ALGORITHM
 from ..storage.locations import Location, resolve
+from ..storage.spread_listing import list_on_workers
 
 if TYPE_CHECKING:
     from ..storage.store import Store
@@ -100,7 +101,9 @@ class Artifact:
 
         With ``checksum=False`` only locations are recorded (no ETag, version or hash): a download then
         fetches whatever is there at that time, unchecked. Local files are hashed on ``executor`` (any
-        :class:`concurrent.futures.Executor`, e.g. a Dask cluster's; default: a thread per core).
+        :class:`concurrent.futures.Executor`, e.g. a Dask cluster's; default: a thread per core); an S3,
+        GCS or Azure prefix has its sub-prefixes listed on it, with the records of a listing without it
+        (:mod:`refstore.storage.spread_listing`).
         Under a prefix or folder, files matched by an ``exclude`` glob (matched against logical paths) and
         refstore's own folders (the registry, the download cache, the run area) are left out, as
         :mod:`refstore.storage.exclusion` says.
@@ -367,6 +370,10 @@ async def _list_location(
         if not location.backend.can_list:
             return [], False
     backend = location.backend
+    if executor is not None and backend.pages_listings:  # the sub-prefixes listed on the workers
+        with backend.storage_errors(location.url):
+            found = await list_on_workers(backend, location.path, max_objects=max_objects, executor=executor)
+        return exclude.keep(found, location.url), True
     found = await backend.reference_listing(
         location.path,
         max_objects=max_objects,

@@ -162,7 +162,7 @@ def backend_for(scheme: str, options: Mapping[str, Any], *, url_prefix: str | No
     with _lock:
         backend = _backends.get(key)
         if backend is None:
-            backend = cls(lambda: cls.filesystem(scheme, options), scheme, url_prefix)
+            backend = cls(lambda: cls.filesystem(scheme, options), scheme, url_prefix, options=options)
             _backends[key] = backend
     return backend
 

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Executor
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol
+from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol, TypeVar
 
 import xxhash
 from fsspec import AbstractFileSystem
@@ -39,6 +39,9 @@ from ..hashing import copy_checked
 
 if TYPE_CHECKING:
     from ..exclusion import Exclusion
+    from ..listing import PageSource
+
+T = TypeVar("T")
 
 #: Called with the number of bytes just transferred; drives progress bars.
 ProgressHook = Callable[[int], None]
@@ -139,6 +142,9 @@ class Backend(abc.ABC):
     #: What a user sets to give this backend credentials, named when they are missing or refused; ``None``
     #: for backends without credentials (a refused local file stays a plain :class:`PermissionError`).
     credentials_hint: ClassVar[str | None] = None
+    #: Whether listings go page by page through :meth:`paged` (S3, GCS, Azure), so that a listing can be
+    #: spread over an executor's workers (:mod:`refstore.storage.spread_listing`).
+    pages_listings: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -152,8 +158,13 @@ class Backend(abc.ABC):
         fs: AbstractFileSystem | Callable[[], AbstractFileSystem],
         protocol: str,
         url_prefix: str | None = None,
+        *,
+        options: Mapping[str, Any] | None = None,
     ) -> None:
         self._fs = fs if isinstance(fs, AbstractFileSystem) else None
+        #: The storage options the filesystem is made from (credentials included): held in memory, and
+        #: sent with a task to an executor's workers so that they make the same backend; never written.
+        self.options: Mapping[str, Any] = dict(options or {})
         self._make_fs = None if isinstance(fs, AbstractFileSystem) else fs
         self._lock = threading.Lock()
         self.protocol = protocol
@@ -255,9 +266,17 @@ class Backend(abc.ABC):
         runs the hashing on ``executor``, reports files done to ``progress`` and may hand each batch of
         records to ``on_records`` (in order, from its own thread) while later ones are hashed; listings that
         carry checksums need none of these. The returned list holds every record either way, except those
-        ``exclude`` leaves out (filtered here once listed; a walk skips them as it goes)."""
+        ``exclude`` leaves out (filtered here once listed; a walk skips them as it goes). (A listing on
+        an executor's workers is :func:`refstore.storage.spread_listing.list_on_workers`.)"""
         found = await self.list_prefix(path, max_objects=max_objects)
         return found if exclude is None else exclude.keep(found, self.url(path))
+
+    async def paged(self, path: str, listing: Callable[[PageSource, str], Awaitable[T]]) -> T:
+        """``await listing(source, prefix)``: ``source`` the pages of the bucket or container holding the
+        folder ``path``, ``prefix`` the folder's key prefix (ending in ``/``, or ``""``). A backend that
+        lists page by page (:attr:`pages_listings`) makes every listing of a folder through it, and may
+        run ``listing`` again where the first answer cannot be trusted (S3)."""
+        raise NotImplementedError(f"{self.url(path)}: {type(self).__name__} does not list page by page")
 
     async def inventory_listing(self, path: str, inventory: str, *, max_objects: int) -> list[ObjectMeta]:
         """The objects under the folder ``path``, and the object at ``path`` itself if there is one, as an

@@ -25,10 +25,10 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, ClassVar, cast
+from typing import IO, Any, ClassVar, TypeVar, cast
 
 from fsspec import AbstractFileSystem
 from fsspec.asyn import sync
@@ -42,7 +42,7 @@ from ...core.exceptions import (
     TooManyObjectsError,
 )
 from ...core.meta import ObjectMeta
-from ..listing import Page, list_in_parallel
+from ..listing import Page, PageSource, list_in_parallel
 from ._base import (
     CHUNK_SIZE,
     Backend,
@@ -57,6 +57,7 @@ from ._base import (
 
 __all__ = ["AzureBackend"]
 
+T = TypeVar("T")
 #: Blobs per listing page; ``None`` leaves the service's own default (5,000).
 LIST_PAGE_SIZE: int | None = None
 
@@ -83,6 +84,7 @@ class AzureBackend(Backend):
 
     protocols: ClassVar[tuple[str, ...]] = ("az", "abfs", "abfss")
     package: ClassVar[str] = "adlfs"
+    pages_listings: ClassVar[bool] = True
     credentials_hint: ClassVar[str | None] = (
         "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY "
         "or AZURE_STORAGE_SAS_TOKEN, or pass storage_options={'account_name': ..., 'account_key': ...}"
@@ -185,14 +187,6 @@ class AzureBackend(Backend):
         """Blobs under ``path``, listed by several requests at once where the prefix is large
         (:mod:`refstore.storage.listing`). One List Blobs request per page of up to 5000 blobs; the
         properties come with the listing, so there is no request per blob."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        container, key = self._split(path)
-        if not container:
-            raise InvalidURLError(
-                f"{self.url(path)}: name a container to list (listing an account is not supported)"
-            )
-        prefix = key.rstrip("/") + "/" if key else ""
 
         def too_many(count: int) -> TooManyObjectsError:
             # A listing stops at the end of the page that crossed the limit: the count is a lower bound.
@@ -201,9 +195,21 @@ class AzureBackend(Backend):
                 f"max_objects={max_objects}; raise max_objects or reference a narrower prefix"
             )
 
-        source = _AzurePages(self, container)
+        def listing(source: PageSource, prefix: str) -> Awaitable[list[ObjectMeta]]:
+            return list_in_parallel(source, prefix, max_objects=max_objects, too_many=too_many)
+
+        return await self.paged(path, listing)
+
+    async def paged(self, path: str, listing: Callable[[PageSource, str], Awaitable[T]]) -> T:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        container, key = self._split(path)
+        if not container:
+            raise InvalidURLError(
+                f"{self.url(path)}: name a container to list (listing an account is not supported)"
+            )
         try:
-            return await list_in_parallel(source, prefix, max_objects=max_objects, too_many=too_many)
+            return await listing(_AzurePages(self, container), key.rstrip("/") + "/" if key else "")
         except ResourceNotFoundError:
             raise ObjectNotFoundError(f"{self.url(path)}: no such container {container!r}") from None
 

@@ -24,10 +24,10 @@ import contextlib
 import hashlib
 import os
 import random
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -43,7 +43,7 @@ from ...core.exceptions import (
     TooManyObjectsError,
 )
 from ...core.meta import ObjectMeta
-from ..listing import Page, list_in_parallel
+from ..listing import Page, PageSource, list_in_parallel
 from ._base import (
     CHUNK_SIZE,
     Backend,
@@ -58,6 +58,7 @@ from ._base import (
 
 __all__ = ["GCSBackend"]
 
+T = TypeVar("T")
 _EMULATOR_VAR = "STORAGE_EMULATOR_HOST"
 _ZB_HNS_VAR = "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"
 #: Objects per listing page: the most ``objects.list`` returns.
@@ -167,6 +168,7 @@ class GCSBackend(Backend):
 
     protocols: ClassVar[tuple[str, ...]] = ("gs", "gcs")
     package: ClassVar[str] = "gcsfs"
+    pages_listings: ClassVar[bool] = True
     credentials_hint: ClassVar[str | None] = (
         "set GOOGLE_APPLICATION_CREDENTIALS (or run gcloud auth application-default login), "
         "or pass storage_options={'token': ...}"
@@ -297,8 +299,7 @@ class GCSBackend(Backend):
         """Live objects under ``path``, listed by several requests at once where the prefix is large
         (:mod:`refstore.storage.listing`)."""
         bucket, key = _split(self.path(path) if "://" in path else path)
-        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
-        where = self.url(f"{bucket}/{prefix}")
+        where = self.url(f"{bucket}/{key.rstrip('/') + '/' if key.strip('/') else ''}")
 
         def too_many(count: int) -> TooManyObjectsError:
             return TooManyObjectsError(
@@ -306,8 +307,14 @@ class GCSBackend(Backend):
                 f"(stopped listing at {count}); pass a larger max_objects or a narrower prefix"
             )
 
-        source = _GCSPages(self, bucket)
-        return await list_in_parallel(source, prefix, max_objects=max_objects, too_many=too_many)
+        def listing(source: PageSource, prefix: str) -> Awaitable[list[ObjectMeta]]:
+            return list_in_parallel(source, prefix, max_objects=max_objects, too_many=too_many)
+
+        return await self.paged(path, listing)
+
+    async def paged(self, path: str, listing: Callable[[PageSource, str], Awaitable[T]]) -> T:
+        bucket, key = _split(self.path(path) if "://" in path else path)
+        return await listing(_GCSPages(self, bucket), key.rstrip("/") + "/" if key.strip("/") else "")
 
     # -- reading pinned bytes ---------------------------------------------------------------------------
 

@@ -20,10 +20,10 @@ import operator
 import os
 import re
 import urllib.parse
-from collections.abc import AsyncGenerator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
+from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import aiohttp
 import botocore.exceptions
@@ -46,7 +46,7 @@ from ...core.exceptions import (
 )
 from ...core.loop import gather_limited
 from ...core.meta import KeyVersion, ObjectMeta
-from ..listing import Page, list_in_parallel
+from ..listing import Page, PageSource, list_in_parallel
 from . import s3_listing
 from ._base import (
     CHUNK_SIZE,
@@ -69,6 +69,7 @@ from ._base import (
 if TYPE_CHECKING:
     from .s3_obstore import ObstorePlane
 
+T = TypeVar("T")
 #: Not chosen yet (see ``S3Backend.data_plane``).
 _UNSET = object()
 #: Endpoint variables in the order they win; s3fs/botocore read the last two but not the first.
@@ -131,6 +132,7 @@ class S3Backend(Backend):
 
     protocols: ClassVar[tuple[str, ...]] = ("s3", "s3a")
     package: ClassVar[str] = "s3fs"
+    pages_listings: ClassVar[bool] = True
     credentials_hint: ClassVar[str | None] = (
         "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass "
         "storage_options={'key': ..., 'secret': ...}"
@@ -259,8 +261,6 @@ class S3Backend(Backend):
         """Current objects under ``path``, listed by several requests at once where the prefix is large
         (:mod:`refstore.storage.listing`): ListObjectVersions, or ListObjectsV2 where that is refused or
         the bucket has never kept versions."""
-        bucket, key = _split(path)
-        prefix = f"{key}/" if key else ""
 
         def too_many(count: int) -> TooManyObjectsError:
             return TooManyObjectsError(
@@ -268,13 +268,19 @@ class S3Backend(Backend):
                 f"({count} listed so far); raise max_objects or reference a narrower prefix"
             )
 
+        def listing(source: PageSource, prefix: str) -> Awaitable[list[ObjectMeta]]:
+            return list_in_parallel(source, prefix, max_objects=max_objects, too_many=too_many)
+
+        return await self.paged(path, listing)
+
+    async def paged(self, path: str, listing: Callable[[PageSource, str], Awaitable[T]]) -> T:
+        bucket, key = _split(path)
         source = _S3Pages(self, bucket)
-        found = await list_in_parallel(source, prefix, max_objects=max_objects, too_many=too_many)
+        found = await listing(source, f"{key}/" if key else "")
         if source.mode == "versions" and source.items == 0:
             # Some S3-compatible servers answer ?versions with a plain listing that has no "Versions":
             # an empty answer is double-checked with ListObjectsV2 rather than trusted.
-            source = _S3Pages(self, bucket, "v2")
-            found = await list_in_parallel(source, prefix, max_objects=max_objects, too_many=too_many)
+            found = await listing(_S3Pages(self, bucket, "v2"), f"{key}/" if key else "")
         return found
 
     def _meta(self, bucket: str, item: Mapping[str, Any]) -> ObjectMeta:
