@@ -12,10 +12,8 @@ import asyncio
 import base64
 import contextlib
 import functools
-import hashlib
 import inspect
 import os
-import queue
 import random
 import tempfile
 import threading
@@ -419,98 +417,6 @@ class BodyFile:
 
     def hexdigest(self) -> str:
         return str(self._digest.hexdigest())
-
-
-class PartsFile:
-    """The local file a ranged fetch writes: parts arrive in any order and are written at their offsets
-    (:meth:`write`, on the calling thread: page-cache writes), while one worker thread hashes the bytes in
-    order as they become contiguous (read back from the file, so no part is held in memory): xxh3_128 of
-    the whole, and with ``md5="whole"`` the MD5 of the whole, with ``md5="parts"`` the MD5 of each part.
-
-    ``with PartsFile(dest, size, part_size) as out:`` then ``out.write(offset, chunk)`` and
-    ``out.part_done(index)`` per part, and ``await out.digests()`` once every part is done.
-    """
-
-    def __init__(
-        self, dest: str | os.PathLike[str], size: int, part_size: int, md5: str | None = None
-    ) -> None:
-        self.dest = dest
-        self.size = size
-        self.part_size = part_size
-        self.parts = max(1, -(-size // part_size))
-        self.md5 = md5
-        self._fd = -1
-        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._result: tuple[str, list[str]] | None = None
-        self._error: BaseException | None = None
-        self._done = threading.Event()
-
-    def __enter__(self) -> PartsFile:
-        self._fd = os.open(self.dest, _NEW_FILE & ~os.O_WRONLY | os.O_RDWR, 0o666)  # read back to hash
-        os.ftruncate(self._fd, self.size)
-        self._thread = threading.Thread(target=self._hash_in_order, name="refstore-hash-parts", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._queue.put(None)  # stops the hashing thread if it still waits for parts
-        if self._thread is not None:
-            self._thread.join()
-        os.close(self._fd)
-
-    def write(self, offset: int, chunk: bytes | memoryview) -> None:
-        view = memoryview(chunk)
-        while view:
-            written = os.pwrite(self._fd, view, offset)
-            view, offset = view[written:], offset + written
-
-    def part_done(self, index: int) -> None:
-        self._queue.put(index)
-
-    async def digests(self) -> tuple[str, list[str]]:
-        """xxh3_128 hex of the whole file, and the MD5 hex of the whole (one item) or of each part."""
-        await asyncio.to_thread(self._done.wait)
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
-
-    def _hash_in_order(self) -> None:
-        try:
-            digest, whole = xxhash.xxh3_128(), hashlib.md5(usedforsecurity=False)
-            part_md5s: list[str] = []
-            ready: set[int] = set()
-            following = 0
-            while following < self.parts:
-                index = self._queue.get()
-                if index is None:
-                    return
-                ready.add(index)
-                while following in ready:
-                    ready.discard(following)
-                    part = hashlib.md5(usedforsecurity=False)
-                    start = following * self.part_size
-                    end = min(start + self.part_size, self.size)
-                    while start < end:
-                        data = os.pread(self._fd, min(CHUNK_SIZE, end - start), start)
-                        if not data:
-                            raise OSError(f"{self.dest}: short read at {start} while hashing")
-                        digest.update(data)
-                        if self.md5 == "whole":
-                            whole.update(data)
-                        elif self.md5 == "parts":
-                            part.update(data)
-                        start += len(data)
-                    if self.md5 == "parts":
-                        part_md5s.append(part.hexdigest())
-                    following += 1
-            md5s = [whole.hexdigest()] if self.md5 == "whole" else part_md5s
-            self._result = (str(digest.hexdigest()), md5s)
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            self._done.set()
 
 
 #: Whole-object fetches tried at most this often when a body breaks off or arrives damaged.

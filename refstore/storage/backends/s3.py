@@ -12,6 +12,7 @@ import contextlib
 import copy
 import csv
 import errno
+import functools
 import gzip
 import hashlib
 import io
@@ -55,7 +56,6 @@ from ._base import (
     BodyFile,
     BrokenTransfer,
     DamagedTransfer,
-    PartsFile,
     ProgressHook,
     _maybe_async,
     changed,
@@ -65,6 +65,7 @@ from ._base import (
     normalize_etag,
     short_reason,
 )
+from ._parts import RANGE_CHUNK, PartsFile
 
 if TYPE_CHECKING:
     from .s3_obstore import ObstorePlane
@@ -85,6 +86,12 @@ LIST_PAGE_SIZE: int | None = None
 RANGE_SIZE = 8 * 2**20
 #: Ranged GETs in flight per object.
 RANGE_CONCURRENCY = 8
+#: A multipart object's ranges follow its upload parts up to this part size (larger parts are fetched in
+#: ranges of :data:`RANGE_SIZE` and their MD5s computed in order).
+MAX_PART_RANGE = 64 * 2**20
+#: Upload part sizes tried first, in this order, when a multipart ETag leaves several possible (boto3 and
+#: the AWS CLI: 8 MiB; S3's minimum 5 MiB; s3fs and s5cmd: 50 MiB; ...).
+_COMMON_PART_SIZES = tuple(n * 2**20 for n in (8, 5, 16, 10, 15, 50, 32, 64, 25, 100, 128, 256, 512))
 #: Bounded waits and retries: botocore's "standard" mode retries resets, timeouts and 5xx answers with
 #: backoff. Each key can be overridden with ``storage_options={"config_kwargs": {...}}``.
 DEFAULT_CONFIG: Mapping[str, Any] = {
@@ -306,23 +313,32 @@ class S3Backend(Backend):
         """One GET of the pinned version, or from :data:`RANGED_THRESHOLD` bytes on, ranged GETs in
         parallel; a body that breaks off or arrives damaged is fetched again."""
         if pin.size >= RANGED_THRESHOLD:
-            return await fetch_with_retries(lambda hook: self._fetch_ranged(pin, dest, hook), pin, progress)
+            unmatched: set[str] = set()
+            fetch_ranged = functools.partial(self._fetch_ranged, pin, dest, unmatched=unmatched)
+            return await fetch_with_retries(fetch_ranged, pin, progress)
         return await fetch_with_retries(lambda hook: self._fetch_once(pin, dest, hook), pin, progress)
 
-    async def _fetch_ranged(self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None) -> str:
+    async def _fetch_ranged(
+        self, pin: ObjectMeta, dest: Path, progress: ProgressHook | None, *, unmatched: set[str]
+    ) -> str:
         """:data:`RANGE_CONCURRENCY` ranged GETs at a time, each pinned like a whole GET (``VersionId``, else
-        ``If-Match``), written at their offsets and hashed in order on a worker thread. A multipart
-        object's ranges follow its upload parts when they are uniform (learned from a HEAD of part 1), so
-        that its ETag (the MD5 of the parts' MD5s) is checked too, as a single PUT's MD5 ETag is."""
-        part_size = await self._upload_part_size(pin)
-        md5: str | None = "parts"
-        if part_size is None:
-            part_size, md5 = RANGE_SIZE, ("whole" if _is_md5(pin.etag) else None)
-        with PartsFile(dest, pin.size, part_size, md5) as out:
+        ``If-Match``), written at their offsets and hashed as they arrive, off the event loop
+        (:class:`~refstore.storage.backends._parts.PartsFile`). A multipart object's ranges follow its
+        upload parts at their likely size (:func:`_likely_part_size`), so that its ETag (the MD5 of the
+        parts' MD5s) is checked too, as a single PUT's MD5 ETag is; when the parts hash to another ETag,
+        a HEAD of part 1 tells their real size where the server says it (the bytes are hashed again at
+        that size, not fetched again). Where it does not (Ceph RGW), the object is fetched again: bytes
+        that differ from the first ones were damaged on the way; the same bytes twice are taken as parts of
+        an unusual size, checked by size and ETag header only (``unmatched``: the xxh3_128 of earlier
+        attempts' bytes)."""
+        part_size = _likely_part_size(pin)
+        md5 = "parts" if part_size is not None else ("whole" if _is_md5(pin.etag) else None)
+        range_size = part_size if part_size is not None and part_size <= MAX_PART_RANGE else RANGE_SIZE
+        with PartsFile(dest, pin.size, range_size, md5, part_size) as out:
 
             async def fetch_part(index: int) -> None:
-                start = index * part_size
-                end = min(start + part_size, pin.size)
+                sink = out.range(index)
+                start, end = sink.start, sink.end
                 response = await self._get_pinned(pin, Range=f"bytes={start}-{end - 1}")
                 total = str(response.get("ContentRange", "")).rpartition("/")[2]
                 if total != str(pin.size):
@@ -330,8 +346,8 @@ class S3Backend(Backend):
                     raise DamagedTransfer(f"a range answered for {total or 'no'} total bytes, not {pin.size}")
                 received, body = start, response["Body"]
                 try:
-                    while chunk := await body.read(CHUNK_SIZE):
-                        out.write(received, chunk[: end - received])
+                    while chunk := await body.read(RANGE_CHUNK):
+                        await sink.write(chunk)
                         received += len(chunk)
                         if progress is not None:
                             progress(len(chunk))
@@ -346,16 +362,24 @@ class S3Backend(Backend):
                 etag = normalize_etag(response.get("ETag") or "") or None
                 if etag is not None and pin.etag is not None and etag != pin.etag and not is_unchecked(pin):
                     raise DamagedTransfer(f"a range came with ETag {etag}, not {pin.etag}")
-                out.part_done(index)
+                sink.done()
 
-            await gather_limited([fetch_part(i) for i in range(out.parts)], RANGE_CONCURRENCY)
+            await gather_limited([fetch_part(i) for i in range(out.ranges)], RANGE_CONCURRENCY)
             content, md5s = await out.digests()
+            if md5 == "parts" and _composite_md5(md5s) != pin.etag:
+                real = await self._upload_part_size(pin)
+                if real is not None and real != part_size:  # another part size than the likely one
+                    md5s = await asyncio.to_thread(out.md5_of_parts, real)
+                if real is not None and _composite_md5(md5s) != pin.etag:
+                    raise DamagedTransfer("the parts received do not hash to the pinned multipart ETag")
+                if real is None and content not in unmatched:
+                    unmatched.add(content)
+                    raise DamagedTransfer(
+                        "the parts received do not hash to the pinned multipart ETag at their likely size, "
+                        "and the server does not say their size"
+                    )
         if md5 == "whole" and md5s[0] != pin.etag:
             raise DamagedTransfer(f"the bytes received hash to md5 {md5s[0]}, not the pinned ETag")
-        if md5 == "parts":
-            composite = hashlib.md5(b"".join(bytes.fromhex(h) for h in md5s), usedforsecurity=False)
-            if f"{composite.hexdigest()}-{len(md5s)}" != pin.etag:
-                raise DamagedTransfer("the parts received do not hash to the pinned multipart ETag")
         return content
 
     async def _upload_part_size(self, pin: ObjectMeta) -> int | None:
@@ -906,6 +930,34 @@ def _pinned(pin: ObjectMeta) -> dict[str, str]:
 
 def _is_md5(etag: str | None) -> bool:
     return etag is not None and len(etag) == _MD5_ETAG_LENGTH and all(c in "0123456789abcdef" for c in etag)
+
+
+def _likely_part_size(pin: ObjectMeta) -> int | None:
+    """The likeliest size of a multipart object's upload parts, if all but the last had one size (``None``
+    for an ETag that is no multipart ETag, or parts that cannot be uniform): the ETag gives the number of
+    parts ``n``, so the size ``p`` satisfies ``p * (n - 1) < size <= p * n``; among those sizes, a common
+    one (:data:`_COMMON_PART_SIZES`), else a whole number of MiB, else the smallest. Checked by the ETag
+    itself once the parts are hashed (a wrong guess costs a HEAD and a second hashing, no download)."""
+    match = _MULTIPART_ETAG.fullmatch(pin.etag or "")
+    if match is None or pin.size <= 0 or int(match[1]) < 1:
+        return None
+    count = int(match[1])
+    if count == 1:
+        return pin.size
+    low, high = -(-pin.size // count), (pin.size - 1) // (count - 1)
+    if low > high:
+        return None
+    common = [p for p in _COMMON_PART_SIZES if low <= p <= high]
+    if common:
+        return common[0]
+    mib = -(-low // 2**20) * 2**20
+    return mib if mib <= high else low
+
+
+def _composite_md5(md5s: list[str]) -> str:
+    """A multipart ETag from the MD5 hex of each part: the MD5 of their digests, ``-`` the count."""
+    composite = hashlib.md5(b"".join(bytes.fromhex(h) for h in md5s), usedforsecurity=False)
+    return f"{composite.hexdigest()}-{len(md5s)}"
 
 
 def _why_gone(pin: ObjectMeta) -> str:

@@ -1,0 +1,197 @@
+"""The local file a ranged download writes, hashed while its ranges arrive (issues 13 and 18).
+
+Ranges arrive in any order, in chunks of about :data:`RANGE_CHUNK`; each chunk is written at its offset
+(``os.pwrite``) on a worker thread, and, when the object's ETag is the MD5 of its upload parts and the
+ranges follow those parts, added to its range's MD5 there too: the MD5s of a multipart object are computed
+on every core as the bytes come in. One more thread hashes the bytes in order as they become contiguous,
+read back from the page cache into one reused buffer (xxh3_128 for the cache, and the MD5 of the whole
+object, or of parts that do not follow the ranges). hashlib, xxhash and ``os.pwrite`` release the GIL on
+large buffers, so none of this waits for the event loop, nor the loop for it.
+
+Measured on the 2-core benchmark machine against Ceph RGW (1 GiB object, 8 ranges in flight): chunks of
+1 MiB took 1.2-1.3 s of CPU, 4 MiB chunks 3.1 s and whole 8 MiB ranges 2.4 s (fresh large buffers fault
+their pages in and fall out of the CPU cache before they are written).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import xxhash
+
+#: The size of the chunks a range is read in (obstore's ``min_chunk_size``).
+RANGE_CHUNK = 2**20
+#: The in-order hashing reads the file back in blocks of this size, into one buffer.
+_BLOCK = 2**20
+#: Chunks at least this large are written (and hashed) on a worker thread; smaller ones (aiohttp, under
+#: s3fs, hands over what the socket held) on the calling thread, where a hop would cost more.
+_HOP = 256 * 2**10
+_NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+
+
+class PartsFile:
+    """``with PartsFile(dest, size, range_size, md5, part_size) as out:`` then, per range ``i``,
+    ``sink = out.range(i)``, ``await sink.write(chunk)`` for its bytes in order and ``sink.done()``; then
+    ``await out.digests()``.
+
+    ``md5``: ``None``, ``"whole"`` (the MD5 of the whole file) or ``"parts"`` (the MD5 of each part of
+    ``part_size`` bytes: computed per range as the bytes arrive when ``part_size == range_size``, else in
+    order)."""
+
+    def __init__(
+        self,
+        dest: str | os.PathLike[str],
+        size: int,
+        range_size: int,
+        md5: str | None = None,
+        part_size: int | None = None,
+    ) -> None:
+        self.dest = dest
+        self.size = size
+        self.range_size = range_size
+        self.ranges = max(1, -(-size // range_size))
+        self.md5 = md5
+        self.part_size = part_size or range_size
+        #: Whether each range's MD5 is a part's, computed as its bytes arrive.
+        self.per_range = md5 == "parts" and self.part_size == range_size
+        self.range_md5s: list[str | None] = [None] * self.ranges
+        self._fd = -1
+        self._pool: ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._result: tuple[str, list[str]] | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+
+    def __enter__(self) -> PartsFile:
+        self._fd = os.open(self.dest, _NEW_FILE, 0o666)  # read back to hash
+        os.ftruncate(self._fd, self.size)
+        self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="refstore-write")
+        self._thread = threading.Thread(target=self._hash_in_order, name="refstore-hash-parts", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._queue.put(None)  # stops the hashing thread if it still waits for ranges
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)  # no write outlives the file
+        if self._thread is not None:
+            self._thread.join()
+        os.close(self._fd)
+
+    def range(self, index: int) -> RangeSink:
+        """Where range ``index`` (bytes ``index * range_size`` on) is written."""
+        start = index * self.range_size
+        return RangeSink(self, index, start, min(start + self.range_size, self.size))
+
+    async def digests(self) -> tuple[str, list[str]]:
+        """xxh3_128 hex of the whole file, and the MD5 hex of the whole (one item) or of each part."""
+        await asyncio.to_thread(self._done.wait)
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def md5_of_parts(self, part_size: int) -> list[str]:
+        """The MD5 hex of each part of ``part_size`` bytes, read back from the file (blocking)."""
+        md5s = []
+        buffer = bytearray(_BLOCK)
+        for start in range(0, self.size, part_size):
+            part = hashlib.md5(usedforsecurity=False)
+            for data in self._read(buffer, start, min(start + part_size, self.size)):
+                part.update(data)
+            md5s.append(part.hexdigest())
+        return md5s
+
+    def _read(self, buffer: bytearray, start: int, end: int) -> Any:
+        """The bytes ``[start, end)`` of the file, as views of ``buffer`` (each valid until the next)."""
+        view = memoryview(buffer)
+        while start < end:
+            n = os.preadv(self._fd, [view[: min(len(buffer), end - start)]], start)
+            if n <= 0:
+                raise OSError(f"{self.dest}: short read at {start} while hashing")
+            yield view[:n]
+            start += n
+
+    def _hash_in_order(self) -> None:
+        try:
+            digest, whole = xxhash.xxh3_128(), hashlib.md5(usedforsecurity=False)
+            in_order_parts = self.md5 == "parts" and not self.per_range
+            part, part_md5s = hashlib.md5(usedforsecurity=False), []
+            part_end = min(self.part_size, self.size)
+            buffer = bytearray(_BLOCK)
+            ready: set[int] = set()
+            following = position = 0
+            while following < self.ranges:
+                index = self._queue.get()
+                if index is None:
+                    return
+                ready.add(index)
+                while following in ready:
+                    ready.discard(following)
+                    following += 1
+                frontier = min(following * self.range_size, self.size)
+                while position < frontier:
+                    stop = min(frontier, part_end) if in_order_parts else frontier
+                    for data in self._read(buffer, position, stop):
+                        digest.update(data)
+                        if self.md5 == "whole":
+                            whole.update(data)
+                        elif in_order_parts:
+                            part.update(data)
+                    position = stop
+                    if in_order_parts and position == part_end:
+                        part_md5s.append(part.hexdigest())
+                        part = hashlib.md5(usedforsecurity=False)
+                        part_end = min(part_end + self.part_size, self.size)
+            if self.md5 == "whole":
+                md5s = [whole.hexdigest()]
+            elif self.per_range:
+                md5s = [str(h) for h in self.range_md5s]
+            else:
+                md5s = part_md5s
+            self._result = (str(digest.hexdigest()), md5s)
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._done.set()
+
+
+class RangeSink:
+    """One range of a :class:`PartsFile`: its bytes written in order from ``start``; those past ``end``
+    are dropped (the caller counts what arrived)."""
+
+    def __init__(self, file: PartsFile, index: int, start: int, end: int) -> None:
+        self.file = file
+        self.index = index
+        self.start = start
+        self.end = end
+        self.offset = start
+        self._md5 = hashlib.md5(usedforsecurity=False) if file.per_range else None
+
+    async def write(self, chunk: bytes | memoryview) -> None:
+        view = memoryview(chunk)[: max(0, self.end - self.offset)]
+        offset, self.offset = self.offset, self.offset + len(view)
+        if len(view) >= _HOP and self.file._pool is not None:
+            await asyncio.get_running_loop().run_in_executor(self.file._pool, self._put, view, offset)
+        else:
+            self._put(view, offset)
+
+    def _put(self, view: memoryview, offset: int) -> None:
+        if self._md5 is not None:
+            self._md5.update(view)
+        while view:
+            written = os.pwrite(self.file._fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def done(self) -> None:
+        """Every byte of the range was written: it may be hashed in order."""
+        if self._md5 is not None:
+            self.file.range_md5s[self.index] = self._md5.hexdigest()
+        self.file._queue.put(self.index)
