@@ -72,8 +72,8 @@ class Cache:
         self._tmp = f"{self._root}/tmp"
         self._folders: set[str] = set()  # folders this instance made (or found): one mkdir each
         self._pins_lock = threading.Lock()
+        self._writing = threading.Lock()
         self._unwritten: dict[str, str] = {}  # pin key -> content hex, remembered but not in a pack yet
-        self._own: dict[str, str] = {}  # the pins this instance remembered (written or not)
         self._packed: dict[str, str] | None = None  # the packs on disk, read on first need
 
     def tmp_dir(self) -> Path:
@@ -114,7 +114,7 @@ class Cache:
         if key is None:
             return
         with self._pins_lock:
-            self._unwritten[key] = self._own[key] = content
+            self._unwritten[key] = content
             full = len(self._unwritten) >= PACK_PINS
         if full:
             self.write_pins()
@@ -123,13 +123,19 @@ class Cache:
         """Write the pins remembered since the last call as one pack (a scratch file renamed into
         ``pins/packs/``), then merge the packs if too many piled up. A pack that cannot be written (a full
         disk) is given up: pins only save requests."""
-        with self._pins_lock:
-            pins, self._unwritten = self._unwritten, {}
-        if not pins:
-            return
-        with contextlib.suppress(OSError):
-            self.write_pack(pins.items())
-            self._merge_packs()
+        with self._writing:  # one pack at a time; pins remembered meanwhile go in the next one
+            with self._pins_lock:
+                pins = dict(self._unwritten)
+            if not pins:
+                return
+            with contextlib.suppress(OSError):
+                self.write_pack(pins.items())
+                self._packed = None  # read again when next needed (not kept: a million pins are 150 MB)
+                self._merge_packs()
+            with self._pins_lock:
+                for key, content in pins.items():
+                    if self._unwritten.get(key) == content:
+                        del self._unwritten[key]
 
     def _packs_dir(self) -> str:
         return f"{self._root}/pins/packs"
@@ -217,7 +223,6 @@ class Cache:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._pin_path(key))
             with self._pins_lock:
-                self._own.pop(key, None)
                 self._unwritten.pop(key, None)
             self._packed_pins().pop(key, None)  # (a pack's line stays: it names bytes no longer cached)
 
@@ -228,7 +233,7 @@ class Cache:
             key = self._pin_key(entry)
             if key is None:
                 return None
-            content = self._own.get(key)
+            content = self._unwritten.get(key)
             if content is None:
                 try:
                     content = _read_small(self._pin_path(key)).decode("ascii").strip()

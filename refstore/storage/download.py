@@ -37,6 +37,11 @@ from .scratch import Staging, is_scratch_name
 from .store import Store
 
 CONCURRENCY = 32
+#: Transfers in flight when every object fetched is small (at most :data:`SMALL_OBJECT` bytes): their cost
+#: is per request, not per byte, so more in flight keep the connections busy (2,000 objects of 16 KiB on
+#: Ceph RGW: about 7% less wall and CPU than with 32, in a short run under load).
+SMALL_CONCURRENCY = 64
+SMALL_OBJECT = 2**20
 #: The longest file name most filesystems take (NAME_MAX), in bytes.
 _MAX_FILE_NAME = 255
 
@@ -167,11 +172,13 @@ class Downloader:
             self.cache.write_pins()
 
     def fetch_all(self, targets: list[tuple[ManifestEntry, str]], progress: ProgressHook, root: str) -> None:
-        """Fetch every entry to its destination under ``root``, ``CONCURRENCY`` at a time; then write the
-        pins learned (also when a fetch failed: those of the files in place)."""
+        """Fetch every entry to its destination under ``root``, ``CONCURRENCY`` at a time
+        (``SMALL_CONCURRENCY`` when every object is small); then write the pins learned (also when a fetch
+        failed: those of the files in place)."""
         jobs = [self._one(entry, dest, root, progress) for entry, dest in targets]
+        small = all(entry.size <= SMALL_OBJECT for entry, _ in targets)
         try:
-            run_sync(gather_limited, jobs, CONCURRENCY)
+            run_sync(gather_limited, jobs, SMALL_CONCURRENCY if small else CONCURRENCY)
         finally:
             self.cache.write_pins()
 

@@ -8,10 +8,17 @@ re-hashes, so a download edited in place (which edits the cached file it shares)
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import refstore
+from refstore.core.manifest import ManifestEntry
+from refstore.storage import cache as cache_module
+from refstore.storage import cache_bounds
+from refstore.storage.cache import Cache
 
 CONTENT = {f"part-{i}.bin": f"pinned bytes {i}\n".encode() * 500 for i in range(3)}
 
@@ -132,3 +139,23 @@ def test_a_download_records_its_pins_in_one_pack_that_later_downloads_read(
 
 def _tree(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_pins_remembered_by_many_threads_all_reach_packs_that_merge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pins go out in packs of PACK_PINS while threads keep remembering; past MAX_PACKS the packs merge
+    into one; a new cache (another process) knows every pin, and a prune to 0 removes them all."""
+    monkeypatch.setattr(cache_module, "PACK_PINS", 7)
+    monkeypatch.setattr(cache_module, "MAX_PACKS", 4)
+    cache = Cache(tmp_path / "cache")
+    entries = [ManifestEntry(f"f{i}", f"s3://b/f{i}", 1, "md5:00", version_id=str(i)) for i in range(200)]
+    contents = {e.path: f"{i:032x}" for i, e in enumerate(entries)}
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda e: cache.remember(e, contents[e.path]), entries))
+    cache.write_pins()
+    assert 1 <= len(cache.pack_files()) <= 4 + 1  # merged as they piled up
+    later = Cache(tmp_path / "cache")
+    assert {e.path: later.known_content(e) for e in entries} == contents
+    assert cache_bounds.prune(later, 0).pins_removed == len(entries)
+    assert Cache(tmp_path / "cache").known_content(entries[0]) is None
