@@ -61,10 +61,15 @@ def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1") != "0"
 
 
+def new_columns() -> list[array.array[int]]:
+    """Five empty stat columns: size, mtime_ns and ctime_ns (signed), inode and device (unsigned 64-bit)."""
+    return [array.array(code) for code in _TYPECODES]
+
+
 class StatCache:
     """The recorded files of one local folder (``root``), keyed by their path relative to it, in path
-    order: :attr:`paths`, their stat as five columns (:attr:`columns`, or as rows: :attr:`stats`) and
-    :attr:`digests`.
+    order: :attr:`paths`, their stat as five arrays (:attr:`columns`, made by :func:`new_columns`; or as
+    rows: :attr:`stats`) and :attr:`digests`.
 
     The file holds them as columns too (see the module's docstring), so that 100,000 records load in
     milliseconds, and a tree whose paths and stats are all the recorded ones is matched by comparing lists,
@@ -76,8 +81,7 @@ class StatCache:
         self._top = root if root.endswith("/") else f"{root}/"  # what a relative path goes after
         self.paths: list[str] = []
         self.digests: list[str] = []
-        self._arrays: list[array.array[int]] = [array.array(code) for code in _TYPECODES]
-        self._columns: list[list[int]] | None = None
+        self.columns = new_columns()
         self._stats: list[Stat] | None = None
         #: device -> filesystem identity, as recorded
         self.filesystems: dict[int, str] = {}
@@ -95,17 +99,10 @@ class StatCache:
         return cache
 
     @property
-    def columns(self) -> list[list[int]]:
-        """The recorded sizes, mtimes, ctimes, inodes and devices, a list each."""
-        if self._columns is None:
-            self._columns = [column.tolist() for column in self._arrays]
-        return self._columns
-
-    @property
     def stats(self) -> list[Stat]:
         """The recorded stat of each path."""
         if self._stats is None:
-            self._stats = list(zip(*self._arrays, strict=True))
+            self._stats = list(zip(*self.columns, strict=True))
         return self._stats
 
     @property
@@ -134,13 +131,14 @@ class StatCache:
             offset += 8 * count
         if offset != len(rest) or len(paths) != count or len(digests) != count:
             return
-        self.paths, self.digests, self._arrays = paths, digests, columns
+        self.paths, self.digests, self.columns = paths, digests, columns
         self.filesystems = {int(k): str(v) for k, v in data["filesystems"].items()}
 
-    def lookup(self, relatives: list[str], columns: Sequence[list[int]]) -> list[str | None]:
+    def lookup(self, relatives: list[str], columns: Sequence[array.array[int]]) -> list[str | None]:
         """The recorded digest of each file (at ``relatives[i]`` inside the folder) whose stat now (the
-        ``i``-th of each of the five ``columns``, as in :attr:`columns`) is the one recorded, on the same
-        filesystem; ``None`` for the others. A tree that is all as recorded costs comparing lists."""
+        ``i``-th of each of the five ``columns``, as :func:`new_columns` makes them) is the one recorded, on
+        the same filesystem; ``None`` for the others. A tree that is all as recorded costs comparing a list
+        and five arrays (their bytes)."""
         if (
             relatives == self.paths
             and all(now == recorded for now, recorded in zip(columns, self.columns, strict=True))
@@ -159,7 +157,7 @@ class StatCache:
                 found.append(None)
         return found
 
-    def _trusted_all(self, relatives: list[str], devices: list[int]) -> bool:
+    def _trusted_all(self, relatives: list[str], devices: array.array[int]) -> bool:
         """Whether the filesystem of each device (``devices[i]``, of the file at ``relatives[i]``) is the
         recorded one."""
         distinct = set(devices)
@@ -219,8 +217,8 @@ class StatCache:
         self, paths: list[str], stats: list[Stat], digests: list[str], filesystems: dict[int, str]
     ) -> None:
         """Replace the cache file with these records (in path order), by rename; see :meth:`write`."""
-        columns = zip(*stats, strict=True) if stats else [()] * len(_TYPECODES)
-        arrays = [array.array(code, column) for code, column in zip(_TYPECODES, columns, strict=True)]
+        rows = zip(*stats, strict=True) if stats else [()] * len(_TYPECODES)
+        columns = [array.array(code, column) for code, column in zip(_TYPECODES, rows, strict=True)]
         path_blob = "\0".join(paths).encode("utf-8", "surrogateescape")
         digest_blob = "\n".join(digests).encode()
         header = {
@@ -237,7 +235,7 @@ class StatCache:
                 b"\n",
                 path_blob,
                 digest_blob,
-                *(column.tobytes() for column in arrays),
+                *(column.tobytes() for column in columns),
             ]
         )
         with contextlib.suppress(OSError):
@@ -252,7 +250,7 @@ class StatCache:
             with contextlib.suppress(FileNotFoundError):  # format 1's file, in JSON
                 self.file.with_suffix(".json").unlink()
         self.paths, self.digests, self.filesystems = paths, digests, filesystems
-        self._arrays, self._stats, self._columns, self._index = arrays, stats, None, None
+        self.columns, self._stats, self._index = columns, stats, None
 
 
 _BOOT_ID: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import bisect
 import contextlib
@@ -15,7 +16,7 @@ import shutil
 import stat as stat_module
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
@@ -43,7 +44,7 @@ from ..hashing import (
     same_state,
     stat_and_hash,
 )
-from ..stat_cache import Stat, StatCache
+from ..stat_cache import Stat, StatCache, new_columns
 from ..stat_cache import enabled as stat_cache_enabled
 from ._base import CHUNK_SIZE, Backend, BodyFile, ProgressHook, RecordsHook, changed, is_unchecked
 
@@ -353,7 +354,7 @@ def _list_known(
     record (``None`` when the cache holds them already)."""
     top = ""
     relatives: list[str] = []
-    columns: list[list[int]] = [[], [], [], [], []]
+    columns = new_columns()
     for folder, names in runs:
         top, relative = folder[:cut], folder[cut:]
         relatives += [relative + name for name in names]
@@ -382,22 +383,23 @@ def _list_known(
     return _records(top, relatives, sizes, cast(list[str], found)), settled
 
 
-def _records(top: str, relatives: list[str], sizes: list[int], digests: list[str]) -> list[ObjectMeta]:
+def _records(top: str, relatives: list[str], sizes: Sequence[int], digests: list[str]) -> list[ObjectMeta]:
     """The records of the files at ``top`` + each relative path."""
     url = f"file://{top}"
     return [new_meta(url + r, size, d) for r, size, d in zip(relatives, sizes, digests, strict=True)]
 
 
-#: What the stat cache compares of a file's ``os.stat``, in the order of :attr:`StatCache.columns`.
+#: What the stat cache compares of a file's ``os.stat``, in the order of :func:`~refstore.storage.
+#: stat_cache.new_columns`.
 _STAT_FIELDS = tuple(
     operator.attrgetter(name) for name in ("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_dev")
 )
 
 
-def _stat_into(folder: str, names: list[str], columns: list[list[int]]) -> None:
+def _stat_into(folder: str, names: list[str], columns: list[array.array[int]]) -> None:
     """Append to the five ``columns`` what the stat cache compares of each file's ``os.stat`` (links
-    followed), each looked up by name in its open folder; ``-1`` in each for a file that cannot be
-    stat'ed (no record matches it: hashing it then says why)."""
+    followed), each looked up by name in its open folder; a size of ``-1`` (and zeros) for a file that
+    cannot be stat'ed (no record matches it: hashing it then says why)."""
     found: list[os.stat_result | None]
     try:
         fd = os.open(folder, _FOLDER_FLAGS)
@@ -412,10 +414,10 @@ def _stat_into(folder: str, names: list[str], columns: list[list[int]]) -> None:
             os.close(fd)
     if len(found) == len(names) and all(found):  # (no None: the common case)
         for column, field in zip(columns, _STAT_FIELDS, strict=True):
-            column += map(field, found)
+            column.extend(map(field, found))
     else:
-        for column, field in zip(columns, _STAT_FIELDS, strict=True):
-            column += [-1 if info is None else field(info) for info in found]
+        for column, field, missing in zip(columns, _STAT_FIELDS, (-1, 0, 0, 0, 0), strict=True):
+            column.extend([missing if info is None else field(info) for info in found])
 
 
 def _stat_or_none(name: str, fd: int) -> os.stat_result | None:
