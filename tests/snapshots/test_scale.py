@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 import refstore
+from refstore.core import chunks
+from refstore.core.manifest import Manifest, new_entry
 from refstore.storage.hashing import hash_file
 
 N_FILES = 10_000
@@ -82,6 +84,27 @@ def test_an_s3_download_through_dask_sends_one_get_per_object(
         f"o{i:03d}.bin": refstore.storage.hashing.hash_bytes(s3_fs.cat(f"{s3_bucket}/data/o{i:03d}.bin"))
         for i in range(120)
     }
+
+
+def test_a_listing_and_chunks_made_by_worker_processes_match_the_driver_s(
+    s3_fs: Any, s3_bucket: str, dask_executor: Executor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every task and result crosses a process boundary here (pickled), unlike on the threads cluster of
+    tests/storage/test_spread_listing.py and tests/snapshots/test_chunks_on_workers.py."""
+    s3_fs.pipe({f"{s3_bucket}/data/p{i}/o{j:02d}": b"%d %d" % (i, j) for i in range(6) for j in range(5)})
+    url = f"s3://{s3_bucket}/data"
+    spread = refstore.Artifact("s").add_reference(url, executor=dask_executor)
+    assert len(spread) == 30 and spread == refstore.Artifact("s").add_reference(url)
+
+    monkeypatch.setattr(chunks, "SEGMENT_ENTRIES", 5_000)  # the driver's; the workers cut with the defaults
+    rows = [
+        (f"d{i // 700:03d}/f{i:06d}", f"s3://b/d{i // 700:03d}/f{i:06d}", i % 977, f"{i:032x}")
+        for i in range(25_000)
+    ]
+    manifest = Manifest.of(new_entry(p, r, n, f"etag:{e}", e, None) for p, r, n, e in rows)
+    here, there = chunks.chunked(manifest), chunks.chunked(manifest, dask_executor)
+    assert isinstance(here, chunks.PendingManifest) and isinstance(there, chunks.PendingManifest)
+    assert (there.digest, there.pending) == (here.digest, here.pending)
 
 
 def test_hashing_on_a_process_pool_matches_threads(tmp_path: Path) -> None:
