@@ -16,9 +16,9 @@ from ..core.bulk import gc_paused
 from ..core.exceptions import InvalidURLError, ObjectNotFoundError, RefstoreError
 from ..core.loop import gather_limited, run_sync
 from ..core.manifest import Manifest, ManifestEntry, new_entry
-from ..core.names import check_logical_path, check_name, join_logical
+from ..core.names import check_logical_path, check_name, join_logical_all
 from ..core.progress import progress_bar
-from ..core.refs import ref_of
+from ..core.refs import ref_of, refs_of
 from ..storage.backends import ObjectMeta, ProgressHook, RecordsHook
 from ..storage.download import blob_path
 from ..storage.exclusion import Exclusion, exclusion_for
@@ -56,8 +56,9 @@ class Artifact:
         #: How long after logging gc deletes the version (``Registry.update`` changes it later).
         self.ttl = ttl
         self._entries: dict[str, ManifestEntry] = {}
-        #: content digest -> local file whose bytes the registry must store at log time
-        self._staged: dict[str, Path] = {}
+        #: content digest -> local file whose bytes the registry must store at log time (a Path each is
+        #: made by staged_files: 1.5 us apiece, a sixth of a 100,000-file add_dir)
+        self._staged: dict[str, str] = {}
         #: the version this draft was last logged as, until the draft changes
         self._logged: ArtifactVersion | None = None
         #: ``name:vN`` at its registry's URL, for a draft ``ArtifactVersion.new_draft`` made
@@ -81,7 +82,7 @@ class Artifact:
     @property
     def staged_files(self) -> Mapping[str, Path]:
         """Content digest -> local file, for the copies ``add_file``/``add_dir`` made."""
-        return dict(self._staged)
+        return {digest: Path(source) for digest, source in self._staged.items()}
 
     # -- references -------------------------------------------------------------------------------------
 
@@ -136,6 +137,7 @@ class Artifact:
                 raise _nothing_found(location, what, exclude)
             # records the backend returned only at the end
             entries += self._entries_for(location, objects[len(entries) :], is_folder, name, checksum)
+            del objects  # freed here: the collection that follows gc_paused need not look at them
             return self._add(entries)
 
     def _add_from_inventory(
@@ -173,17 +175,16 @@ class Artifact:
     ) -> list[ManifestEntry]:
         if is_folder:
             cut = len(location.url) + 1
-            paths = [join_logical(name, meta.url[cut:]) for meta in objects]
+            paths = join_logical_all(name, [meta.url[cut:] for meta in objects])
         else:
             paths = [check_logical_path(name or posixpath.basename(location.path))] * len(objects)
         if not checksum:  # (the digest hashes the URL as it always did, so it keeps its value)
             pairs = zip(paths, objects, strict=True)
             return [ManifestEntry(p, ref_of(m.url), m.size, _unchecked(m.url)) for p, m in pairs]
-        return [  # refs escape ?, # and % in bucket keys (refstore.core.refs.ref_of)
-            new_entry(
-                p, ref_of(m.url), m.size, m.digest or _hash_by_reading(location, m), m.etag, m.version_id
-            )
-            for p, m in zip(paths, objects, strict=True)
+        refs = refs_of([m.url for m in objects])  # refs escape ?, # and % in bucket keys
+        return [
+            new_entry(p, ref, m.size, m.digest or _hash_by_reading(location, m), m.etag, m.version_id)
+            for p, ref, m in zip(paths, refs, objects, strict=True)
         ]
 
     # -- copies -----------------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class Artifact:
         meta = run_sync(resolve(source).backend.stat, os.fspath(source))
         if meta is None or meta.digest is None:
             raise ObjectNotFoundError(f"{path}: no such file")
-        return self._add([self._copy_entry(source, logical, meta)])[0]
+        return self._add([self._copy_entry(os.fspath(source), logical, meta)])[0]
 
     def add_dir(
         self,
@@ -224,25 +225,29 @@ class Artifact:
             raise ObjectNotFoundError(f"{root}: no such directory")
         location = resolve(root)
         exclusion = exclusion_for(location.url, exclude, name)
-        with gc_paused(), progress_bar(None, f"hashing {location.url}", unit="files") as bar:
-            objects, _ = run_sync(
-                _list_location, location, sys.maxsize, executor, bar.update, _ignore_records, exclusion
-            )
-        if not objects:
-            raise _nothing_found(location, "no files in this folder", exclude)
-        cut = len(location.url) + 1
-        backend = location.backend
-        entries = [
-            self._copy_entry(Path(backend.path(meta.url)), join_logical(name, meta.url[cut:]), meta)
-            for meta in objects
-        ]
-        return self._add(entries)
+        with gc_paused():  # the records and entries of a large folder make no cycles
+            with progress_bar(None, f"hashing {location.url}", unit="files") as bar:
+                objects, _ = run_sync(
+                    _list_location, location, sys.maxsize, executor, bar.update, _ignore_records, exclusion
+                )
+            if not objects:
+                raise _nothing_found(location, "no files in this folder", exclude)
+            cut = len(location.url) + 1
+            backend = location.backend
+            paths = join_logical_all(name, [meta.url[cut:] for meta in objects])
+            entries = [
+                self._copy_entry(backend.path(meta.url), logical, meta)
+                for logical, meta in zip(paths, objects, strict=True)
+            ]
+            del objects  # freed here: the collection that follows gc_paused need not look at them
+            return self._add(entries)
 
-    def _copy_entry(self, source: Path, logical: str, meta: ObjectMeta) -> ManifestEntry:
-        """An entry whose bytes ``source`` holds: its size and digest as one read found them (``meta``)."""
+    def _copy_entry(self, source: str, logical: str, meta: ObjectMeta) -> ManifestEntry:
+        """An entry whose bytes the local file ``source`` holds: its size and digest as one read found them
+        (``meta``)."""
         assert meta.digest is not None and meta.digest.startswith(f"{ALGORITHM}:")
         self._staged[meta.digest] = source
-        return ManifestEntry(path=logical, ref=None, size=meta.size, digest=meta.digest)
+        return new_entry(logical, None, meta.size, meta.digest, None, None)
 
     def _add(self, entries: list[ManifestEntry]) -> list[ManifestEntry]:
         """Take ``entries``. A path already held with another entry is refused (two adds that disagree about
@@ -251,15 +256,20 @@ class Artifact:
         what a draft is for; a second, different add at that path is refused as in a fresh artifact. An
         add under a folder replaces the entries it names, not the folder: :meth:`remove` it first to drop
         the version's other files there."""
-        for entry in entries:
-            if not (entry.path.isascii() and (entry.ref is None or entry.ref.isascii())):
-                _check_utf8(entry)
+        paths = [entry.path for entry in entries]
+        refs = [entry.ref for entry in entries if entry.ref is not None]
+        if not ("".join(paths).isascii() and "".join(refs).isascii()):  # (one look for all: the common case)
+            for entry in entries:
+                if not (entry.path.isascii() and (entry.ref is None or entry.ref.isascii())):
+                    _check_utf8(entry)
+        held = self._entries.keys() & paths if self._entries else ()
+        for entry in entries if held else ():
             existing = self._entries.get(entry.path)
             if existing is not None and existing != entry and entry.path not in self._replaceable:
                 raise InvalidURLError(f"{self.name}: logical path {entry.path!r} is already in the artifact")
-        self._entries.update((e.path, e) for e in entries)
+        self._entries.update(zip(paths, entries, strict=True))
         if self._replaceable:
-            self._replaceable.difference_update(e.path for e in entries)
+            self._replaceable.difference_update(paths)
         self._logged = None
         return entries
 
