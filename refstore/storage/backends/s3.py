@@ -20,16 +20,13 @@ import json
 import operator
 import os
 import re
+import types
 import urllib.parse
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
-import aiohttp
-import botocore.exceptions
-import botocore.parsers
-import s3fs
 from fsspec import AbstractFileSystem
 from fsspec.asyn import sync
 from fsspec.spec import AbstractBufferedFile
@@ -48,7 +45,6 @@ from ...core.exceptions import (
 from ...core.loop import gather_limited
 from ...core.meta import KeyVersion, ObjectMeta
 from ..listing import Page, PageSource, list_in_parallel
-from . import s3_listing
 from ._base import (
     CHUNK_SIZE,
     FETCH_ATTEMPTS,
@@ -101,16 +97,28 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
 }
 #: s3fs retries a whole call again on top of botocore's retries: once more is enough.
 S3FS_RETRIES = 2
-#: What a broken connection, a timeout or a cut-off body raises from s3fs / aiobotocore / aiohttp.
-_NETWORK_ERRORS: tuple[type[BaseException], ...] = (
-    aiohttp.ClientError,
-    TimeoutError,
-    ConnectionError,
-    botocore.exceptions.HTTPClientError,
-    botocore.exceptions.ConnectionError,
-    botocore.exceptions.IncompleteReadError,
-    botocore.parsers.ResponseParserError,
-)
+
+
+@functools.cache
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """What a broken connection, a timeout or a cut-off body raises from s3fs / aiobotocore / aiohttp (and
+    obstore's answers, as :mod:`.s3_obstore` raises them). Imported when first needed: a download on
+    obstore never loads botocore (0.45 s of CPU)."""
+    import aiohttp
+    import botocore.exceptions
+    import botocore.parsers
+
+    return (
+        aiohttp.ClientError,
+        TimeoutError,
+        ConnectionError,
+        botocore.exceptions.HTTPClientError,
+        botocore.exceptions.ConnectionError,
+        botocore.exceptions.IncompleteReadError,
+        botocore.parsers.ResponseParserError,
+    )
+
+
 _SERVER_ERRNOS = (errno.EIO, errno.EBUSY, errno.ETIMEDOUT, getattr(errno, "EREMOTEIO", errno.EIO))
 #: Error codes that mean "these credentials may not do this", whatever the HTTP status says.
 _REFUSED_CODES = frozenset(
@@ -125,13 +133,19 @@ _REFUSED_CODES = frozenset(
         "TokenRefreshRequired",
     }
 )
-#: What botocore raises, before sending anything, when the credential chain found nothing usable.
-_NO_CREDENTIALS: tuple[type[BaseException], ...] = (
-    botocore.exceptions.NoCredentialsError,
-    botocore.exceptions.PartialCredentialsError,
-    botocore.exceptions.CredentialRetrievalError,
-    botocore.exceptions.NoAuthTokenError,
-)
+
+
+@functools.cache
+def _no_credentials() -> tuple[type[BaseException], ...]:
+    """What botocore raises, before sending anything, when the credential chain found nothing usable."""
+    import botocore.exceptions
+
+    return (
+        botocore.exceptions.NoCredentialsError,
+        botocore.exceptions.PartialCredentialsError,
+        botocore.exceptions.CredentialRetrievalError,
+        botocore.exceptions.NoAuthTokenError,
+    )
 
 
 class S3Backend(Backend):
@@ -154,19 +168,9 @@ class S3Backend(Backend):
 
     @classmethod
     def filesystem(cls, protocol: str, storage_options: Mapping[str, Any]) -> AbstractFileSystem:
-        options = dict(storage_options)
-        client_kwargs = dict(options.pop("client_kwargs", None) or {})
-        endpoint = options.pop("endpoint_url", None) or client_kwargs.get("endpoint_url")
-        endpoint = endpoint or next((os.environ[v] for v in ENDPOINT_VARIABLES if os.environ.get(v)), None)
-        if endpoint:
-            client_kwargs["endpoint_url"] = endpoint
-        region = os.environ.get("AWS_REGION")
-        if region and "region_name" not in client_kwargs and region != "us-east-1":
-            client_kwargs["region_name"] = region
-        config = copy.deepcopy({**DEFAULT_CONFIG, **dict(options.pop("config_kwargs", None) or {})})
-        fs = s3fs.S3FileSystem(
-            client_kwargs=client_kwargs, config_kwargs=config, skip_instance_cache=True, **options
-        )
+        import s3fs
+
+        fs = s3fs.S3FileSystem(**fs_options(storage_options))
         fs.retries = S3FS_RETRIES
         return fs
 
@@ -178,7 +182,7 @@ class S3Backend(Backend):
         exception), never by their message, which some servers leave empty (Ceph RGW)."""
         if isinstance(exc, (ObjectChangedError, StorageAccessError, StorageUnavailableError)):
             return None
-        if isinstance(exc, _NO_CREDENTIALS):
+        if isinstance(exc, _no_credentials()):
             return self.access_error(url, f"no AWS credentials were found ({type(exc).__name__})")
         answer = _answer(exc)
         if answer is not None:
@@ -217,7 +221,10 @@ class S3Backend(Backend):
         if self._plane is _UNSET:
             from .s3_obstore import plane_for
 
-            self._plane = plane_for(self.fs)
+            # the options the filesystem is (or would be) made with: obstore serving alone never builds
+            # the s3fs filesystem, nor imports botocore
+            made = self._fs or types.SimpleNamespace(storage_options=fs_options(self.options))
+            self._plane = plane_for(made)
         return cast("ObstorePlane | None", self._plane)
 
     async def put_create_only(self, path: str, data: bytes) -> str | None:
@@ -351,7 +358,7 @@ class S3Backend(Backend):
                         received += len(chunk)
                         if progress is not None:
                             progress(len(chunk))
-                except _NETWORK_ERRORS as exc:
+                except _network_errors() as exc:
                     raise BrokenTransfer(f"bytes {start}-{end - 1} broke off ({_reason(exc)})") from exc
                 finally:
                     body.close()
@@ -362,7 +369,7 @@ class S3Backend(Backend):
                 etag = normalize_etag(response.get("ETag") or "") or None
                 if etag is not None and pin.etag is not None and etag != pin.etag and not is_unchecked(pin):
                     raise DamagedTransfer(f"a range came with ETag {etag}, not {pin.etag}")
-                sink.done()
+                await sink.done()
 
             await gather_limited([fetch_part(i) for i in range(out.ranges)], RANGE_CONCURRENCY)
             content, md5s = await out.digests()
@@ -413,9 +420,9 @@ class S3Backend(Backend):
                         md5.update(chunk)
                     if progress is not None:
                         progress(len(chunk))
-        except _NETWORK_ERRORS as exc:
+        except _network_errors() as exc:
             raise BrokenTransfer(f"the body broke off after {out.size} bytes ({_reason(exc)})") from exc
-        except botocore.exceptions.FlexibleChecksumError as exc:  # S3's own checksum of the response
+        except _flexible_checksum_error() as exc:  # S3's own checksum of the response
             raise DamagedTransfer(f"the bytes received fail their checksum ({_reason(exc)})") from exc
         finally:
             body.close()
@@ -488,7 +495,7 @@ class S3Backend(Backend):
             body = response["Body"]
             try:
                 data: bytes = await body.read()
-            except _NETWORK_ERRORS as exc:
+            except _network_errors() as exc:
                 if attempt == FETCH_ATTEMPTS:
                     raise StorageUnavailableError(
                         f"{pin.url}: a range read broke off {FETCH_ATTEMPTS} times ({_reason(exc)})"
@@ -756,6 +763,8 @@ class _S3Pages:
     async def _list(self, method: str, url: str, **kwargs: Any) -> Mapping[str, Any]:
         """One listing request; its page parsed by :mod:`.s3_listing` where that is enabled (the request
         and whatever is not a listing stay botocore's)."""
+        from . import s3_listing
+
         fs = self.backend.fs
         if self._fast is None:
             self._fast = s3_listing.enabled(fs) and not fs.cache_regions
@@ -856,11 +865,34 @@ class _PinnedS3File(AbstractBufferedFile):  # type: ignore[misc]
         return cast(bytes, sync(self.fs.loop, self._backend._read_range, self.pin, start, end))
 
 
+def fs_options(storage_options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of the ``s3fs.S3FileSystem`` made from ``storage_options`` (what its
+    ``storage_options`` are then): the endpoint and region variables, refstore's botocore defaults."""
+    options = dict(storage_options)
+    client_kwargs = dict(options.pop("client_kwargs", None) or {})
+    endpoint = options.pop("endpoint_url", None) or client_kwargs.get("endpoint_url")
+    endpoint = endpoint or next((os.environ[v] for v in ENDPOINT_VARIABLES if os.environ.get(v)), None)
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    region = os.environ.get("AWS_REGION")
+    if region and "region_name" not in client_kwargs and region != "us-east-1":
+        client_kwargs["region_name"] = region
+    config = copy.deepcopy({**DEFAULT_CONFIG, **dict(options.pop("config_kwargs", None) or {})})
+    return {"client_kwargs": client_kwargs, "config_kwargs": config, "skip_instance_cache": True, **options}
+
+
+def _flexible_checksum_error() -> type[BaseException]:
+    import botocore.exceptions
+
+    error: type[BaseException] = botocore.exceptions.FlexibleChecksumError
+    return error
+
+
 def _is_unavailable(exc: BaseException) -> bool:
     """A broken connection, a timeout or a server error (5xx) that outlasted the retries."""
     if isinstance(exc, (FileNotFoundError, PermissionError, FileExistsError)):
         return False
-    return isinstance(exc, _NETWORK_ERRORS) or (isinstance(exc, OSError) and exc.errno in _SERVER_ERRNOS)
+    return isinstance(exc, _network_errors()) or (isinstance(exc, OSError) and exc.errno in _SERVER_ERRNOS)
 
 
 def _answer(exc: BaseException) -> tuple[int | None, str, str] | None:
