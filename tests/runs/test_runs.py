@@ -27,6 +27,12 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` by rename, as a checkpoint should be: the live sync never sees it half-written."""
+    _write(path.with_name(path.name + ".tmp"), text)
+    os.replace(path.with_name(path.name + ".tmp"), path)
+
+
 def _python(code: str, cwd: Path) -> str:
     command = [sys.executable, "-c", code]
     result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
@@ -80,7 +86,7 @@ def test_policy_live_keeps_every_state_restore_gives_the_newest(registry_root: s
     run.save("ckpt.pt")  # policy="live" is the default
     for epoch in (1, 2):
         wait_until(lambda e=epoch: len(states(registry_root, run.path, "ckpt.pt")) == e, what="a state")
-        _write(checkpoint, f"epoch {epoch}")
+        _replace(checkpoint, f"epoch {epoch}")  # in place, a pause mid-write can be taken as a state
     wait_until(lambda: len(states(registry_root, run.path, "ckpt.pt")) == 3, what="state 3")
     files = RunFiles(Registry(registry_root).store, run.path)
     assert [files.state("ckpt.pt", n).size for n in (0, 1, 2)] == [7, 7, 7]

@@ -148,6 +148,7 @@ def test_every_page_parses_as_botocore_parses_it(
 
 
 def _listing(url: str, monkeypatch: pytest.MonkeyPatch, parser: str) -> list[Any]:
+    monkeypatch.delenv("REFSTORE_S3_CLIENT", raising=False)  # s3fs as the client keeps botocore's parser
     monkeypatch.setenv(s3_listing.LISTING_VARIABLE, parser)
     clear_backends()
     location = resolve(url)
