@@ -29,16 +29,17 @@ import xxhash
 RANGE_CHUNK = 2**20
 #: The in-order hashing reads the file back in blocks of this size, into one buffer.
 _BLOCK = 2**20
-#: Chunks at least this large are written (and hashed) on a worker thread; smaller ones (aiohttp, under
-#: s3fs, hands over what the socket held) on the calling thread, where a hop would cost more.
-_HOP = 256 * 2**10
+#: Bytes handed to a worker thread at a time, at least: smaller chunks (aiohttp, under s3fs, hands over
+#: what the socket held, tens of KiB) are gathered first, up to this many.
+_HOP = 512 * 2**10
+_MAX_PIECES = 256
 _NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 
 
 class PartsFile:
     """``with PartsFile(dest, size, range_size, md5, part_size) as out:`` then, per range ``i``,
-    ``sink = out.range(i)``, ``await sink.write(chunk)`` for its bytes in order and ``sink.done()``; then
-    ``await out.digests()``.
+    ``sink = out.range(i)``, ``await sink.write(chunk)`` for its bytes in order and
+    ``await sink.done()``; then ``await out.digests()``.
 
     ``md5``: ``None``, ``"whole"`` (the MD5 of the whole file) or ``"parts"`` (the MD5 of each part of
     ``part_size`` bytes: computed per range as the bytes arrive when ``part_size == range_size``, else in
@@ -165,33 +166,54 @@ class PartsFile:
 
 class RangeSink:
     """One range of a :class:`PartsFile`: its bytes written in order from ``start``; those past ``end``
-    are dropped (the caller counts what arrived)."""
+    are dropped (the caller counts what arrived). Chunks go to a worker thread :data:`_HOP` bytes or more
+    at a time (small ones, aiohttp's under s3fs, together: one ``os.pwritev``, no copy)."""
 
     def __init__(self, file: PartsFile, index: int, start: int, end: int) -> None:
         self.file = file
         self.index = index
         self.start = start
         self.end = end
+        #: Where the next byte goes (the chunks gathered, not written yet, end here).
         self.offset = start
         self._md5 = hashlib.md5(usedforsecurity=False) if file.per_range else None
+        self._pieces: list[memoryview] = []
+        self._gathered = 0
 
     async def write(self, chunk: bytes | memoryview) -> None:
         view = memoryview(chunk)[: max(0, self.end - self.offset)]
-        offset, self.offset = self.offset, self.offset + len(view)
-        if len(view) >= _HOP and self.file._pool is not None:
-            await asyncio.get_running_loop().run_in_executor(self.file._pool, self._put, view, offset)
-        else:
-            self._put(view, offset)
+        self._pieces.append(view)
+        self._gathered += len(view)
+        self.offset += len(view)
+        if self._gathered >= _HOP or self.offset == self.end or len(self._pieces) >= _MAX_PIECES:
+            await self._flush()
 
-    def _put(self, view: memoryview, offset: int) -> None:
-        if self._md5 is not None:
-            self._md5.update(view)
-        while view:
-            written = os.pwrite(self.file._fd, view, offset)
-            view, offset = view[written:], offset + written
-
-    def done(self) -> None:
-        """Every byte of the range was written: it may be hashed in order."""
+    async def done(self) -> None:
+        """Every byte of the range arrived: written, it may be hashed in order."""
+        await self._flush()
         if self._md5 is not None:
             self.file.range_md5s[self.index] = self._md5.hexdigest()
         self.file._queue.put(self.index)
+
+    async def _flush(self) -> None:
+        if not self._gathered:
+            self._pieces.clear()
+            return
+        pieces, offset = self._pieces, self.offset - self._gathered
+        self._pieces, self._gathered = [], 0
+        assert self.file._pool is not None, "PartsFile used outside its with block"
+        await asyncio.get_running_loop().run_in_executor(self.file._pool, self._put, pieces, offset)
+
+    def _put(self, pieces: list[memoryview], offset: int) -> None:
+        if self._md5 is not None:
+            for piece in pieces:
+                self._md5.update(piece)
+        written = os.pwritev(self.file._fd, pieces, offset)
+        for piece in pieces:  # what a short pwritev left
+            if written >= len(piece):
+                written, offset = written - len(piece), offset + len(piece)
+                continue
+            piece, offset, written = piece[written:], offset + written, 0
+            while piece:
+                n = os.pwrite(self.file._fd, piece, offset)
+                piece, offset = piece[n:], offset + n
