@@ -33,6 +33,9 @@ _BLOCK = 2**20
 #: what the socket held, tens of KiB) are gathered first, up to this many.
 _HOP = 512 * 2**10
 _MAX_PIECES = 256
+#: Bytes per ``os.pwrite``: writing 1 GiB in 64 KiB writes took 1.4-1.6 s of system time here, in 1 MiB
+#: writes 3.2-3.6 s (a plain obstore loop on RGW, 3 rounds alternating).
+_WRITE = 64 * 2**10
 _NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 
 
@@ -167,7 +170,7 @@ class PartsFile:
 class RangeSink:
     """One range of a :class:`PartsFile`: its bytes written in order from ``start``; those past ``end``
     are dropped (the caller counts what arrived). Chunks go to a worker thread :data:`_HOP` bytes or more
-    at a time (small ones, aiohttp's under s3fs, together: one ``os.pwritev``, no copy)."""
+    at a time (small ones, aiohttp's under s3fs, together, without a copy)."""
 
     def __init__(self, file: PartsFile, index: int, start: int, end: int) -> None:
         self.file = file
@@ -205,15 +208,9 @@ class RangeSink:
         await asyncio.get_running_loop().run_in_executor(self.file._pool, self._put, pieces, offset)
 
     def _put(self, pieces: list[memoryview], offset: int) -> None:
-        if self._md5 is not None:
-            for piece in pieces:
-                self._md5.update(piece)
-        written = os.pwritev(self.file._fd, pieces, offset)
-        for piece in pieces:  # what a short pwritev left
-            if written >= len(piece):
-                written, offset = written - len(piece), offset + len(piece)
-                continue
-            piece, offset, written = piece[written:], offset + written, 0
+        for piece in pieces:
             while piece:
-                n = os.pwrite(self.file._fd, piece, offset)
-                piece, offset = piece[n:], offset + n
+                written = os.pwrite(self.file._fd, piece[:_WRITE], offset)
+                if self._md5 is not None:
+                    self._md5.update(piece[:written])  # still in the CPU cache
+                piece, offset = piece[written:], offset + written
