@@ -334,10 +334,11 @@ def http_server(_http_server_session: HTTPServer) -> HTTPDir:
 # -- Dask -----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_threads() -> Iterator[Any]:
     """The executor of a Dask ``LocalCluster`` whose two workers are threads of this process (2 threads
-    each): tasks still go through the scheduler and their arguments are copied on the way."""
+    each): tasks still go through the scheduler and their arguments are copied on the way. One per module,
+    so that its threads (a monitor reads ``/proc`` twice a second) are gone before other modules run."""
     import distributed  # in the test extra: a missing package fails the run, it is never skipped
 
     with (

@@ -30,8 +30,9 @@ def _audit(event: str, args: tuple[object, ...]) -> None:
         path, _, flags = args
         if isinstance(flags, int) and flags & getattr(os, "O_DIRECTORY", 0):
             return  # folders opened to list or stat their files
-        if isinstance(path, (str, bytes)) and "refstore-cache" not in os.fsdecode(path):
-            _opened.append(os.fsdecode(path))
+        name = os.fsdecode(path) if isinstance(path, (str, bytes)) else ""
+        if name and "refstore-cache" not in name and not name.startswith(("/proc/", "/sys/")):
+            _opened.append(name)  # (not what other threads read of the system: a Dask monitor's statm)
 
 
 sys.addaudithook(_audit)
