@@ -132,7 +132,13 @@ class Folders:
     def _inside(self, folder: str) -> str:
         """The logical path, under the root, that the linked ``folder`` resolves to; refused when outside."""
         real_root = os.path.realpath(self.root)
-        real = os.path.realpath(self._path(folder.split("/")))
+        try:
+            real = os.path.realpath(self._path(folder.split("/")))
+        except OSError as exc:  # a link swapped back for a folder between realpath's lstat and readlink
+            raise UnsafePathError(
+                f"{self._path(folder.split('/'))}: changed while it was looked at ({exc.strerror}); nothing "
+                "is written through it (was a folder swapped for a link during the download?)"
+            ) from exc
         if real == real_root or not real.startswith(real_root.rstrip(os.sep) + os.sep):
             raise UnsafePathError(
                 f"{self._path(folder.split('/'))}: a link to {real}, outside {self.root}; nothing is written "
