@@ -339,15 +339,10 @@ def dask_threads() -> Iterator[Any]:
     """The executor of a Dask ``LocalCluster`` whose two workers are threads of this process (2 threads
     each): tasks still go through the scheduler and their arguments are copied on the way. One per module,
     so that its threads (a monitor reads ``/proc`` twice a second) are gone before other modules run."""
-    import distributed  # in the test extra: a missing package fails the run, it is never skipped
+    from dask_support import local_cluster
 
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=False, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client.get_executor()
+    with local_cluster(processes=False) as executor:
+        yield executor
 
 
 @pytest.fixture

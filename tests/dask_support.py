@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any
+
+
+@contextlib.contextmanager
+def local_cluster(*, processes: bool) -> Iterator[Executor]:
+    """The executor of a Dask ``LocalCluster`` of two workers (2 threads each), threads of this process or
+    processes of their own; stopped on the way out."""
+    import distributed  # in the test extra: a missing package fails the run, it is never skipped
+
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=processes, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client.get_executor()
+
 
 #: (task, worker) of each task run by an :class:`OnWorkers`. The ``dask_threads`` cluster's workers are
 #: threads of this process, so what they note here is seen here (task arguments are copied on their way).

@@ -36,15 +36,10 @@ def _tree(root: Path, count: int) -> Path:
 @pytest.fixture(scope="module")
 def dask_executor(s3_server: Any) -> Iterator[Executor]:
     """Workers are processes that inherit the environment: start S3 first, so they see its endpoint."""
-    import distributed  # in the test extra: a missing package fails the run, it is never skipped
+    from dask_support import local_cluster
 
-    with (
-        distributed.LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
-        yield client.get_executor()
+    with local_cluster(processes=True) as executor:
+        yield executor
 
 
 def _digests(root: Path) -> dict[str, str]:
