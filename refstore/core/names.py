@@ -99,9 +99,38 @@ def join_logical_all(prefix: str | None, paths: list[str]) -> list[str]:
     if prefix:
         head = f"{prefix.rstrip('/')}/"
         paths = [head + path for path in paths]
-    if paths and all(map(_SAFE_PATH.fullmatch, paths)) and max(map(len, paths)) <= MAX_PATH_LENGTH:
+    if all_safe(paths):
         return paths
     return [check_logical_path(path) for path in paths]
+
+
+#: What no safe path holds, looked for in the paths joined by newlines with one before and after (a newline
+#: is a control character, so no path holds one): an empty first, last or middle segment, and "." and ".."
+#: segments (looked for only where a segment starts with a dot).
+_EMPTY_SEGMENTS = ("\n/", "/\n", "//")
+_DOT_SEGMENTS = tuple(f"{before}{dots}{after}" for dots in (".", "..") for before in "\n/" for after in "\n/")
+_DRIVE_JOINED = re.compile(r"\n[A-Za-z]:")
+_PRINTABLE_ASCII = bytes(range(0x20, 0x7F))
+
+
+def all_safe(paths: list[str]) -> bool:
+    """Whether :func:`check_logical_path` takes every one of ``paths`` (strings) as it is, judged with a few
+    C-level scans of their joined text instead of a match per path (``False`` for none: check them one by
+    one to name the one at fault)."""
+    if not paths or "" in paths or max(map(len, paths)) > MAX_PATH_LENGTH:
+        return False
+    joined = "\n" + "\n".join(paths) + "\n"
+    if joined.isascii():  # (the common case: the bytes' control characters deleted in one C-level pass)
+        text = joined.encode()
+        if len(text.translate(None, _PRINTABLE_ASCII)) != len(paths) + 1:  # only the newlines are left
+            return False
+    elif any(map(_CONTROL.search, paths)):
+        return False
+    if "\\" in joined or any(part in joined for part in _EMPTY_SEGMENTS):
+        return False
+    if ("\n." in joined or "/." in joined) and any(part in joined for part in _DOT_SEGMENTS):
+        return False
+    return ":" not in joined or not _DRIVE_JOINED.search(joined)
 
 
 def under_prefix(path: str, prefix: str | None) -> bool:

@@ -43,10 +43,10 @@ from pathlib import Path
 import xxhash
 
 from .cache import default_cache_dir
+from .stat_columns import TYPECODES as _TYPECODES
+from .stat_columns import new_columns
 
 _FORMAT = "refstore.stat-cache/2"
-#: The stat columns, in the file's order: size, mtime and ctime (signed 64-bit), inode and device (unsigned).
-_TYPECODES = ("q", "q", "q", "Q", "Q")
 #: ``REFSTORE_STAT_CACHE=0`` turns the cache off (every file is read, nothing is recorded).
 ENV_SWITCH = "REFSTORE_STAT_CACHE"
 
@@ -59,11 +59,6 @@ FileState = tuple[int, int, int, int, int, str]
 
 def enabled() -> bool:
     return os.environ.get(ENV_SWITCH, "1") != "0"
-
-
-def new_columns() -> list[array.array[int]]:
-    """Five empty stat columns: size, mtime_ns and ctime_ns (signed), inode and device (unsigned 64-bit)."""
-    return [array.array(code) for code in _TYPECODES]
 
 
 class StatCache:

@@ -19,20 +19,24 @@ from pathlib import Path
 import pytest
 
 import refstore
+from refstore.storage import stat_columns
 from refstore.storage.hashing import hash_bytes
 from refstore.storage.stat_cache import StatCache
 
 _opened: list[str] | None = None
+_children: list[object] = []  # the stat_columns interpreters started
 
 
 def _audit(event: str, args: tuple[object, ...]) -> None:
+    if event == "subprocess.Popen" and stat_columns.__file__ in map(str, args[1]):  # type: ignore[call-overload]
+        _children.append(args)
     if _opened is not None and event == "open":
         path, _, flags = args
         if isinstance(flags, int) and flags & getattr(os, "O_DIRECTORY", 0):
             return  # folders opened to list or stat their files
         name = os.fsdecode(path) if isinstance(path, (str, bytes)) else ""
-        if name and "refstore-cache" not in name and not name.startswith(("/proc/", "/sys/")):
-            _opened.append(name)  # (not what other threads read of the system: a Dask monitor's statm)
+        if name and "refstore-cache" not in name and not name.startswith(("/proc/", "/sys/", "/dev/")):
+            _opened.append(name)  # (not a Dask monitor thread's statm, nor the /dev/null of a child)
 
 
 sys.addaudithook(_audit)
@@ -47,6 +51,20 @@ def opened() -> Iterator[list[str]]:
         yield _opened
     finally:
         _opened = None
+
+
+@pytest.fixture(autouse=True, params=["one process", "two processes"])
+def stats_taken(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test twice: stats taken here alone, and (from the first file on) half of them by a second
+    interpreter (:mod:`refstore.storage.stat_columns`), which the test then must have started."""
+    if request.param == "one process":
+        yield
+        return
+    monkeypatch.setattr(stat_columns, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(stat_columns, "_cores", lambda: 2)  # (as on a machine of one core too)
+    started = len(_children)
+    yield
+    assert len(_children) > started, "no second interpreter took stats"
 
 
 def _tree(root: Path, folders: int = 3, files: int = 20) -> dict[str, bytes]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 import random
+import re
 import string
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 import refstore
 from refstore.core.manifest import Manifest, ManifestEntry
-from refstore.core.names import MAX_PATH_LENGTH, check_logical_path
+from refstore.core.names import MAX_PATH_LENGTH, all_safe, check_logical_path, join_logical_all
 from refstore.core.refs import ref_of
 from refstore.storage.locations import resolve
 
@@ -156,6 +157,43 @@ def test_logical_path_is_returned_unchanged_or_refused(path: str) -> None:
     assert not any(s in ("", ".", "..") for s in segments)
     root = "/download/root"
     assert posixpath.normpath(posixpath.join(root, path)).startswith(root + "/")
+
+
+_PIECES = ["a", "..", ".", "", "b\\c", "/", "\x00", "\n", "\x7f", "C:", "é", "x:y", " "]
+
+
+@SETTINGS
+@given(
+    st.lists(
+        st.text(max_size=12)
+        | st.lists(st.sampled_from(_PIECES), max_size=5).map("".join)
+        | st.lists(st.sampled_from(_PIECES), max_size=4).map("/".join),
+        max_size=5,
+    )
+)
+@example(["ok", "a/./b"])
+@example(["a/.."])
+@example(["../a", "b"])
+@example(["a", "a//b"])
+@example(["a/"])
+@example(["a", ""])
+@example(["a", "C:x"])
+@example(["a\nb"])
+@example(["a", "x" * (MAX_PATH_LENGTH + 1)])
+def test_many_paths_checked_at_once_are_refused_as_one_by_one(paths: list[str]) -> None:
+    """A listing's paths are checked on their joined text (names.all_safe): it takes them exactly when
+    each one alone would be taken, and otherwise the error is the first one's."""
+    one_by_one: list[str] | Exception
+    try:
+        one_by_one = [check_logical_path(path) for path in paths]
+    except refstore.UnsafePathError as exc:
+        one_by_one = exc
+    assert all_safe(paths) == (bool(paths) and isinstance(one_by_one, list))
+    if isinstance(one_by_one, list):
+        assert join_logical_all(None, paths) == paths
+    else:
+        with pytest.raises(refstore.UnsafePathError, match=re.escape(str(one_by_one))):
+            join_logical_all(None, paths)
 
 
 @SETTINGS

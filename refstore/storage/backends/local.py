@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import array
 import asyncio
 import bisect
 import contextlib
 import errno
 import functools
 import io
-import operator
 import os
 import re
 import shutil
@@ -44,8 +42,9 @@ from ..hashing import (
     same_state,
     stat_and_hash,
 )
-from ..stat_cache import Stat, StatCache, new_columns
+from ..stat_cache import Stat, StatCache
 from ..stat_cache import enabled as stat_cache_enabled
+from ..stat_columns import stat_runs
 from ._base import CHUNK_SIZE, Backend, BodyFile, ProgressHook, RecordsHook, changed, is_unchecked
 
 if TYPE_CHECKING:
@@ -354,11 +353,11 @@ def _list_known(
     record (``None`` when the cache holds them already)."""
     top = ""
     relatives: list[str] = []
-    columns = new_columns()
-    for folder, names in runs:
+    walked = list(runs)  # (walked first: then stat'ed on two cores when there are many)
+    for folder, names in walked:
         top, relative = folder[:cut], folder[cut:]
         relatives += [relative + name for name in names]
-        _stat_into(folder, names, columns)
+    columns = stat_runs(walked)
     found = cache.lookup(relatives, columns)
     misses = [i for i, digest in enumerate(found) if digest is None]
     sizes = columns[0]  # those of the misses come from their read
@@ -387,47 +386,6 @@ def _records(top: str, relatives: list[str], sizes: Sequence[int], digests: list
     """The records of the files at ``top`` + each relative path."""
     url = f"file://{top}"
     return [new_meta(url + r, size, d) for r, size, d in zip(relatives, sizes, digests, strict=True)]
-
-
-#: What the stat cache compares of a file's ``os.stat``, in the order of :func:`~refstore.storage.
-#: stat_cache.new_columns`.
-_STAT_FIELDS = tuple(
-    operator.attrgetter(name) for name in ("st_size", "st_mtime_ns", "st_ctime_ns", "st_ino", "st_dev")
-)
-
-
-def _stat_into(folder: str, names: list[str], columns: list[array.array[int]]) -> None:
-    """Append to the five ``columns`` what the stat cache compares of each file's ``os.stat`` (links
-    followed), each looked up by name in its open folder; a size of ``-1`` (and zeros) for a file that
-    cannot be stat'ed (no record matches it: hashing it then says why)."""
-    found: list[os.stat_result | None]
-    try:
-        fd = os.open(folder, _FOLDER_FLAGS)
-    except OSError:
-        found = [None] * len(names)
-    else:
-        try:
-            found = [os.stat(name, dir_fd=fd) for name in names]
-        except OSError:  # one of them: one by one
-            found = [_stat_or_none(name, fd) for name in names]
-        finally:
-            os.close(fd)
-    if len(found) == len(names) and all(found):  # (no None: the common case)
-        for column, field in zip(columns, _STAT_FIELDS, strict=True):
-            column.extend(map(field, found))
-    else:
-        for column, field, missing in zip(columns, _STAT_FIELDS, (-1, 0, 0, 0, 0), strict=True):
-            column.extend([missing if info is None else field(info) for info in found])
-
-
-def _stat_or_none(name: str, fd: int) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=fd)
-    except OSError:
-        return None
-
-
-_FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 
 
 def _prefix(folder: str) -> str:
