@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xxhash
 from faultproxy import FaultProxy
 from servers import RGWServer
 
 import refstore
+import refstore.storage.backends._parts as parts
 import refstore.storage.backends.s3 as s3_backend
 from refstore.core.meta import ObjectMeta
 
@@ -161,6 +163,31 @@ def test_a_damaged_range_of_a_multipart_object_is_caught_by_its_etag(
     proxy.inject("corrupt", times=1, match=f"GET /{bucket}/big/blob.bin")
     assert (version.download(tmp_path / "dest", storage_options=options) / "blob.bin").read_bytes() == data
     assert len(proxy.faulted) == faulted + 1
+
+
+@pytest.mark.parametrize("ahead", [0, 2 * RANGE])
+@pytest.mark.parametrize("kind", ["md5", "parts in order"])
+def test_chunks_far_ahead_of_the_hashing_are_read_back(
+    kind: str, ahead: int, monkeypatch: pytest.MonkeyPatch, s3_fs: Any, s3_bucket: str, tmp_path: Path
+) -> None:
+    """The in-order hashing (xxh3_128 for the cache; the MD5 of the whole object, or of parts larger than a
+    range) takes the chunks as they arrive, except those that arrive more than ``_AHEAD`` bytes past it:
+    those it reads back from the file (all of them with 0, some with two ranges). Same bytes, same hashes."""
+    monkeypatch.setattr(parts, "_AHEAD", ahead)
+    if kind == "md5":
+        data = os.urandom(3 * 1024 * 1024 + 7)
+        version = _log(s3_fs, s3_bucket, data, tmp_path)
+    else:
+        monkeypatch.setattr(s3_backend, "MAX_PART_RANGE", 1024 * 1024)  # 5 MiB parts, in ranges of RANGE
+        data = os.urandom(2 * 5 * 2**20 + 2**20 + 5)
+        _multipart(s3_fs, s3_bucket, data, 5 * 2**20)
+        artifact = refstore.Artifact("big")
+        artifact.add_reference(f"s3://{s3_bucket}/big/blob.bin")
+        version = refstore.Registry(tmp_path / "registry").log(artifact)
+    assert (version.download(tmp_path / "dest") / "blob.bin").read_bytes() == data
+    content = xxhash.xxh3_128(data).hexdigest()
+    assert (tmp_path / "refstore-cache" / "blobs" / content[:2] / content).read_bytes() == data
+    assert parts._held == 0  # what was kept for the hashing is given back
 
 
 def _download_multipart(

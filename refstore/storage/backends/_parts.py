@@ -3,9 +3,11 @@
 Ranges arrive in any order, in chunks of about :data:`RANGE_CHUNK`; each chunk is written at its offset
 (``os.pwrite``) on a worker thread, and, when the object's ETag is the MD5 of its upload parts and the
 ranges follow those parts, added to its range's MD5 there too: the MD5s of a multipart object are computed
-on every core as the bytes come in. One more thread hashes the bytes in order as they become contiguous,
-read back from the page cache into one reused buffer (xxh3_128 for the cache, and the MD5 of the whole
-object, or of parts that do not follow the ranges). hashlib, xxhash and ``os.pwrite`` release the GIL on
+on every core as the bytes come in. One more thread hashes the bytes in order as they become contiguous
+(xxh3_128 for the cache, and the MD5 of the whole object, or of parts that do not follow the ranges), from
+the chunks themselves, handed to it as they arrive; only chunks that arrive too far ahead of it
+(:data:`_AHEAD`), or while the process already holds :data:`_HELD_MAX` bytes of such chunks, are read back
+from the page cache instead (into one reused buffer). hashlib, xxhash and ``os.pwrite`` release the GIL on
 large buffers, so none of this waits for the event loop, nor the loop for it.
 
 Measured on the 2-core benchmark machine against Ceph RGW (1 GiB object, 8 ranges in flight): chunks of
@@ -37,6 +39,28 @@ _MAX_PIECES = 256
 #: writes 3.2-3.6 s (a plain obstore loop on RGW, 3 rounds alternating).
 _WRITE = 64 * 2**10
 _NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+#: Chunks that end at most this far past the bytes hashed so far are kept for the in-order hashing...
+_AHEAD = 96 * 2**20
+#: ... while all the files of the process keep fewer bytes than this; others are read back from the file.
+_HELD_MAX = 512 * 2**20
+_held = 0
+_held_lock = threading.Lock()
+
+
+def _hold(size: int) -> bool:
+    """Reserve ``size`` bytes of the process's budget of kept chunks (``False``: the budget is spent)."""
+    global _held
+    with _held_lock:
+        if _held + size > _HELD_MAX:
+            return False
+        _held += size
+        return True
+
+
+def _release(size: int) -> None:
+    global _held
+    with _held_lock:
+        _held -= size
 
 
 class PartsFile:
@@ -67,7 +91,11 @@ class PartsFile:
         self.range_md5s: list[str | None] = [None] * self.ranges
         self._fd = -1
         self._pool: ThreadPoolExecutor | None = None
-        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        #: ``(offset, size, chunks)``: bytes written (``chunks`` None: read them back) or held to hash.
+        self._queue: queue.SimpleQueue[tuple[int, int, list[memoryview] | None] | None] = queue.SimpleQueue()
+        #: How far the in-order hashing got, and the bytes of chunks this file holds for it.
+        self._position = 0
+        self._held = 0
         self._thread: threading.Thread | None = None
         self._result: tuple[str, list[str]] | None = None
         self._error: BaseException | None = None
@@ -87,6 +115,9 @@ class PartsFile:
             self._pool.shutdown(wait=True, cancel_futures=True)  # no write outlives the file
         if self._thread is not None:
             self._thread.join()
+        with _held_lock:  # what the hashing never reached (a failed transfer)
+            held, self._held = self._held, 0
+        _release(held)
         os.close(self._fd)
 
     def range(self, index: int) -> RangeSink:
@@ -100,6 +131,8 @@ class PartsFile:
         if self._error is not None:
             raise self._error
         assert self._result is not None
+        if self.per_range:
+            return self._result[0], [str(h) for h in self.range_md5s]
         return self._result
 
     def md5_of_parts(self, part_size: int) -> list[str]:
@@ -123,6 +156,15 @@ class PartsFile:
             yield view[:n]
             start += n
 
+    def _keep(self, offset: int, size: int) -> bool:
+        """Whether the chunks of ``[offset, offset + size)`` are handed to the hashing as they are (else it
+        reads them back from the file once they are written)."""
+        if offset + size - self._position > _AHEAD or not _hold(size):
+            return False
+        with _held_lock:
+            self._held += size
+        return True
+
     def _hash_in_order(self) -> None:
         try:
             digest, whole = xxhash.xxh3_128(), hashlib.md5(usedforsecurity=False)
@@ -130,36 +172,45 @@ class PartsFile:
             part, part_md5s = hashlib.md5(usedforsecurity=False), []
             part_end = min(self.part_size, self.size)
             buffer = bytearray(_BLOCK)
-            ready: set[int] = set()
-            following = position = 0
-            while following < self.ranges:
-                index = self._queue.get()
-                if index is None:
+            waiting: dict[int, tuple[int, list[memoryview] | None]] = {}
+            position = 0
+
+            def hash_(data: memoryview) -> None:
+                nonlocal part, part_end
+                digest.update(data)
+                if self.md5 == "whole":
+                    whole.update(data)
+                elif in_order_parts:
+                    at = position
+                    while data:
+                        piece = data[: part_end - at]
+                        part.update(piece)
+                        data, at = data[len(piece) :], at + len(piece)
+                        if at == part_end:
+                            part_md5s.append(part.hexdigest())
+                            part = hashlib.md5(usedforsecurity=False)
+                            part_end = min(part_end + self.part_size, self.size)
+
+            while position < self.size:
+                item = self._queue.get()
+                if item is None:
                     return
-                ready.add(index)
-                while following in ready:
-                    ready.discard(following)
-                    following += 1
-                frontier = min(following * self.range_size, self.size)
-                while position < frontier:
-                    stop = min(frontier, part_end) if in_order_parts else frontier
-                    for data in self._read(buffer, position, stop):
-                        digest.update(data)
-                        if self.md5 == "whole":
-                            whole.update(data)
-                        elif in_order_parts:
-                            part.update(data)
-                    position = stop
-                    if in_order_parts and position == part_end:
-                        part_md5s.append(part.hexdigest())
-                        part = hashlib.md5(usedforsecurity=False)
-                        part_end = min(part_end + self.part_size, self.size)
-            if self.md5 == "whole":
-                md5s = [whole.hexdigest()]
-            elif self.per_range:
-                md5s = [str(h) for h in self.range_md5s]
-            else:
-                md5s = part_md5s
+                waiting[item[0]] = item[1:]
+                while position in waiting:
+                    size, chunks = waiting.pop(position)
+                    held = chunks is not None
+                    # not kept: read back in blocks, each a view of the buffer, valid until the next
+                    source = chunks if chunks is not None else self._read(buffer, position, position + size)
+                    for data in source:
+                        hash_(data)
+                        position += len(data)
+                    if held:
+                        with _held_lock:
+                            self._held -= size
+                        _release(size)
+                    self._position = position
+            # per range: the ranges' own, set by their sinks (read by digests())
+            md5s = [whole.hexdigest()] if self.md5 == "whole" else part_md5s
             self._result = (str(digest.hexdigest()), md5s)
         except BaseException as exc:
             self._error = exc
@@ -192,11 +243,10 @@ class RangeSink:
             await self._flush()
 
     async def done(self) -> None:
-        """Every byte of the range arrived: written, it may be hashed in order."""
+        """Every byte of the range arrived (and is written, and handed to the in-order hashing)."""
         await self._flush()
         if self._md5 is not None:
             self.file.range_md5s[self.index] = self._md5.hexdigest()
-        self.file._queue.put(self.index)
 
     async def _flush(self) -> None:
         if not self._gathered:
@@ -208,9 +258,15 @@ class RangeSink:
         await asyncio.get_running_loop().run_in_executor(self.file._pool, self._put, pieces, offset)
 
     def _put(self, pieces: list[memoryview], offset: int) -> None:
+        size = sum(len(piece) for piece in pieces)
+        kept = self.file._keep(offset, size)
+        if kept:  # hashed in order while they are written
+            self.file._queue.put((offset, size, pieces))
         for piece in pieces:
             while piece:
                 written = os.pwrite(self.file._fd, piece[:_WRITE], offset)
                 if self._md5 is not None:
                     self._md5.update(piece[:written])  # still in the CPU cache
                 piece, offset = piece[written:], offset + written
+        if not kept:
+            self.file._queue.put((offset - size, size, None))
