@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import unique_name
 
 import refstore
 from refstore.surfaces.cli import main
-from tests.conftest import unique_name
 
 
 def test_restore_from_a_missing_bucket_names_the_bucket(s3_fs: Any, s3_bucket: str, tmp_path: Path) -> None:
