@@ -168,8 +168,9 @@ def backend_for(scheme: str, options: Mapping[str, Any], *, url_prefix: str | No
 
 
 def _environment() -> tuple[tuple[str, str], ...]:
-    """The variables backends read when they build a filesystem: a change means a new filesystem."""
-    prefixes = ("AWS_", "FSSPEC_", "STORAGE_EMULATOR", "AZURE_", "GOOGLE_")
+    """The variables backends read when they build a filesystem or choose a client: a change means a new
+    backend (``REFSTORE_S3_CLIENT`` set after a first S3 request used to be ignored by the cached one)."""
+    prefixes = ("AWS_", "FSSPEC_", "STORAGE_EMULATOR", "AZURE_", "GOOGLE_", "REFSTORE_S3_CLIENT")
     return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(prefixes)))
 
 

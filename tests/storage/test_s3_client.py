@@ -86,6 +86,18 @@ def test_s3fs_selected_by_environment(
     assert (tmp_path / "out").read_bytes() == b"bytes"
 
 
+def test_a_client_chosen_later_is_not_hidden_by_a_cached_backend(
+    s3_endpoint: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backend made before ``REFSTORE_S3_CLIENT`` changed is not reused after (nothing cleared): the
+    suite's s3fs pass had run test_s3_ranged and later modules on obstore, cached by this module."""
+    assert isinstance(_backend(f"s3://{s3_bucket}/k").data_plane, ObstorePlane)
+    monkeypatch.setenv("REFSTORE_S3_CLIENT", "s3fs")
+    assert resolve(f"s3://{s3_bucket}/k", {}).backend.data_plane is None
+    monkeypatch.delenv("REFSTORE_S3_CLIENT")
+    assert isinstance(resolve(f"s3://{s3_bucket}/k", {}).backend.data_plane, ObstorePlane)
+
+
 def test_unknown_client_is_one_clear_error(
     s3_endpoint: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
