@@ -359,7 +359,7 @@ def _list_known(
         relatives += [relative + name for name in names]
     columns = stat_runs(walked)
     found = cache.lookup(relatives, columns)
-    misses = [i for i, digest in enumerate(found) if digest is None]
+    misses = [i for i, digest in enumerate(found) if digest is None] if None in found else []
     sizes = columns[0]  # those of the misses come from their read
     if progress is not None and len(misses) < len(relatives):
         progress(len(relatives) - len(misses))
