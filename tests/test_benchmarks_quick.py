@@ -35,5 +35,5 @@ def test_quick_benchmarks_write_a_results_table(tmp_path: Path) -> None:
         "## A run saving many files",
     ):
         assert title in text, title
-    assert "| 400 objects | refstore |" in text
+    assert "| 200 objects | refstore |" in text
     assert not list(tmp_path.glob("refstore-bench-*")), "generated data left behind"
