@@ -10,7 +10,9 @@ each fault applies to a bounded number of requests, then the proxy is transparen
 - ``truncate``: the server's answer with its real ``Content-Length`` but only half the body, then close;
 - ``stall-body``: headers and half the body, then silence for ``stall`` seconds, then close;
 - ``short``: half the body with ``Content-Length`` rewritten to match (a complete but short answer);
-- ``corrupt``: the whole body, one byte flipped (same length).
+- ``corrupt``: the whole body, one byte flipped (same length);
+- ``lost-answer``: the request reaches the server, then the connection is reset with no answer (a write
+  that landed although its client saw it fail).
 
 ``short`` and ``corrupt`` also drop the server's ``x-amz-checksum-*`` headers, so that the client library
 cannot catch the damage itself: what is caught is caught by refstore's own size and MD5 checks.
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 HOST = "127.0.0.1"
-MODES = ("reset", "500", "503", "stall", "truncate", "stall-body", "short", "corrupt")
+MODES = ("reset", "500", "503", "stall", "truncate", "stall-body", "short", "corrupt", "lost-answer")
 _NO_BODY_STATUSES = (204, 304)
 
 
@@ -183,6 +185,9 @@ async def _answer_without_server(fault: Fault, writer: asyncio.StreamWriter) -> 
 
 async def _relay(response: Message, fault: Fault | None, writer: asyncio.StreamWriter) -> bool:
     """Send the server's answer, damaged as ``fault`` says; False when the connection must close."""
+    if fault is not None and fault.mode == "lost-answer":
+        _reset(writer)
+        return False
     body = response.body
     half = body[: len(body) // 2]
     if fault is not None and fault.mode in ("short", "corrupt"):

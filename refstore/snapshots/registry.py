@@ -321,10 +321,13 @@ class Registry:
                 tags=list(artifact.tags),
                 ttl_seconds=edits.ttl_seconds(artifact.ttl),
             )
+            relative = f"artifacts/{artifact.name}/versions/{number}.json"
             try:
-                self.store.create(f"artifacts/{artifact.name}/versions/{number}.json", record.to_bytes())
+                self.store.create(relative, record.to_bytes())
                 return record, True
             except FileExistsError:
+                if self._written_by_us(relative, record):
+                    return record, True
                 numbers = self._version_numbers(artifact.name)
                 twin = self._newest_of(artifact.name, numbers)
                 if twin is not None and (twin.content_digest, twin.type) == (
@@ -336,6 +339,17 @@ class Registry:
         raise ConflictError(
             f"{artifact.name}: could not claim a version number after {_MAX_CLAIM_ATTEMPTS} tries"
         )
+
+    def _written_by_us(self, relative: str, record: VersionRecord) -> bool:
+        """Whether the record refused at ``relative`` is ``record`` itself, byte for byte: a write that
+        landed but whose answer was lost, so that the client sent it again and the server refused the
+        copy. Its creation time (microseconds) and author make it no other writer's."""
+        try:
+            return self.store.read_created(relative) == record.to_bytes()
+        except FileNotFoundError as exc:
+            if isinstance(exc, RefstoreError):
+                raise
+            return False
 
     def _newest_of(self, name: str, numbers: list[int]) -> VersionRecord | None:
         """The record of the highest of ``numbers``; ``None`` when there is none (a listing that lags)."""

@@ -181,6 +181,30 @@ def test_registry_in_s3_works_through_transient_faults(
     assert len(proxy.faulted) == 4
 
 
+def test_a_version_whose_write_answer_was_lost_is_logged_once(
+    proxy: FaultProxy, s3_bucket: str, tmp_path: Path
+) -> None:
+    """The PUT of a version record reaches the server but its answer is lost: the client sends it again
+    and the server refuses the copy (or, in a versioned bucket where RGW ignores create-only writes, the
+    copy is not the key's oldest version). The log knows the record as its own: one version, created, and
+    the next log takes the next number (before: "unchanged", or with another writer in between, a second
+    number for the same log)."""
+    registry = refstore.Registry(f"s3://{s3_bucket}/registry", storage_options=_through(proxy))
+    logged = []
+    for i in range(2):
+        (tmp_path / "f.txt").write_bytes(f"content {i}".encode())
+        artifact = refstore.Artifact("claims")
+        artifact.add_file(tmp_path / "f.txt")
+        if i == 0:
+            proxy.inject(
+                "lost-answer", times=1, match=f"PUT /{s3_bucket}/registry/artifacts/claims/versions/0"
+            )
+        logged.append(registry.log(artifact))
+    assert [(v.version, v.created) for v in logged] == [(0, True), (1, True)]
+    assert [name for name, _ in proxy.faulted] == ["lost-answer"]
+    assert [v.version for v in registry.versions("claims")] == [0, 1]
+
+
 @pytest.mark.parametrize("mode", ["reset", "truncate", "503"])
 def test_registry_in_s3_that_keeps_failing_raises_storage_unavailable(
     mode: str, proxy: FaultProxy, s3_fs: Any, s3_bucket: str, tmp_path: Path
