@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from .bulk import fast_constructor
 
@@ -34,3 +36,33 @@ class KeyVersion:
 
 #: ``ObjectMeta(...)`` at a third of the cost, for listings of many objects (see :mod:`refstore.core.bulk`).
 new_meta = fast_constructor(ObjectMeta)
+
+
+class MetaColumns(Sequence[ObjectMeta]):
+    """The records of many objects under one URL prefix (``base``, ending in ``/``), kept as columns: each
+    object's name after the prefix, size and digest. A listing of 100,000 local files hands them on this
+    way, and :class:`ObjectMeta` records are made only for whoever reads them one by one."""
+
+    __slots__ = ("base", "digests", "names", "sizes")
+
+    def __init__(self, base: str, names: list[str], sizes: Sequence[int], digests: list[str]) -> None:
+        self.base, self.names, self.sizes, self.digests = base, names, sizes, digests
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, index: int) -> ObjectMeta: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> MetaColumns: ...
+
+    def __getitem__(self, index: int | slice) -> ObjectMeta | MetaColumns:
+        if isinstance(index, slice):
+            return MetaColumns(self.base, self.names[index], self.sizes[index], self.digests[index])
+        return new_meta(self.base + self.names[index], self.sizes[index], self.digests[index])
+
+    def __iter__(self) -> Iterator[ObjectMeta]:
+        base = self.base
+        for name, size, digest in zip(self.names, self.sizes, self.digests, strict=True):
+            yield new_meta(base + name, size, digest)

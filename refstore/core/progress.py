@@ -19,13 +19,13 @@ def progress_bar(total: int | None, description: str, *, unit: str = "B", show: 
     """
     setting = os.environ.get("REFSTORE_PROGRESS")
     disable = not sys.stderr.isatty() if setting is None else setting in ("0", "false", "no")
-    disable = disable or not show
+    if disable or not show:
+        return _Silent()  # (no tqdm object: it would make a multiprocessing lock and a monitor thread)
     counted = "{n_fmt}" if total is None else "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}"
     return _Bar(
         total=total,
         desc=description,
         unit=unit,
-        disable=disable,
         leave=False,
         file=sys.stderr,
         bar_format="{desc}: "
@@ -53,3 +53,19 @@ class _Bar(tqdm):  # type: ignore[misc]  # tqdm is untyped
             values["total_fmt"] = "?" if total is None else f"{int(total):,} {unit}"
             values["rate_fmt"] = f"{rate:,.0f} {unit}/s" if rate else f"? {unit}/s"
         return values
+
+
+class _Silent:
+    """A bar that shows nothing: what :func:`progress_bar` gives when it is not shown."""
+
+    def __enter__(self) -> _Silent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: float = 1) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

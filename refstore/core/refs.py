@@ -57,6 +57,13 @@ def refs_of(urls: list[str]) -> list[str]:
     return urls
 
 
+def refs_under(base: str, names: list[str]) -> list[str]:
+    """:func:`ref_of` of the URL ``base`` + each of ``names``: the URLs themselves where ``base`` is not in
+    a bucket key (local files, HTTP), with no look at them."""
+    urls = [base + name for name in names]
+    return urls if _key_start(base) < 0 else refs_of(urls)
+
+
 def url_of_ref(ref: str) -> str:
     """The backend's object URL of a manifest ref (inverse of :func:`ref_of`; any ``%XX`` in a bucket key
     is decoded); :class:`InvalidURLError` for an escape that is not UTF-8."""

@@ -6,7 +6,7 @@ import hashlib
 import os
 import posixpath
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Executor
 from datetime import timedelta
 from pathlib import Path
@@ -16,9 +16,10 @@ from ..core.bulk import gc_paused
 from ..core.exceptions import InvalidURLError, ObjectNotFoundError, RefstoreError
 from ..core.loop import gather_limited, run_sync
 from ..core.manifest import Manifest, ManifestEntry, new_entry
+from ..core.meta import MetaColumns
 from ..core.names import check_logical_path, check_name, join_logical_all
 from ..core.progress import progress_bar
-from ..core.refs import ref_of, refs_of
+from ..core.refs import ref_of, refs_of, refs_under
 from ..storage.backends import ObjectMeta, ProgressHook, RecordsHook
 from ..storage.download import blob_path
 from ..storage.exclusion import Exclusion, exclusion_for
@@ -171,16 +172,30 @@ class Artifact:
         return self._add(self._entries_for(location, objects, is_folder, name, checksum))
 
     def _entries_for(
-        self, location: Location, objects: list[ObjectMeta], is_folder: bool, name: str | None, checksum: bool
+        self,
+        location: Location,
+        objects: Sequence[ObjectMeta],
+        is_folder: bool,
+        name: str | None,
+        checksum: bool,
     ) -> list[ManifestEntry]:
+        columns = objects if isinstance(objects, MetaColumns) and checksum else None
         if is_folder:
             cut = len(location.url) + 1
-            paths = join_logical_all(name, [meta.url[cut:] for meta in objects])
+            if columns is not None and columns.base == location.url + "/":  # (no URL to cut)
+                paths = join_logical_all(name, columns.names)
+            else:
+                paths = join_logical_all(name, [meta.url[cut:] for meta in objects])
         else:
             paths = [check_logical_path(name or posixpath.basename(location.path))] * len(objects)
         if not checksum:  # (the digest hashes the URL as it always did, so it keeps its value)
             pairs = zip(paths, objects, strict=True)
             return [ManifestEntry(p, ref_of(m.url), m.size, _unchecked(m.url)) for p, m in pairs]
+        if columns is not None:  # (files hashed: a digest each; no record made)
+            rows = zip(
+                paths, refs_under(columns.base, columns.names), columns.sizes, columns.digests, strict=True
+            )
+            return [new_entry(p, ref, size, digest, None, None) for p, ref, size, digest in rows]
         refs = refs_of([m.url for m in objects])  # refs escape ?, # and % in bucket keys
         return [
             new_entry(p, ref, m.size, m.digest or _hash_by_reading(location, m), m.etag, m.version_id)
@@ -371,7 +386,7 @@ async def _list_location(
     progress: ProgressHook,
     on_records: RecordsHook,
     exclude: Exclusion,
-) -> tuple[list[ObjectMeta], bool]:
+) -> tuple[Sequence[ObjectMeta], bool]:
     """The objects a URL names (in a folder, those ``exclude`` keeps), and whether it named a folder."""
     if not location.is_folder:
         single = await location.backend.stat(location.path)

@@ -44,7 +44,7 @@ import xxhash
 
 from .cache import default_cache_dir
 from .stat_columns import TYPECODES as _TYPECODES
-from .stat_columns import new_columns
+from .stat_columns import Columns, new_columns
 
 _FORMAT = "refstore.stat-cache/2"
 #: ``REFSTORE_STAT_CACHE=0`` turns the cache off (every file is read, nothing is recorded).
@@ -74,10 +74,15 @@ class StatCache:
         self.root = root
         self.file = file
         self._top = root if root.endswith("/") else f"{root}/"  # what a relative path goes after
-        self.paths: list[str] = []
-        self.digests: list[str] = []
-        self.columns = new_columns()
+        self._paths: list[str] | None = []
+        self._path_blob: bytes | memoryview = b""  # the paths joined by NUL, encoded (until decoded)
+        self._digests: list[str] = []
+        self._columns = new_columns()
         self._stats: list[Stat] | None = None
+        #: how many records the file holds (its header), and its body until :meth:`_parse` reads it
+        self.count = 0
+        self._body: memoryview | None = None
+        self._blobs = (0, 0)
         #: device -> filesystem identity, as recorded
         self.filesystems: dict[int, str] = {}
         self._index: dict[str, int] | None = None  # path -> row, made when a lookup needs it
@@ -94,6 +99,36 @@ class StatCache:
         return cache
 
     @property
+    def paths(self) -> list[str]:
+        """The recorded relative paths, in order."""
+        self._parse()
+        if self._paths is None:
+            self._paths = str(self._path_blob, "utf-8", "surrogateescape").split("\0")
+        return self._paths
+
+    def same_paths(self, relatives: list[str]) -> bool:
+        """Whether ``relatives`` are the recorded paths, in order (compared as encoded text until the
+        paths are needed one by one)."""
+        self._parse()
+        if self._paths is not None:
+            return relatives == self._paths
+        if len(relatives) != self.count:
+            return False
+        return "\0".join(relatives).encode("utf-8", "surrogateescape") == self._path_blob
+
+    @property
+    def digests(self) -> list[str]:
+        """The recorded digest of each path."""
+        self._parse()
+        return self._digests
+
+    @property
+    def columns(self) -> Columns:
+        """The recorded stat of each path, as five arrays (see :func:`new_columns`)."""
+        self._parse()
+        return self._columns
+
+    @property
     def stats(self) -> list[Stat]:
         """The recorded stat of each path."""
         if self._stats is None:
@@ -106,28 +141,43 @@ class StatCache:
         return {p: (*s, d) for p, s, d in zip(self.paths, self.stats, self.digests, strict=True)}
 
     def _read(self) -> None:
+        """Check the file and read its header; the records are parsed when first used (:meth:`_parse`)."""
         raw = self.file.read_bytes()
-        head, _, body = raw.partition(b"\n")
-        if head != xxhash.xxh3_128_hexdigest(body).encode():
+        view, cut = memoryview(raw), raw.index(b"\n")  # (slices of the view: no copy of 10 MB)
+        if raw[:cut] != xxhash.xxh3_128_hexdigest(view[cut + 1 :]).encode():
             return
-        header, _, rest = body.partition(b"\n")
-        data = json.loads(header)
+        end = raw.index(b"\n", cut + 1)
+        data = json.loads(raw[cut + 1 : end])
         if data["format"] != _FORMAT or data["root"] != self.root or data["byteorder"] != sys.byteorder:
             return
         count, (path_bytes, digest_bytes) = int(data["count"]), data["blobs"]
-        paths = rest[:path_bytes].decode("utf-8", "surrogateescape").split("\0") if count else []
-        digests = rest[path_bytes : path_bytes + digest_bytes].decode().split("\n") if count else []
-        offset, columns = path_bytes + digest_bytes, []
-        for code in _TYPECODES:
-            column = array.array(code, rest[offset : offset + 8 * count])
-            if column.itemsize != 8 or len(column) != count:
-                return
-            columns.append(column)
-            offset += 8 * count
-        if offset != len(rest) or len(paths) != count or len(digests) != count:
+        rest = view[end + 1 :]
+        if path_bytes + digest_bytes + 8 * len(_TYPECODES) * count != len(rest):
             return
-        self.paths, self.digests, self.columns = paths, digests, columns
         self.filesystems = {int(k): str(v) for k, v in data["filesystems"].items()}
+        self.count, self._body, self._blobs = count, rest, (int(path_bytes), int(digest_bytes))
+
+    def _parse(self) -> None:
+        """The records of the body :meth:`_read` kept (none if they do not add up); the paths stay encoded
+        until :attr:`paths` is read."""
+        rest, self._body = self._body, None
+        if rest is None:
+            return
+        count, (path_bytes, digest_bytes) = self.count, self._blobs
+        path_blob = rest[:path_bytes]
+        try:
+            digests = str(rest[path_bytes : path_bytes + digest_bytes], "ascii").split("\n") if count else []
+        except UnicodeDecodeError:
+            digests = []
+        offset, columns = path_bytes + digest_bytes, new_columns()
+        for column in columns:
+            column.frombytes(rest[offset : offset + 8 * count])
+            offset += 8 * count
+        paths_counted = bytes(path_blob).count(b"\0") + 1 if count else 0
+        if all(c.itemsize == 8 for c in columns) and paths_counted == count and len(digests) == count:
+            self._paths, self._path_blob, self._digests, self._columns = None, path_blob, digests, columns
+        else:
+            self.count, self.filesystems = 0, {}
 
     def lookup(self, relatives: list[str], columns: Sequence[array.array[int]]) -> list[str | None]:
         """The recorded digest of each file (at ``relatives[i]`` inside the folder) whose stat now (the
@@ -135,7 +185,7 @@ class StatCache:
         the same filesystem; ``None`` for the others. A tree that is all as recorded costs comparing a list
         and five arrays (their bytes)."""
         if (
-            relatives == self.paths
+            self.same_paths(relatives)
             and all(now == recorded for now, recorded in zip(columns, self.columns, strict=True))
             and self._trusted_all(relatives, columns[4])
         ):
@@ -244,8 +294,9 @@ class StatCache:
                     tmp.unlink()
             with contextlib.suppress(FileNotFoundError):  # format 1's file, in JSON
                 self.file.with_suffix(".json").unlink()
-        self.paths, self.digests, self.filesystems = paths, digests, filesystems
-        self.columns, self._stats, self._index = columns, stats, None
+        self._paths, self._path_blob, self._digests, self.filesystems = paths, path_blob, digests, filesystems
+        self._columns, self._stats, self._index, self._body = columns, stats, None, None
+        self.count = len(paths)
 
 
 _BOOT_ID: str | None = None

@@ -61,10 +61,20 @@ def stats_taken(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         yield
         return
     monkeypatch.setattr(stat_columns, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(stat_columns, "BLOCK", 1)  # (runs go to it in blocks of a file or two)
     monkeypatch.setattr(stat_columns, "_cores", lambda: 2)  # (as on a machine of one core too)
+    answered: list[int] = []
+    real = stat_columns._answer
+
+    def counted(child: stat_columns.Child, count: int) -> stat_columns.Columns | None:
+        answered.append(count)
+        return real(child, count)
+
+    monkeypatch.setattr(stat_columns, "_answer", counted)
     started = len(_children)
     yield
     assert len(_children) > started, "no second interpreter took stats"
+    assert any(answered), "the second interpreter was given no file"
 
 
 def _tree(root: Path, folders: int = 3, files: int = 20) -> dict[str, bytes]:
@@ -240,6 +250,44 @@ def test_files_added_and_removed_are_seen_and_the_others_not_read(tmp_path: Path
     opened.clear()
     assert _digests(refstore.Artifact("t").add_reference(root)) == again
     assert opened == []
+
+
+def test_files_renamed_or_swapped_are_read_again(tmp_path: Path, opened: list[str]) -> None:
+    """The same number of files, under other names (a rename) or each at the other's path (two renames
+    through a third name): the records follow the paths, not the count."""
+    root = tmp_path / "tree"
+    contents = _tree(root, folders=2, files=5)
+    _settle()
+    refstore.Artifact("t").add_reference(root)
+    (root / "d0" / "f01.bin").rename(root / "d0" / "g01.bin")
+    (root / "d1" / "f02.bin").rename(root / "d1" / "swap")
+    (root / "d1" / "f03.bin").rename(root / "d1" / "f02.bin")
+    (root / "d1" / "swap").rename(root / "d1" / "f03.bin")
+    _settle()
+    opened.clear()
+    again = _digests(refstore.Artifact("t").add_reference(root))
+    assert sorted(Path(p).name for p in opened) == ["f02.bin", "f03.bin", "g01.bin"]
+    contents["d0/g01.bin"] = contents.pop("d0/f01.bin")
+    contents["d1/f02.bin"], contents["d1/f03.bin"] = contents["d1/f03.bin"], contents["d1/f02.bin"]
+    assert again == {name: hash_bytes(data) for name, data in contents.items()}
+
+
+def test_records_are_matched_by_path_not_by_position(tmp_path: Path) -> None:
+    """Stats all as recorded but one path another: that file has no record (the recorded paths are
+    compared as encoded text before they are decoded, and one by one after)."""
+    root = tmp_path / "tree"
+    _tree(root, folders=1, files=3)
+    _settle()
+    refstore.Artifact("t").add_reference(root)
+    for decoded in (False, True):
+        cache = StatCache.load(str(root.resolve()))
+        assert cache.count == 3
+        if decoded:
+            assert cache.paths == ["d0/f00.bin", "d0/f01.bin", "d0/f02.bin"]
+        found = cache.lookup(["d0/f00.bin", "d0/f01.bin", "d0/other"], cache.columns)
+        assert found[:2] == cache.digests[:2] and found[2] is None
+        assert cache.lookup(cache.paths, cache.columns) == cache.digests
+    assert _digests(refstore.Artifact("t").add_reference(root)) == dict(zip(cache.paths, cache.digests))
 
 
 def test_a_tree_is_listed_in_the_order_of_its_paths(tmp_path: Path, opened: list[str]) -> None:

@@ -5,6 +5,7 @@ cannot start or fails, this process does its half: the result never depends on i
 from __future__ import annotations
 
 import os
+import queue
 import sys
 from pathlib import Path
 
@@ -30,8 +31,12 @@ def _tree(root: Path) -> list[tuple[str, list[str]]]:
     return runs
 
 
+def _lists(columns: stat_columns.Columns) -> list[list[int]]:
+    return [list(column) for column in columns]
+
+
 def _columns(runs: list[tuple[str, list[str]]]) -> list[list[int]]:
-    return [list(column) for column in stat_columns.stat_runs(runs)]
+    return _lists(stat_columns.stat_runs(runs))
 
 
 def _here(runs: list[tuple[str, list[str]]]) -> list[list[int]]:
@@ -45,12 +50,13 @@ def _here(runs: list[tuple[str, list[str]]]) -> list[list[int]]:
 def two(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     """Stats split from the first file on (as on any machine: two cores said), and the children started."""
     monkeypatch.setattr(stat_columns, "PARALLEL_FROM", 1)
+    monkeypatch.setattr(stat_columns, "BLOCK", 8)  # runs of 54 files: some cut, some whole to one side
     monkeypatch.setattr(stat_columns, "_cores", lambda: 2)
     started: list[object] = []
     real = stat_columns._start
 
-    def counted(runs: stat_columns.Runs) -> stat_columns.Child | None:
-        child = real(runs)
+    def counted(feed: queue.SimpleQueue[bytes | None]) -> stat_columns.Child | None:
+        child = real(feed)
         started.append(child)
         return child
 
@@ -62,10 +68,17 @@ def test_a_second_interpreter_finds_what_this_one_would(tmp_path: Path, two: lis
     runs = _tree(tmp_path)
     expected = _here(runs)
     assert expected[0].count(-1) == 4 + 2  # the links and the gone folder's files: size -1
-    for cut in (1, 2, 3, 5):  # the halves fall between folders and inside one
+    for cut in (1, 2, 3, 5):  # the shares fall between folders and inside one
         part = runs[:cut]
         assert _columns(part) == _here(part)
     assert len(two) == 4 and all(child is not None for child in two)
+    many = [(folder, names[:3]) for folder, names in runs] * 6  # small runs, in blocks to each side
+    with stat_columns.TreeStats(1) as stats:
+        for folder, names in many:
+            stats.add(folder, names)
+        sides = [side for side, _ in stats._parts]
+        assert _lists(stats.finish()) == _here(many)
+    assert 0 < sum(sides) < len(sides), "both interpreters took files"
 
 
 @pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python", ""])
@@ -81,7 +94,7 @@ def test_a_second_interpreter_that_fails_or_cannot_start_changes_nothing(
 
 def test_a_small_tree_starts_no_second_interpreter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[object] = []
-    monkeypatch.setattr(stat_columns, "_start", lambda runs: started.append(runs))
+    monkeypatch.setattr(stat_columns, "_start", lambda feed: started.append(feed))
     runs = _tree(tmp_path)
     assert _columns(runs) == _here(runs)
     assert started == []  # 217 files, under PARALLEL_FROM

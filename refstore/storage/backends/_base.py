@@ -17,7 +17,7 @@ import os
 import random
 import tempfile
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol, TypeVar
@@ -259,11 +259,11 @@ class Backend(abc.ABC):
         progress: ProgressHook | None = None,
         on_records: RecordsHook | None = None,
         exclude: Exclusion | None = None,
-    ) -> list[ObjectMeta]:
+    ) -> Sequence[ObjectMeta]:
         """:meth:`list_prefix` for a reference. A backend that hashes content to list it (local files)
         runs the hashing on ``executor``, reports files done to ``progress`` and may hand each batch of
         records to ``on_records`` (in order, from its own thread) while later ones are hashed; listings that
-        carry checksums need none of these. The returned list holds every record either way, except those
+        carry checksums need none of these. The returned sequence holds every record either way, except those
         ``exclude`` leaves out (filtered here once listed; a walk skips them as it goes). (A listing on
         an executor's workers is :func:`refstore.storage.spread_listing.list_on_workers`.)"""
         found = await self.list_prefix(path, max_objects=max_objects)

@@ -31,7 +31,7 @@ from ...core.exceptions import (
     StorageUnavailableError,
     TooManyObjectsError,
 )
-from ...core.meta import ObjectMeta, new_meta
+from ...core.meta import MetaColumns, ObjectMeta, new_meta
 from ..hashing import (
     ALGORITHM,
     Hashed,
@@ -44,7 +44,7 @@ from ..hashing import (
 )
 from ..stat_cache import Stat, StatCache
 from ..stat_cache import enabled as stat_cache_enabled
-from ..stat_columns import stat_runs
+from ..stat_columns import TreeStats
 from ._base import CHUNK_SIZE, Backend, BodyFile, ProgressHook, RecordsHook, changed, is_unchecked
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ class LocalBackend(Backend):
         return ObjectMeta(url=self.url(path), size=facts.size, digest=facts.digest)
 
     async def list_prefix(self, path: str, *, max_objects: int) -> list[ObjectMeta]:
-        return await self.reference_listing(path, max_objects=max_objects)
+        return list(await self.reference_listing(path, max_objects=max_objects))
 
     async def reference_listing(
         self,
@@ -118,7 +118,7 @@ class LocalBackend(Backend):
         progress: ProgressHook | None = None,
         on_records: RecordsHook | None = None,
         exclude: Exclusion | None = None,
-    ) -> list[ObjectMeta]:
+    ) -> Sequence[ObjectMeta]:
         stop = threading.Event()
         listing = functools.partial(
             self._list_sync, path, max_objects, executor, progress, on_records, stop, exclude
@@ -137,26 +137,27 @@ class LocalBackend(Backend):
         on_records: RecordsHook | None,
         stop: threading.Event,
         exclude: Exclusion | None = None,
-    ) -> list[ObjectMeta]:
-        found: list[ObjectMeta] = []
+    ) -> Sequence[ObjectMeta]:
+        found: Sequence[ObjectMeta] = ()
         runs = _walk_runs(path, max_objects, self.url(path), exclude)
         cache = StatCache.load(path) if stat_cache_enabled() else None
         cut = len(_prefix(path))
         settled: _Settled | None = None
         try:
-            if cache is not None and cache.paths:
+            if cache is not None and cache.count:
                 found, settled = _list_known(runs, cut, cache, executor, progress, stop)
             else:
-                settled = _Settled(cut)
+                settled, hashed = _Settled(cut), []
                 files = ((folder + name, 0) for folder, names in runs for name in names)
                 for names, done in hash_stream(files, executor=executor, progress=progress, stop=stop):
                     # records made while hashing goes on
                     facts = zip(names, done.sizes, done.digests, strict=True)
                     batch = [new_meta(f"file://{f}", size, digest) for f, size, digest in facts]
-                    found += batch
+                    hashed += batch
                     settled.add(names, done)
                     if on_records is not None:
                         on_records(batch)
+                found = hashed
         except OSError as exc:  # a file the walk found cannot be read: a dangling link, a loop, EACCES
             if isinstance(exc, RefstoreError):
                 raise
@@ -347,23 +348,25 @@ def _list_known(
     executor: Executor | None,
     progress: ProgressHook | None,
     stop: threading.Event,
-) -> tuple[list[ObjectMeta], _Settled | None]:
+) -> tuple[MetaColumns, _Settled | None]:
     """The records of the walked files, those whose stat the cache recorded (:mod:`~refstore.storage.
     stat_cache`) with their recorded digest and no read, the others hashed; and the settled files to
     record (``None`` when the cache holds them already)."""
     top = ""
     relatives: list[str] = []
-    walked = list(runs)  # (walked first: then stat'ed on two cores when there are many)
-    for folder, names in walked:
-        top, relative = folder[:cut], folder[cut:]
-        relatives += [relative + name for name in names]
-    columns = stat_runs(walked)
+    with TreeStats(cache.count) as stats:  # (on two cores when there are many: stat'ed as walked)
+        for folder, names in runs:
+            top, relative = folder[:cut], folder[cut:]
+            relatives += [relative + name for name in names] if relative else names
+            stats.add(folder, names)
+        cache.digests  # noqa: B018 (the records parsed while the second interpreter finishes)
+        columns = stats.finish()
     found = cache.lookup(relatives, columns)
     misses = [i for i, digest in enumerate(found) if digest is None] if None in found else []
     sizes = columns[0]  # those of the misses come from their read
     if progress is not None and len(misses) < len(relatives):
         progress(len(relatives) - len(misses))
-    if not misses and len(relatives) == len(cache.paths):  # every record held, none gone: nothing to write
+    if not misses and len(relatives) == cache.count:  # every record held, none gone: nothing to write
         return _records(top, relatives, sizes, cast(list[str], found)), None
     settled = _Settled(cut)
     for relative, stat, digest in zip(relatives, zip(*columns, strict=True), found, strict=True):
@@ -382,10 +385,9 @@ def _list_known(
     return _records(top, relatives, sizes, cast(list[str], found)), settled
 
 
-def _records(top: str, relatives: list[str], sizes: Sequence[int], digests: list[str]) -> list[ObjectMeta]:
+def _records(top: str, relatives: list[str], sizes: Sequence[int], digests: list[str]) -> MetaColumns:
     """The records of the files at ``top`` + each relative path."""
-    url = f"file://{top}"
-    return [new_meta(url + r, size, d) for r, size, d in zip(relatives, sizes, digests, strict=True)]
+    return MetaColumns(f"file://{top}", relatives, sizes, digests)
 
 
 def _prefix(folder: str) -> str:
