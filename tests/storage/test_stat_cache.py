@@ -287,7 +287,9 @@ def test_records_are_matched_by_path_not_by_position(tmp_path: Path) -> None:
         found = cache.lookup(["d0/f00.bin", "d0/f01.bin", "d0/other"], cache.columns)
         assert found[:2] == cache.digests[:2] and found[2] is None
         assert cache.lookup(cache.paths, cache.columns) == cache.digests
-    assert _digests(refstore.Artifact("t").add_reference(root)) == dict(zip(cache.paths, cache.digests))
+    assert _digests(refstore.Artifact("t").add_reference(root)) == dict(
+        zip(cache.paths, cache.digests, strict=True)
+    )
 
 
 def test_a_tree_is_listed_in_the_order_of_its_paths(tmp_path: Path, opened: list[str]) -> None:
