@@ -66,10 +66,17 @@ class PageSource(Protocol):
     """A backend's listing of one bucket or container, page by page."""
 
     def pages(
-        self, prefix: str, *, delimiter: bool = False, start_after: str | None = None
+        self,
+        prefix: str,
+        *,
+        delimiter: bool = False,
+        start_after: str | None = None,
+        ahead: Callable[[Page], bool] | None = None,
     ) -> AsyncGenerator[Page, None]:
         """The pages of the keys under ``prefix`` (``/`` as delimiter when asked), in key order; from the
-        first key after ``start_after`` where the storage can start there (keys up to it may come too)."""
+        first key after ``start_after`` where the storage can start there (keys up to it may come too).
+        A source may ask for the next page before the consumer has taken one for which ``ahead(page)``
+        says it will want the next (S3 does: the server's time for it overlaps the taking)."""
         ...
 
 
@@ -150,8 +157,13 @@ class _Listing:
     # -- streams ----------------------------------------------------------------------------------------
 
     async def _stream(self, stream: _Stream) -> None:
+        def wanted(page: Page) -> bool:  # whether the stream will want the page after this one
+            last = page.last_key if page.last_key is not None else stream.last
+            return stream.bound is None or last < stream.bound
+
         try:
-            async with self.slots, contextlib.aclosing(self.source.pages(stream.node)) as pages:
+            listing = self.source.pages(stream.node, ahead=wanted)
+            async with self.slots, contextlib.aclosing(listing) as pages:
                 async for page in pages:
                     if self._take(stream, page):
                         break

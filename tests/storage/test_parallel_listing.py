@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 from unittest import mock
 
@@ -169,11 +169,19 @@ class _MemoryPages:
     def __init__(self, keys: list[str], page: int, starts: bool, pauses: list[int]) -> None:
         self.keys, self.page, self.starts, self.pauses = sorted(set(keys)), page, starts, pauses
         self.requests = 0
+        self.early = 0  # requests for a next page made before the consumer took the page before it
         self.delimited = 0  # delimiter listings
 
     async def pages(
-        self, prefix: str, *, delimiter: bool = False, start_after: str | None = None
+        self,
+        prefix: str,
+        *,
+        delimiter: bool = False,
+        start_after: str | None = None,
+        ahead: Callable[[Page], bool] | None = None,
     ) -> AsyncGenerator[Page, None]:
+        """Pages asked for early as S3's are: the next page's request is counted when ``ahead`` says it
+        will be wanted, whether the consumer then takes it or stops."""
         self.delimited += delimiter
         under = [
             k
@@ -187,15 +195,20 @@ class _MemoryPages:
                 items.append((key, False))
             elif not items or items[-1] != (key[: cut + 1], True):
                 items.append((key[: cut + 1], True))
+        asked = False  # the next page's request counted already (asked for early)
         for start in range(0, max(len(items), 1), self.page):
-            self.requests += 1
+            self.requests += not asked
             for _ in range(self.pauses[self.requests % len(self.pauses)]):
                 await asyncio.sleep(0)
             chunk = items[start : start + self.page]
             keys = [k for k, is_prefix in chunk if not is_prefix]
             entries = [(k, ObjectMeta(f"mem://{k}", 0)) for k in keys if not k.endswith("/")]
             more = start + self.page < len(items)
-            yield Page(entries, keys[-1] if keys else None, more, [k for k, p in chunk if p])
+            page = Page(entries, keys[-1] if keys else None, more, [k for k, p in chunk if p])
+            asked = more and ahead is not None and ahead(page)
+            self.requests += asked
+            self.early += asked
+            yield page
 
 
 def _random_case(rng: random.Random) -> tuple[list[str], int, bool, list[int], int, bool]:
@@ -215,7 +228,7 @@ def test_every_key_is_listed_exactly_once_whatever_the_tree() -> None:
     """2,000 random trees, page sizes, numbers of streams and interleavings (seeded: a failure names its
     case), against the keys themselves."""
     rng = random.Random(16)
-    splits = 0
+    splits = early = 0
     for case in range(2000):
         keys, page, starts, pauses, streams, eager = _random_case(rng)
         keys += ["rootless", "root"]
@@ -228,4 +241,17 @@ def test_every_key_is_listed_exactly_once_whatever_the_tree() -> None:
         expected = sorted({k for k in keys if k.startswith("root/") and not k.endswith("/")})
         assert [m.url for m in found] == [f"mem://{k}" for k in expected], (case, sorted(set(keys)))
         splits += source.delimited > 0
+        early += source.early > 0
     assert splits > 1000  # most cases were split
+    assert early > 1000  # and most asked for pages early
+
+
+def test_one_stream_asks_for_each_page_early_and_once() -> None:
+    """A stream that reads to the end asks for its next page while it takes one, and never asks twice."""
+    keys = [f"root/k{i:03d}" for i in range(95)]
+    source = _MemoryPages(keys, 10, True, [1])
+    found = asyncio.run(
+        list_in_parallel(source, "root/", max_objects=10**6, too_many=RuntimeError, streams=1)
+    )
+    assert [m.url for m in found] == [f"mem://{k}" for k in keys]
+    assert (source.requests, source.early) == (10, 9)

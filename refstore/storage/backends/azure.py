@@ -348,7 +348,12 @@ class _AzurePages:
         self.container = container
 
     async def pages(
-        self, prefix: str, *, delimiter: bool = False, start_after: str | None = None
+        self,
+        prefix: str,
+        *,
+        delimiter: bool = False,
+        start_after: str | None = None,
+        ahead: Callable[[Page], bool] | None = None,  # (pages are asked for one after the other)
     ) -> AsyncGenerator[Page, None]:
         from azure.storage.blob.aio import BlobPrefix
 

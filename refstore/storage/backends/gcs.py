@@ -426,7 +426,12 @@ class _GCSPages:
         self.bucket = bucket
 
     async def pages(
-        self, prefix: str, *, delimiter: bool = False, start_after: str | None = None
+        self,
+        prefix: str,
+        *,
+        delimiter: bool = False,
+        start_after: str | None = None,
+        ahead: Callable[[Page], bool] | None = None,  # (pages are asked for one after the other)
     ) -> AsyncGenerator[Page, None]:
         token: str | None = None
         while True:

@@ -722,7 +722,12 @@ class _S3Pages:
         self._fast: bool | None = None
 
     async def pages(
-        self, prefix: str, *, delimiter: bool = False, start_after: str | None = None
+        self,
+        prefix: str,
+        *,
+        delimiter: bool = False,
+        start_after: str | None = None,
+        ahead: Callable[[Page], bool] | None = None,
     ) -> AsyncGenerator[Page, None]:
         kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
         if LIST_PAGE_SIZE is not None:
@@ -731,39 +736,60 @@ class _S3Pages:
             kwargs["Delimiter"] = "/"
         url = self.backend.url(f"{self.bucket}/{prefix}")
         after, marker, version_marker, token = start_after, None, None, None
-        while True:
-            if self._probe is not None:
-                await asyncio.shield(self._probe)
-            mode = self.mode
+
+        def ask(mode: str) -> Awaitable[Mapping[str, Any]]:
             if mode == "versions":
                 markers = {"KeyMarker": marker or after} if marker or after else {}
                 if version_marker:
                     markers["VersionIdMarker"] = version_marker
-                try:
-                    answer = await self._list("list_object_versions", url, **kwargs, **markers)
-                except OSError as exc:
-                    if not _versions_refused(exc):
-                        raise
-                    self.mode = "v2"  # ListObjectsV2 from here, after the last key listed
-                    after = marker or after
-                    continue
-                page = self._versions_page(answer)
-                marker, version_marker = _next_key_marker(answer), answer.get("NextVersionIdMarker")
-            else:
-                position = {"ContinuationToken": token} if token else {"StartAfter": after} if after else {}
-                answer = await self._list("list_objects_v2", url, **kwargs, **position)
-                page = self._current_page(answer)
-                token = answer.get("NextContinuationToken")
-            if page.more and mode == "versions" and self._probe is None:
-                # asked before the page is handed out, so that the streams it starts wait for the answer
-                self._probe = asyncio.ensure_future(self._unversioned_to_v2())
-            yield page
-            if not page.more:
-                return
-            if self._probe is not None:
-                await asyncio.shield(self._probe)
-            if mode == "versions" and self.mode == "v2":
-                after = page.last_key  # go on with ListObjectsV2 after the last key listed
+                return self._list("list_object_versions", url, **kwargs, **markers)
+            position = {"ContinuationToken": token} if token else {"StartAfter": after} if after else {}
+            return self._list("list_objects_v2", url, **kwargs, **position)
+
+        #: the next page, asked for before the consumer took this one (the mode it was asked in)
+        early: tuple[str, asyncio.Future[Mapping[str, Any]]] | None = None
+        try:
+            while True:
+                if self._probe is not None:
+                    await asyncio.shield(self._probe)
+                mode = self.mode
+                call: Awaitable[Mapping[str, Any]]
+                if early is not None and early[0] == mode:
+                    call = early[1]
+                else:
+                    _dropped(early)
+                    call = ask(mode)
+                early = None
+                if mode == "versions":
+                    try:
+                        answer = await call
+                    except OSError as exc:
+                        if not _versions_refused(exc):
+                            raise
+                        self.mode = "v2"  # ListObjectsV2 from here, after the last key listed
+                        after = marker or after
+                        continue
+                    page = self._versions_page(answer)
+                    marker, version_marker = _next_key_marker(answer), answer.get("NextVersionIdMarker")
+                else:
+                    answer = await call
+                    page = self._current_page(answer)
+                    token = answer.get("NextContinuationToken")
+                if page.more and mode == "versions" and self._probe is None:
+                    # asked before the page is handed out, so that the streams it starts wait for the answer
+                    self._probe = asyncio.ensure_future(self._unversioned_to_v2())
+                known = self._probe is None or self._probe.done()  # (the mode of the next page)
+                if page.more and known and self.mode == mode and ahead is not None and ahead(page):
+                    early = (mode, asyncio.ensure_future(ask(mode)))  # sent while this one is taken
+                yield page
+                if not page.more:
+                    return
+                if self._probe is not None:
+                    await asyncio.shield(self._probe)
+                if mode == "versions" and self.mode == "v2":
+                    after = page.last_key  # go on with ListObjectsV2 after the last key listed
+        finally:
+            _dropped(early)
 
     async def _list(self, method: str, url: str, **kwargs: Any) -> Mapping[str, Any]:
         """One listing request; its page parsed by :mod:`.s3_listing` where that is enabled (the request
@@ -815,6 +841,18 @@ class _S3Pages:
             return
         if not answer.get("Status"):
             self.mode = "v2"
+
+
+def _dropped(early: tuple[str, asyncio.Future[Mapping[str, Any]]] | None) -> None:
+    """Cancel a page asked for early that is not wanted after all (its answer, or error, dropped)."""
+    if early is None:
+        return
+    future = early[1]
+    if future.done():
+        if not future.cancelled():
+            future.exception()  # (retrieved: not reported as never retrieved)
+    else:
+        future.cancel()
 
 
 def _next_key_marker(answer: Mapping[str, Any]) -> str | None:
