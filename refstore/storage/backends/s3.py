@@ -781,6 +781,7 @@ class _S3Pages:
                 known = self._probe is None or self._probe.done()  # (the mode of the next page)
                 if page.more and known and self.mode == mode and ahead is not None and ahead(page):
                     early = (mode, asyncio.ensure_future(ask(mode)))  # sent while this one is taken
+                    await asyncio.sleep(0)  # (it runs up to its first wait: the request is on its way)
                 yield page
                 if not page.more:
                     return
