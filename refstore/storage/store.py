@@ -22,18 +22,22 @@ REGISTRY_MARKER = ".refstore-registry"
 
 
 def default_root() -> str:
-    """``$REFSTORE_ROOT``; else the nearest ``.refstore`` folder in the current folder or its parents (as git
-    finds ``.git``); else ``./.refstore``, made by the first write."""
+    """``$REFSTORE_ROOT``; else the nearest registry in the current folder or its parents (as git finds
+    ``.git``, see :func:`find_default_root`); else ``./.refstore``, made by the first write."""
     return os.environ.get("REFSTORE_ROOT") or find_default_root() or DEFAULT_ROOT
 
 
 def find_default_root(start: str | os.PathLike[str] | None = None) -> str | None:
-    """The nearest ``.refstore`` folder in ``start`` (default: the current folder) or its parents."""
+    """The nearest registry in ``start`` (default: the current folder) or its parents: a ``.refstore``
+    folder in it, else the folder itself when it is a registry (its :data:`REGISTRY_MARKER`: ``refstore
+    init .`` made one there)."""
     folder = os.path.abspath(start if start is not None else os.getcwd())
     while True:
         candidate = os.path.join(folder, DEFAULT_NAME)
         if os.path.isdir(candidate):
             return candidate
+        if os.path.isfile(os.path.join(folder, REGISTRY_MARKER)):
+            return folder
         parent = os.path.dirname(folder)
         if parent == folder:
             return None

@@ -62,6 +62,22 @@ def test_commands_in_a_subfolder_use_the_nearest_registry(
     _fails_naming(f"{project}/elsewhere", "ls")
 
 
+def test_a_registry_made_in_the_folder_itself_is_found_there_and_below(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``refstore init .`` makes the current folder a registry: the commands run there (and in its
+    subfolders) use it, as they would a ``.refstore`` folder."""
+    monkeypatch.chdir(project)
+    assert _ok("init", ".").strip() == f"created registry file://{project}"
+    assert _ok("ls").strip() == "(no artifacts)"
+    monkeypatch.chdir(project / "sub")
+    assert _ok("log", "ds", "../data").startswith("ds:v0 ")
+    assert not (project / "sub" / ".refstore").exists()
+    assert refstore.Registry().root == f"file://{project}"
+    (project / ".refstore").mkdir()  # a .refstore folder in a folder wins over the folder itself
+    assert refstore.Registry().root == f"file://{project}/.refstore"
+
+
 def test_log_makes_the_default_registry_here_when_none_is_found(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
