@@ -74,7 +74,8 @@ def _hex(digest: str) -> str:
 class Registry:
     """A registry of artifacts rooted at ``root``: default ``$REFSTORE_ROOT``, else the nearest registry in
     the current folder or its parents (a ``.refstore`` folder, or the folder itself where ``refstore init
-    .`` made one; as git finds ``.git``), else ``./.refstore``, which the first write makes. The root is fixed when the registry is made; nothing is read until it is used."""
+    .`` made one; as git finds ``.git``), else ``./.refstore``, which the first write makes. The root is
+    fixed when the registry is made; nothing is read until it is used."""
 
     def __init__(
         self, root: str | os.PathLike[str] | None = None, *, storage_options: Mapping[str, Any] | None = None
