@@ -12,8 +12,10 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import CancelledError
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ import pytest
 import refstore
 from refstore.storage import stat_columns
 from refstore.storage.hashing import hash_bytes
+from refstore.storage.locations import resolve
 from refstore.storage.stat_cache import StatCache
 
 _opened: list[str] | None = None
@@ -290,6 +293,21 @@ def test_records_are_matched_by_path_not_by_position(tmp_path: Path) -> None:
     assert _digests(refstore.Artifact("t").add_reference(root)) == dict(
         zip(cache.paths, cache.digests, strict=True)
     )
+
+
+def test_a_stopped_reference_again_ends_without_walking_the_tree(tmp_path: Path, opened: list[str]) -> None:
+    """A re-reference whose listing is stopped (the caller cancelled, Ctrl-C) ends at once, as a first
+    reference's hashing does, instead of walking and stat'ing the rest of the tree first."""
+    root = tmp_path / "tree"
+    _tree(root, folders=3, files=4)
+    _settle()
+    refstore.Artifact("t").add_reference(root)
+    backend = resolve(root).backend
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(CancelledError):
+        backend._list_sync(str(root.resolve()), 100, None, None, None, stop)  # type: ignore[attr-defined]
+    refstore.Artifact("t").add_reference(root)  # (a second interpreter for the "two processes" case)
 
 
 def test_a_tree_is_listed_in_the_order_of_its_paths(tmp_path: Path, opened: list[str]) -> None:

@@ -15,7 +15,7 @@ import stat as stat_module
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Executor, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
@@ -356,6 +356,8 @@ def _list_known(
     relatives: list[str] = []
     with TreeStats(cache.count) as stats:  # (on two cores when there are many: stat'ed as walked)
         for folder, names in runs:
+            if stop.is_set():  # (cancelled, Ctrl-C: the thread ends here, not after the whole tree)
+                raise CancelledError("the listing was stopped")
             top, relative = folder[:cut], folder[cut:]
             relatives += [relative + name for name in names] if relative else names
             stats.add(folder, names)
