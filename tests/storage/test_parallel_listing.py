@@ -13,7 +13,6 @@ import math
 import random
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
-from unittest import mock
 
 import pytest
 
@@ -224,7 +223,7 @@ def _random_case(rng: random.Random) -> tuple[list[str], int, bool, list[int], i
     return keys, rng.randint(1, 6), rng.random() < 0.5, pauses, rng.randint(1, 8), rng.random() < 0.8
 
 
-def test_every_key_is_listed_exactly_once_whatever_the_tree() -> None:
+def test_every_key_is_listed_exactly_once_whatever_the_tree(monkeypatch: pytest.MonkeyPatch) -> None:
     """2,000 random trees, page sizes, numbers of streams and interleavings (seeded: a failure names its
     case), against the keys themselves."""
     rng = random.Random(16)
@@ -233,11 +232,11 @@ def test_every_key_is_listed_exactly_once_whatever_the_tree() -> None:
         keys, page, starts, pauses, streams, eager = _random_case(rng)
         keys += ["rootless", "root"]
         source = _MemoryPages(keys, page, starts, pauses)
-        thresholds = {"KEYS_PER_SUBPREFIX": 1 if eager else 10, "PAGES_PER_STREAM": 0.01 if eager else 2}
-        with mock.patch.multiple(listing, **thresholds):
-            found = asyncio.run(
-                list_in_parallel(source, "root/", max_objects=10**6, too_many=RuntimeError, streams=streams)
-            )
+        monkeypatch.setattr(listing, "KEYS_PER_SUBPREFIX", 1 if eager else 10)
+        monkeypatch.setattr(listing, "PAGES_PER_STREAM", 0.01 if eager else 2)
+        found = asyncio.run(
+            list_in_parallel(source, "root/", max_objects=10**6, too_many=RuntimeError, streams=streams)
+        )
         expected = sorted({k for k in keys if k.startswith("root/") and not k.endswith("/")})
         assert [m.url for m in found] == [f"mem://{k}" for k in expected], (case, sorted(set(keys)))
         splits += source.delimited > 0
