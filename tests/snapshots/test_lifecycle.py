@@ -230,6 +230,33 @@ def test_an_alias_pointed_at_a_version_as_it_is_deleted_is_taken_back(
         registry.alias("data:v0", "prod")
 
 
+def test_a_log_whose_version_is_deleted_before_its_alias_lands_logs_again(
+    registry: refstore.Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process deletes the version a log just claimed, before the log's alias is on it: the log
+    claims the next number, so the alias names the logged content; the deleted number stays deleted."""
+    _log(registry, tmp_path, "a")
+    point_alias = lifecycle.point_alias
+    raced: list[int] = []
+
+    def deleted_first(store: object, name: str, number: int, alias: str) -> None:
+        if not raced:
+            raced.append(number)
+            registry.delete(f"{name}:v{number}")
+        point_alias(store, name, number, alias)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lifecycle, "point_alias", deleted_first)
+    logged = _log(registry, tmp_path, "b", aliases=["prod"])
+    assert raced == [1] and logged.version == 2 and logged.created
+    assert registry.get("data:prod").version == 2 == registry.get("data").version
+    assert [(v.version, bool(v.deleted)) for v in registry.versions("data", deleted=True)] == [
+        (0, False),
+        (1, True),
+        (2, False),
+    ]
+    assert registry.get("data:v2").digest == registry.versions("data", deleted=True)[1].digest
+
+
 def test_an_older_registrys_alias_pointer_is_read_moved_and_removed(
     registry: refstore.Registry, tmp_path: Path
 ) -> None:
