@@ -119,6 +119,8 @@ class Downloader:
                 f"{description}: {placed} of {len(entries)} entries in place in {top}, "
                 f"{len(entries) - placed} not; run the download again to complete it"
             )
+            if isinstance(exc, ObjectChangedError):  # a retry cannot help until the pinned bytes are back
+                note += " once the pinned bytes of that object are back"
             _raise_with_note(exc, note)
         if fetched or undecided:  # bytes entered the cache
             cache_bounds.prune_after_download(self.cache, limit)

@@ -294,6 +294,7 @@ def test_a_download_that_fails_half_way_says_what_is_in_place_and_running_it_aga
     in_place, missing = int(match[1]), int(match[2])
     assert in_place + missing == 20 and missing >= 1
     assert "part-07.bin" in str(raised.value)
+    assert str(raised.value).endswith("once the pinned bytes of that object are back")
     assert len(_tree(tmp_path / "dir")) == in_place, "the count is what the folder holds"
     s3_fs.pipe_file(f"{bucket}/sales/part-07.bin", files["part-07.bin"])  # the bytes are back (same ETag)
     mark = s3_server.mark()
@@ -323,6 +324,7 @@ def test_a_download_cut_off_by_the_network_says_what_is_in_place_and_completes_l
         r"parts:v0: (\d+) of 12 entries in place in \S+, (\d+) not; run the download", str(raised.value)
     )
     assert match is not None and "part-05.bin" in str(raised.value), str(raised.value)
+    assert str(raised.value).endswith("run the download again to complete it"), "the object is not gone"
     in_place = _tree(tmp_path / "dir")
     assert len(in_place) == int(match[1]) and int(match[2]) >= 1
     mark = s3_server.mark()
