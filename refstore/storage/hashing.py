@@ -25,6 +25,7 @@ from typing import NamedTuple
 import xxhash
 
 from ..core.exceptions import ObjectChangedError
+from .stat_columns import FOLDER_FLAGS
 from .workers import shared_executor
 
 ALGORITHM = "xxh3_128"
@@ -48,7 +49,6 @@ _AHEAD = 256
 
 _local = threading.local()
 _FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)
-_FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 _RELATIVE_OPEN = os.open in os.supports_dir_fd and os.sep == "/"
 
 
@@ -241,7 +241,7 @@ class _Opener:
         try:
             if path[:cut] != self._folder:
                 self.close()
-                self._fd = os.open(path[:cut], _FOLDER_FLAGS)
+                self._fd = os.open(path[:cut], FOLDER_FLAGS)
                 self._folder = path[:cut]
             return os.open(path[cut + 1 :], _FLAGS, dir_fd=self._fd)
         except OSError:

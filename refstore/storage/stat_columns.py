@@ -43,7 +43,8 @@ _FIELDS = tuple(
 )
 #: How ``os.fsencode`` and ``os.fsdecode`` turn names into bytes and back, for many names in one call.
 _FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
-_FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+#: How a folder is opened to stat or open its files relative to it (here and in :mod:`.hashing`).
+FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
 
 Columns = list["array.array[int]"]
 
@@ -59,7 +60,7 @@ def stat_into(folder: str, names: Sequence[str], columns: Columns) -> None:
     cannot be stat'ed (no record matches it: hashing it then says why)."""
     found: list[os.stat_result | None]
     try:
-        fd = os.open(folder, _FOLDER_FLAGS)
+        fd = os.open(folder, FOLDER_FLAGS)
     except OSError:
         found = [None] * len(names)
     else:
