@@ -16,13 +16,17 @@ flight, boto3 with 64 threads (``download_file`` for the large objects), raw s3f
 rotates each round, after ``os.sync()``; it reports its wall time and CPU seconds (all threads) for the work
 alone, and refstore also its setup separately: its import and, for a download, the registry's read; for a
 reference, also the S3 client's import (s3fs, aiobotocore, aiohttp: listings go through botocore) and its
-filesystem object. Prints Markdown tables of medians.
+filesystem object. Each step also reports the server's CPU seconds over it (RGW: radosgw, its OSD and
+monitor, from ``/proc``; moto: its process), and the large cases the CPU one thread takes to MD5 the object
+in memory, to show what a checked download costs on this machine's two cores. Prints Markdown tables of
+medians.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import hashlib
 import json
 import os
 import resource
@@ -175,6 +179,30 @@ def _timed_process(cmd: list[str], env: dict[str, str]) -> dict[str, Any]:
     return {"seconds": seconds, "cpu": cpu, "stdout": done.stdout}
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu(pids: list[int]) -> float:
+    """The CPU seconds (user and system, all threads) the processes ``pids`` have used so far."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / _TICK
+
+
+def md5_cpu(size: int) -> float:
+    """CPU seconds one thread takes to MD5 ``size`` bytes held in memory (8 MiB updates, as the data
+    plane's largest)."""
+    block = os.urandom(8 * 2**20)
+    hasher = hashlib.md5(usedforsecurity=False)
+    start = time.process_time()
+    for _ in range(size // len(block)):
+        hasher.update(block)
+    return time.process_time() - start
+
+
 def _digest(path: Path) -> str:
     hasher = xxhash.xxh3_128()
     with open(path, "rb") as handle:
@@ -204,6 +232,15 @@ class Bench:
 
     def stop(self) -> None:
         self.server.stop()
+
+    def server_cpu(self) -> float:
+        """The server's CPU seconds so far: radosgw, its OSD and its monitor; or the moto process."""
+        if self.server_name == "rgw":
+            data = self.server.data_dir
+            pids = [int((data / f"{name}.pid").read_text()) for name in ("rgw", "osd", "mon")]
+        else:
+            pids = [self.server.process.pid]
+        return _process_cpu(pids)
 
     # -- data -------------------------------------------------------------------------------------------
 
@@ -278,7 +315,10 @@ class Bench:
                 dest.mkdir()
                 os.sync()
                 try:
-                    results[tool].append(self._step(tool, name, dest, expect))
+                    before = self.server_cpu()
+                    step = self._step(tool, name, dest, expect)
+                    step["server_cpu"] = self.server_cpu() - before
+                    results[tool].append(step)
                 except RuntimeError as exc:  # a peer that failed is reported, not fatal
                     print(f"{tool} failed on {name}: {str(exc)[:300]}", file=sys.stderr)
                 shutil.rmtree(dest)
@@ -338,6 +378,7 @@ class Bench:
         for round_ in range(self.rounds):
             for tool in names[round_ % len(names) :] + names[: round_ % len(names)]:
                 cmd = steps[tool]
+                before = self.server_cpu()
                 if tool.startswith("s5cmd"):
                     out = _timed_process(cmd, self.env)
                     lines = out.pop("stdout").count("\n")
@@ -346,29 +387,49 @@ class Bench:
                 else:
                     env = {**self.env, "REFSTORE_S3_LISTING": "botocore"} if "botocore" in tool else self.env
                     out = _json_run(cmd, env)
+                out["server_cpu"] = self.server_cpu() - before
                 results.setdefault(tool, []).append(out)
         return results
+
+    def budget(self, results: dict[str, list[dict[str, Any]]], target: float) -> str:
+        """What a download that MD5s every byte needs at least on two cores, from s5cmd's run (its own CPU
+        and the server's: the same transfer) and the CPU of one MD5 pass: a line under the table."""
+        runs = results["s5cmd"]
+        wall = statistics.median(r["seconds"] for r in runs)
+        client = statistics.median(r["cpu"] for r in runs)
+        server = statistics.median(r["server_cpu"] for r in runs)
+        md5 = statistics.median(md5_cpu(self.big) for _ in range(3))
+        cores = os.cpu_count() or 1
+        floor = (client + server + md5) / cores
+        return (
+            f"CPU budget: s5cmd {wall:.2f} s wall, {client:.2f} s CPU, server {server:.2f} s CPU; MD5 of "
+            f"{self.big // 2**20} MiB in memory on one thread {md5:.2f} s CPU. A download that does s5cmd's "
+            f"work plus the MD5 needs at least ({client:.2f} + {server:.2f} + {md5:.2f}) / {cores} cores = "
+            f"{floor:.2f} s = {floor / wall:.2f}x s5cmd (target {target}x).\n"
+        )
 
 
 def _table(title: str, results: dict[str, list[dict[str, Any]]], per: int, base: str) -> str:
     lines = [
         f"**{title}**",
         "",
-        "| tool | median s | rounds s | CPU s (median) | CPU per object | vs " + base + " |",
+        "| tool | median s | rounds s | CPU s (median) | CPU per object | server CPU s | vs " + base + " |",
     ]
-    lines.append("|---|---|---|---|---|---|")
+    lines.append("|---|---|---|---|---|---|---|")
     base_median = statistics.median(r["seconds"] for r in results[base])
     for tool, runs in results.items():
         if not runs:
-            lines.append(f"| {tool} | failed (see stderr) | | | | |")
+            lines.append(f"| {tool} | failed (see stderr) | | | | | |")
             continue
         seconds = [r["seconds"] for r in runs]
         cpu = statistics.median(r["cpu"] for r in runs)
         setup = [r["setup"] for r in runs if "setup" in r]
         name = tool + (f" (+{statistics.median(setup):.2f} s setup)" if setup else "")
+        server = statistics.median(r.get("server_cpu", float("nan")) for r in runs)
         lines.append(
             f"| {name} | {statistics.median(seconds):.2f} | {', '.join(f'{s:.2f}' for s in seconds)} | "
-            f"{cpu:.2f} | {cpu / per * 1000:.2f} ms | {statistics.median(seconds) / base_median:.2f}x |"
+            f"{cpu:.2f} | {cpu / per * 1000:.2f} ms | {server:.2f} | "
+            f"{statistics.median(seconds) / base_median:.2f}x |"
         )
     return "\n".join(lines) + "\n"
 
@@ -391,7 +452,9 @@ def main() -> None:
                     print(_table(f"{SMALL_COUNT} x 16 KiB, cold", bench.small(), SMALL_COUNT, "obstore-64"))
                 elif case in ("multipart", "md5"):
                     title = f"{args.big_mib} MiB, {'multipart' if case == 'multipart' else 'MD5'} ETag"
-                    print(_table(title, bench.large(case), 1, "s5cmd"))
+                    results = bench.large(case)
+                    print(_table(title, results, 1, "s5cmd"))
+                    print(bench.budget(results, 1.1 if case == "multipart" else 1.3))
                 elif case == "listing":
                     title = f"reference of {LISTING_COUNT} versioned objects"
                     print(_table(title, bench.listing(), LISTING_COUNT, "s5cmd ls --all-versions"))
