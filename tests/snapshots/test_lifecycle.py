@@ -12,6 +12,7 @@ import refstore
 from refstore.core.records import AliasRecord
 from refstore.runs.lineage import LineageIndex
 from refstore.snapshots import aliases, lifecycle
+from refstore.storage.store import Store
 
 
 @pytest.fixture
@@ -239,11 +240,11 @@ def test_a_log_whose_version_is_deleted_before_its_alias_lands_logs_again(
     point_alias = lifecycle.point_alias
     raced: list[int] = []
 
-    def deleted_first(store: object, name: str, number: int, alias: str) -> None:
+    def deleted_first(store: Store, name: str, number: int, alias: str) -> None:
         if not raced:
             raced.append(number)
             registry.delete(f"{name}:v{number}")
-        point_alias(store, name, number, alias)  # type: ignore[arg-type]
+        point_alias(store, name, number, alias)
 
     monkeypatch.setattr(lifecycle, "point_alias", deleted_first)
     logged = _log(registry, tmp_path, "b", aliases=["prod"])

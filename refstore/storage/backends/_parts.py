@@ -37,8 +37,8 @@ _HOP = 512 * 2**10
 _MAX_PIECES = 256
 #: Bytes per ``os.pwrite`` (a whole chunk). Under load, a plain obstore loop on RGW had taken 1.4-1.6 s of
 #: system time for 1 GiB in 64 KiB writes and 3.2-3.6 s in 1 MiB writes; on a quiet machine, refstore's own
-#: 1 GiB multipart download was faster with 1 MiB writes in 10 of 10 alternating pairs (3.3-3.8 s against
-#: 3.8-4.3 s, less system time in each pair), and the same with either for a single-PUT object.
+#: 1 GiB multipart download was faster with 1 MiB writes in 13 of 13 alternating pairs (3.3-4.1 s against
+#: 3.8-4.4 s, less system time in each pair), and the same with either for a single-PUT object.
 _WRITE = 2**20
 _NEW_FILE = os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
 #: Chunks that end at most this far past the bytes hashed so far are kept for the in-order hashing...
